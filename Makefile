@@ -1,0 +1,34 @@
+# One-command entry points. Each target does its own set-up on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tidyq-installed
+
+.PHONY: setup demo test test-fast bench up clean
+
+setup: $(STAMP)
+	@scripts/ensure-redis.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/tidyq demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider --cov=shared --cov=workers --cov=producers --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -x tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+up: setup
+	$(VENV)/bin/honcho start
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage

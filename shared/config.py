@@ -1,0 +1,221 @@
+"""Every setting tidyq reads, in one place.
+
+Two layers:
+- ``Settings``: the process environment (``TIDYQ_*`` variables), read once per call of
+  :func:`get_settings` so tests and workers can change the environment before building things.
+- The config objects users pass in code (``UnifiedConfig`` and its parts). Any field left as
+  ``None`` is filled from ``Settings`` by :meth:`UnifiedConfig.resolved`: arguments first, then
+  the environment, then the defaults written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+
+class BackendType(str, Enum):
+    """Where a call goes. AUTO picks one of the others from the environment, never MOCK."""
+
+    AUTO = "auto"
+    GATEWAY = "gateway"
+    BEDROCK = "bedrock"
+    DIRECT = "direct"
+    MOCK = "mock"
+
+    @classmethod
+    def parse(cls, value: "BackendType | str") -> "BackendType":
+        if isinstance(value, BackendType):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            names = ", ".join(b.value for b in cls)
+            raise ConfigurationError(f"unknown backend {value!r}; expected one of: {names}") from None
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Backoff policy of the one retry layer (shared.steps.retry).
+
+    delay(n) = min(max_delay, base_delay * backoff_factor**n) +/- jitter (a fraction of it).
+    A wait longer than ``max_inline_wait`` (a large Retry-After) is not slept in the worker:
+    the item is handed back to the queue with a countdown.
+    """
+
+    max_retries: int = 3
+    base_delay: float = 1.0
+    backoff_factor: float = 2.0
+    max_delay: float = 30.0
+    jitter: float = 0.1
+    max_inline_wait: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ConfigurationError("RetryConfig.max_retries must be >= 0")
+        if self.base_delay < 0 or self.max_delay < 0 or self.backoff_factor < 1:
+            raise ConfigurationError("RetryConfig delays must be >= 0 and backoff_factor >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigurationError("RetryConfig.jitter is a fraction between 0 and 1")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Response cache: per-process memory LRU, then Redis (shared) or a local disk directory."""
+
+    enabled: bool = True
+    ttl_seconds: int = 3600
+    max_size_mb: int = 100
+    memory_items: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.ttl_seconds <= 0 or self.max_size_mb <= 0 or self.memory_items < 0:
+            raise ConfigurationError("CacheConfig ttl_seconds and max_size_mb must be > 0")
+
+
+Check = Callable[[dict[str, Any]], "str | None"]
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Output checks. A failing output is re-generated through dspy.Refine or dspy.BestOfN.
+
+    ``checks`` are callables taking the outputs dict and returning ``None`` when fine or a
+    reason string. ``fields`` limits the length/keyword checks to some output fields (default:
+    every string output).
+    """
+
+    min_length: int | None = None
+    max_length: int | None = None
+    required_keywords: tuple[str, ...] | list[str] | None = None
+    checks: tuple[Check, ...] = ()
+    fields: tuple[str, ...] | None = None
+    max_attempts: int = 3
+    strategy: str = "refine"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("refine", "best_of_n"):
+            raise ConfigurationError("ValidationConfig.strategy is 'refine' or 'best_of_n'")
+        if self.max_attempts < 1:
+            raise ConfigurationError("ValidationConfig.max_attempts must be >= 1")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ConfigurationError("ValidationConfig.min_length is larger than max_length")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.min_length or self.max_length or self.required_keywords or self.checks)
+
+
+class Settings(BaseSettings):
+    """The TIDYQ_* environment. Credentials stay here, in the worker's environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDYQ_", extra="ignore")
+
+    redis_url: str | None = None
+    backend: str = "auto"
+    model: str | None = None
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    gateway_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    cache_enabled: bool = True
+    cache_dir: str | None = None
+    request_timeout: float = 60.0
+    # global per-backend limits shared by all workers, e.g. {"direct": {"rpm": 600, "tpm": 90000}}
+    rate_limits: dict[str, dict[str, float]] = {}
+
+    # queue
+    result_ttl_seconds: int = 7 * 24 * 3600
+    chunk_size: int = 50
+    max_items_per_job: int = 1_000_000
+    max_item_bytes: int = 256 * 1024
+    task_time_limit: int = 600
+    concurrency_mock: int = 1
+    concurrency_direct: int = 32
+    concurrency_bedrock: int = 16
+    concurrency_gateway: int = 32
+
+
+def get_settings() -> Settings:
+    return Settings()
+
+
+def _mask(value: str | None) -> str | None:
+    return None if value is None else "***"
+
+
+@dataclass(frozen=True)
+class UnifiedConfig:
+    """What one wrapper talks to and how. ``None`` fields come from the environment."""
+
+    backend: BackendType | str = BackendType.AUTO
+    model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    gateway_url: str | None = None
+    region: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    engine: str = "auto"  # DIRECT only: "auto" (fastest correct), "lm15" or "litellm"
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    redis_url: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", BackendType.parse(self.backend))
+        if self.retry is None:
+            object.__setattr__(self, "retry", RetryConfig())
+        if self.cache is None:
+            object.__setattr__(self, "cache", CacheConfig())
+        if self.validation is None:
+            object.__setattr__(self, "validation", ValidationConfig())
+        if self.engine not in ("auto", "lm15", "litellm"):
+            raise ConfigurationError("UnifiedConfig.engine is 'auto', 'lm15' or 'litellm'")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "UnifiedConfig":
+        return cls(**overrides).resolved()
+
+    def resolved(self, settings: Settings | None = None) -> "UnifiedConfig":
+        """Fill unset fields from TIDYQ_* settings. Arguments always win."""
+        s = settings or get_settings()
+        backend = self.backend
+        if backend is BackendType.AUTO and s.backend:
+            backend = BackendType.parse(s.backend)
+        cache = self.cache
+        if not s.cache_enabled and cache.enabled:
+            cache = dataclasses.replace(cache, enabled=False)
+        return dataclasses.replace(
+            self,
+            backend=backend,
+            model=self.model or s.model,
+            api_base=self.api_base or s.api_base,
+            api_key=self.api_key or (s.api_key.get_secret_value() if s.api_key else None),
+            gateway_url=self.gateway_url or s.gateway_url,
+            timeout=self.timeout or s.request_timeout,
+            redis_url=self.redis_url or s.redis_url,
+            cache_dir=self.cache_dir or s.cache_dir,
+            cache=cache,
+        )
+
+    def public(self) -> dict[str, Any]:
+        """A loggable view: no secret values."""
+        return {
+            "backend": self.backend.value,
+            "model": self.model,
+            "api_base": self.api_base,
+            "api_key": _mask(self.api_key),
+            "gateway_url": self.gateway_url,
+            "region": self.region,
+            "engine": self.engine,
+        }

@@ -1,0 +1,70 @@
+"""Per-call statistics gathered by the steps and read by whoever asked for the prediction.
+
+``track()`` opens a collector in a contextvar; every LM call made inside it (one predict may
+make several: validation attempts, multi-step programs) adds to it. Contextvars are per thread,
+so each item of a chunk running in its own thread gets its own numbers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    attempts: int = 0  # provider attempts, retries included; cache hits make none
+    cache_hits: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    validation_failures: int = 0
+    rate_limit_wait_s: float = 0.0
+
+    @property
+    def cached(self) -> bool:
+        return self.calls > 0 and self.cache_hits == self.calls
+
+    def add_cost(self, cost: float | None) -> None:
+        if cost is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + cost
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"cached": self.cached}
+
+
+_current: contextvars.ContextVar[CallStats | None] = contextvars.ContextVar("tidyq_call_stats", default=None)
+_cache_bypass: contextvars.ContextVar[bool] = contextvars.ContextVar("tidyq_cache_bypass", default=False)
+
+
+def current() -> CallStats | None:
+    return _current.get()
+
+
+@contextmanager
+def track() -> Iterator[CallStats]:
+    stats = CallStats()
+    token = _current.set(stats)
+    try:
+        yield stats
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def bypass_cache() -> Iterator[None]:
+    """Re-generation attempts must reach the provider, not replay the cached failure."""
+    token = _cache_bypass.set(True)
+    try:
+        yield
+    finally:
+        _cache_bypass.reset(token)
+
+
+def cache_bypassed() -> bool:
+    return _cache_bypass.get()

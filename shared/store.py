@@ -1,0 +1,324 @@
+"""Job state and results in Redis: every operation on a job's keys, atomic where it matters.
+
+Key names come from :mod:`shared.keys`. State changes that read-then-write run as Lua scripts so
+two workers (or a worker and `tidyq cancel`) can never interleave badly:
+
+- ``record_results``: HSETNX per item; counters move only on the first write of a custom_id, so a
+  redelivered chunk never duplicates a result or double-counts; the last result finishes the job.
+- ``chunk_start`` / ``chunk_end``: a chunk runs only while the job is queued/running; a running
+  set lets ``cancel`` finish at once when no chunk is executing, or when the last one stops.
+- ``cancel``: queued/running -> cancelling (or cancelled straight away); results are kept.
+
+Every key of a job expires ``ttl_seconds`` after the job finishes (set at creation as well, so an
+abandoned job also goes away).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Iterable, Iterator
+
+import redis
+
+from shared import keys
+from shared.errors import BadInput
+from shared.jobs import (Counts, Item, ItemResult, JobSpec, JobState, JobStatus, TERMINAL_STATES, iso)
+
+
+class JobNotFound(BadInput):
+    """No such job: a wrong id, or it expired (the CLI exits 2)."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} (wrong id, or its results expired)", where="job")
+
+
+class JobTimeout(TimeoutError):
+    """Waiting for a job's results took longer than the caller's timeout."""
+
+
+# KEYS: job, running ; ARGV: chunk id, now
+_CHUNK_START = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st ~= 'queued' and st ~= 'running' then return st end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
+if st == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
+end
+return 'run'
+"""
+
+# KEYS: job, running, results, order, failed-inputs ; ARGV: chunk id, now
+_CHUNK_END = """
+redis.call('SREM', KEYS[2], ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'cancelling' and redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  return 'cancelled'
+end
+return st or 'missing'
+"""
+
+# KEYS: job, running, results, order, failed-inputs
+# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '')
+_RECORD_RESULTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local now = ARGV[1]
+local n = tonumber(ARGV[2])
+local new = 0
+for i = 0, n - 1 do
+  local base = 3 + i * 4
+  local cid, status = ARGV[base], ARGV[base + 1]
+  if redis.call('HSETNX', KEYS[3], cid, ARGV[base + 2]) == 1 then
+    new = new + 1
+    redis.call('RPUSH', KEYS[4], cid)
+    redis.call('HINCRBY', KEYS[1], status, 1)
+    if status == 'failed' and ARGV[base + 3] ~= '' then
+      redis.call('HSET', KEYS[5], cid, ARGV[base + 3])
+    end
+  end
+end
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+if new > 0 then
+  for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'succeeded', 'failed', 'kind')
+local st, total = f[1], tonumber(f[2])
+local ok, bad = tonumber(f[3] or '0'), tonumber(f[4] or '0')
+if ok + bad >= total and (st == 'queued' or st == 'running' or st == 'cancelling') then
+  local final = 'completed'
+  if f[5] == 'predict' and bad > 0 then final = 'failed' end
+  redis.call('HSET', KEYS[1], 'status', final, 'finished_at', now)
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return new
+"""
+
+# KEYS: job, running, results, order, failed-inputs ; ARGV: now
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st ~= 'queued' and st ~= 'running' then return st end
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+if st == 'queued' or redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  return 'cancelled'
+end
+redis.call('HSET', KEYS[1], 'status', 'cancelling')
+return 'cancelling'
+"""
+
+# KEYS: job, running, results, order, failed-inputs ; ARGV: now, error
+_FAIL = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st == 'completed' or st == 'failed' or st == 'cancelled' then return st end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[1], 'error', ARGV[2])
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+return 'failed'
+"""
+
+
+def _job_keys(job_id: str) -> list[str]:
+    return [keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id),
+            keys.job_order(job_id), keys.job_failed_inputs(job_id)]
+
+
+def _s(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class JobStore:
+    """Redis operations on jobs. Cheap to build; holds a redis client (its pool is shared)."""
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._chunk_start = client.register_script(_CHUNK_START)
+        self._chunk_end = client.register_script(_CHUNK_END)
+        self._record = client.register_script(_RECORD_RESULTS)
+        self._cancel = client.register_script(_CANCEL)
+        self._fail = client.register_script(_FAIL)
+
+    @classmethod
+    def from_url(cls, url: str) -> "JobStore":
+        from shared.redisconn import get_redis
+
+        return cls(get_redis(url))
+
+    # --- producer side -------------------------------------------------------------------
+    def create_job(self, spec: JobSpec) -> None:
+        """Write a new job (status queued). Raises if the id exists (ids are uuid4)."""
+        mapping = {"spec": spec.model_dump_json(), "kind": spec.kind.value, "status": JobState.QUEUED.value,
+                   "total": spec.total, "succeeded": 0, "failed": 0, "ttl": spec.ttl_seconds,
+                   "created_at": repr(spec.created_at)}
+        if spec.retry_of:
+            mapping["retry_of"] = spec.retry_of
+        key = keys.job(spec.id)
+        with self.r.pipeline(transaction=True) as p:
+            p.exists(key)
+            p.hset(key, mapping=mapping)
+            p.expire(key, spec.ttl_seconds)
+            existed = p.execute()[0]
+        if existed:
+            raise RuntimeError(f"job id collision: {spec.id}")
+
+    def claim_idempotency(self, idem_key: str, job_id: str, ttl_seconds: int) -> str | None:
+        """Bind ``idem_key`` to ``job_id``. Returns the id of an existing live job holding the
+        key (the caller then returns that job), or None when ours won."""
+        key = keys.idempotency(hashlib.sha256(idem_key.encode()).hexdigest())
+        for _ in range(3):
+            if self.r.set(key, job_id, nx=True, ex=ttl_seconds):
+                return None
+            other = _s(self.r.get(key))
+            if other and self.r.exists(keys.job(other)):
+                return other
+            # the key outlived its job (expired or deleted): take it over
+            self.r.delete(key)
+        raise RuntimeError("could not claim the idempotency key (contended)")
+
+    def delete_job(self, job_id: str) -> None:
+        self.r.delete(*_job_keys(job_id))
+
+    def link_retry(self, old_id: str, new_id: str) -> None:
+        if self.r.exists(keys.job(old_id)):
+            self.r.hset(keys.job(old_id), "retried_by", new_id)
+
+    def fail_job(self, job_id: str, error: str) -> str:
+        return _s(self._fail(keys=_job_keys(job_id), args=[repr(time.time()), error]))
+
+    # --- worker side -----------------------------------------------------------------------
+    def chunk_start(self, job_id: str, chunk_id: str) -> str:
+        """'run' when the chunk may run; otherwise the job's state ('cancelling', 'missing'...)."""
+        return _s(self._chunk_start(keys=[keys.job(job_id), keys.job_running_chunks(job_id)],
+                                    args=[chunk_id, repr(time.time())]))
+
+    def chunk_end(self, job_id: str, chunk_id: str) -> str:
+        return _s(self._chunk_end(keys=_job_keys(job_id), args=[chunk_id, repr(time.time())]))
+
+    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]]) -> int:
+        """Store results (with the inputs of failed ones, for retry). Returns how many were new;
+        -1 when the job no longer exists (expired)."""
+        args: list[str] = [repr(time.time()), "0"]
+        n = 0
+        for result, inputs in results:
+            failed_inputs = json.dumps(inputs, ensure_ascii=False) if result.status == "failed" and inputs is not None else ""
+            args += [result.custom_id, result.status, result.to_json(), failed_inputs]
+            n += 1
+        if n == 0:
+            return 0
+        args[1] = str(n)
+        return int(self._record(keys=_job_keys(job_id), args=args))
+
+    def existing_results(self, job_id: str, custom_ids: list[str]) -> set[str]:
+        """custom_ids that already have a result (a redelivered chunk skips them)."""
+        if not custom_ids:
+            return set()
+        present = self.r.hmget(keys.job_results(job_id), custom_ids)
+        return {cid for cid, v in zip(custom_ids, present) if v is not None}
+
+    def mark_worker_ready(self, hostname: str, queues: list[str], pid: int, ttl_seconds: int = 86400) -> None:
+        key = keys.worker(hostname)
+        self.r.hset(key, mapping={"queues": ",".join(queues), "pid": pid, "ready_at": repr(time.time())})
+        self.r.expire(key, ttl_seconds)
+
+    def remove_worker(self, hostname: str) -> None:
+        self.r.delete(keys.worker(hostname))
+
+    def worker_info(self, hostname: str) -> dict[str, str] | None:
+        raw = self.r.hgetall(keys.worker(hostname))
+        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+
+    # --- reading -------------------------------------------------------------------------
+    def state(self, job_id: str) -> JobState | None:
+        st = self.r.hget(keys.job(job_id), "status")
+        return JobState(_s(st)) if st else None
+
+    def spec(self, job_id: str) -> JobSpec:
+        raw = self.r.hget(keys.job(job_id), "spec")
+        if raw is None:
+            raise JobNotFound(job_id)
+        return JobSpec.model_validate_json(raw)
+
+    def status(self, job_id: str) -> JobStatus:
+        key = keys.job(job_id)
+        with self.r.pipeline(transaction=True) as p:
+            p.hgetall(key)
+            p.ttl(key)
+            raw, ttl = p.execute()
+        if not raw:
+            raise JobNotFound(job_id)
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        spec = JobSpec.model_validate_json(h["spec"])
+        ts = {name: iso(float(h[f"{name}_at"])) if h.get(f"{name}_at") else None
+              for name in ("created", "started", "finished")}
+        return JobStatus(
+            id=job_id, kind=h["kind"], status=JobState(h["status"]),
+            counts=Counts(total=int(h["total"]), succeeded=int(h.get("succeeded", 0)), failed=int(h.get("failed", 0))),
+            timestamps=ts, backend=spec.backend, model=spec.model, signature=spec.signature, program=spec.program,
+            retry_of=h.get("retry_of"), retried_by=h.get("retried_by"), error=h.get("error"),
+            expires_in_seconds=ttl if ttl and ttl > 0 else None,
+        )
+
+    def cancel(self, job_id: str) -> JobState:
+        st = _s(self._cancel(keys=_job_keys(job_id), args=[repr(time.time())]))
+        if st == "missing":
+            raise JobNotFound(job_id)
+        return JobState(st)
+
+    def result_count(self, job_id: str) -> int:
+        return int(self.r.llen(keys.job_order(job_id)))
+
+    def iter_results(self, job_id: str, *, timeout: float | None = None, follow: bool = True,
+                     page: int = 500, poll_min: float = 0.01, poll_max: float = 0.25) -> Iterator[dict]:
+        """Result dicts in arrival order, as they arrive; ends when the job has ended and every
+        result was read (or at once after the stored ones when ``follow`` is False).
+
+        Raises JobTimeout after ``timeout`` seconds, JobNotFound if the job does not exist.
+        """
+        order_key, results_key, job_key = keys.job_order(job_id), keys.job_results(job_id), keys.job(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        offset, wait = 0, poll_min
+        if not self.r.exists(job_key):
+            raise JobNotFound(job_id)
+        while True:
+            # Read the state BEFORE the page: the final result and the final state are written by
+            # one script, so a terminal state seen here means every result is already listed.
+            st = self.r.hget(job_key, "status")
+            ids = self.r.lrange(order_key, offset, offset + page - 1)
+            if ids:
+                for raw in self.r.hmget(results_key, ids):
+                    if raw is not None:
+                        yield json.loads(raw)
+                offset += len(ids)
+                wait = poll_min
+                continue
+            if st is None:
+                raise JobNotFound(job_id)
+            if JobState(_s(st)) in TERMINAL_STATES or not follow:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(f"job {job_id} did not finish within {timeout}s ({offset} results so far)")
+            time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic())))
+            wait = min(poll_max, wait * 1.5)
+
+    def get_result(self, job_id: str, custom_id: str) -> dict | None:
+        raw = self.r.hget(keys.job_results(job_id), custom_id)
+        return None if raw is None else json.loads(raw)
+
+    def iter_failed_items(self, job_id: str, count: int = 500) -> Iterator[Item]:
+        """Failed items with their original inputs (streamed with HSCAN)."""
+        for cid, raw in self.r.hscan_iter(keys.job_failed_inputs(job_id), count=count):
+            yield Item(custom_id=_s(cid), inputs=json.loads(raw))
+
+    def failed_count(self, job_id: str) -> int:
+        return int(self.r.hlen(keys.job_failed_inputs(job_id)))

@@ -1,0 +1,93 @@
+"""structlog JSON logs with secret redaction.
+
+Every log line goes through :func:`redact`, which masks values of secret-named keys and any
+known secret value from the environment (API keys, AWS secrets, Redis passwords in URLs), so a
+secret never reaches a log even when it sits inside a message string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+import structlog
+
+SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|secret|password|token|authorization|credential|session[_-]?token)", re.I)
+SECRET_ENV_NAMES = ("TIDYQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY",
+                    "AWS_SESSION_TOKEN", "TIDYQ_FLOWER_BASIC_AUTH", "TIDYQ_MCP_TOKENS", "REDIS_PASSWORD")
+URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
+MASK = "***"
+
+
+def known_secret_values() -> list[str]:
+    """Secret values present in this process's environment (long enough to be worth masking)."""
+    values = []
+    for name, value in os.environ.items():
+        if not value or len(value) < 6:
+            continue
+        if name in SECRET_ENV_NAMES or (name.endswith(("_API_KEY", "_SECRET", "_PASSWORD", "_TOKEN"))):
+            values.append(value)
+    for name in ("TIDYQ_REDIS_URL", "REDIS_URL", "TIDYQ_BROKER_URL"):
+        m = URL_PASSWORD.search(os.environ.get(name, ""))
+        if m and len(m.group("pw")) >= 4:
+            values.append(m.group("pw"))
+    return sorted(set(values), key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: list[str] | None = None) -> str:
+    text = URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    for value in secrets if secrets is not None else known_secret_values():
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def redact(value: Any, secrets: list[str] | None = None, _key: str = "") -> Any:
+    """A copy of ``value`` with secrets masked: by key name, by known value, in URLs."""
+    if secrets is None:
+        secrets = known_secret_values()
+    if _key and SECRET_KEY_PATTERN.search(_key) and value not in (None, "", MASK):
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: redact(v, secrets, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v, secrets) for v in value)
+    return value
+
+
+def _redact_processor(_logger, _method, event_dict):
+    return redact(event_dict)
+
+
+_configured = False
+
+
+def configure_logging(level: str | None = None, stream=None) -> None:
+    """JSON lines on stderr (or ``stream``). Idempotent; call at process start."""
+    global _configured
+    level_name = (level or os.environ.get("TIDYQ_LOG_LEVEL", "INFO")).upper()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(**bind: Any):
+    if not _configured:
+        configure_logging()
+    return structlog.get_logger("tidyq").bind(**bind)
