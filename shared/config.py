@@ -141,6 +141,15 @@ class Settings(BaseSettings):
     concurrency_direct: int = 32
     concurrency_bedrock: int = 16
     concurrency_gateway: int = 32
+    default_redis_url: str = "redis://127.0.0.1:6379/0"  # when TIDYQ_REDIS_URL is unset
+    visibility_timeout: int | None = None  # broker redelivery of unacked tasks; default task_time_limit + 300
+    worker_soft_shutdown_timeout: float = 30.0  # seconds a stopping worker lets running chunks finish
+    max_requeues: int = 8  # trips back to the queue (RetryLater, time limit) before an item fails
+    max_requeue_delay: float = 300.0  # cap of a RetryLater countdown (kept below the visibility timeout)
+    cancel_check_interval: float = 0.25  # how often a running chunk re-reads its job's state
+    results_flush_interval: float = 0.2  # a chunk writes its results at least this often ...
+    results_flush_items: int = 25  # ... or every this many results
+    idempotency_ttl_seconds: int | None = None  # default: result_ttl_seconds
 
 
 def get_settings() -> Settings:

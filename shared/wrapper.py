@@ -48,9 +48,13 @@ def as_module(program: Any) -> dspy.Module:
         return program
     if isinstance(program, str) or (isinstance(program, type) and issubclass(program, dspy.Signature)):
         try:
-            return dspy.Predict(program)
+            module = dspy.Predict(program)
         except Exception as exc:
             raise BadInput(f"bad signature {program!r}: {exc}", where="signature") from None
+        if not module.signature.output_fields or not module.signature.input_fields:
+            raise BadInput(f"bad signature {program!r}: it needs input and output fields, e.g. 'question -> answer'",
+                           where="signature")
+        return module
     raise BadInput(f"expected a signature string, a dspy.Signature class or a dspy.Module, got {type(program).__name__}",
                    where="program")
 

@@ -2,7 +2,7 @@
 
 Credentials, region and endpoint come from AWS's own chain (AWS_* variables, profiles, instance
 roles; AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME). botocore's retries are off
-(max_attempts=1): the retry step is the only retry layer. botocore errors are mapped to
+(total_max_attempts=1: botocore counts max_attempts as retries): the retry step is the only retry layer. botocore errors are mapped to
 dspy.lm15 errors here, at the boundary.
 """
 
@@ -114,7 +114,7 @@ class BedrockBackend:
             import boto3
             from botocore.config import Config
 
-            cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=self.timeout or 60,
+            cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=self.timeout or 60,
                          connect_timeout=10, max_pool_connections=64)
             try:
                 client = boto3.session.Session().client("bedrock-runtime", region_name=self.region, config=cfg)

@@ -48,6 +48,10 @@ class StepEngine:
         return response_to_events(self.complete(request))
 
     def close(self) -> None:
+        for step in self.steps:
+            close = getattr(step, "close", None)
+            if close is not None:
+                close()
         self.backend.close()
 
     @property

@@ -4,13 +4,17 @@ The shared tier is Redis when a Redis URL is configured (one cache for every wor
 machine) and otherwise a local disk directory. Values are JSON (lm15's response_to_dict), never
 pickle. The key covers backend, model, system prompt, messages and every generation parameter
 (request_to_dict), so two requests share an entry only when the provider would see the same call.
+The memory tier holds the immutable Response objects themselves; writes to the shared tier are
+serialized and sent by a background thread, so a cache miss costs the caller only the key hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import atexit
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -38,42 +42,47 @@ class Tier(Protocol):
     def put(self, key: str, value: str) -> None: ...
 
 
+def response_size(response: Response) -> int:
+    return sum(len(getattr(p, "text", "") or "") for p in response.message.parts) + 256
+
+
 class MemoryTier:
-    """Thread-safe LRU bounded by entry count and bytes."""
+    """Thread-safe LRU of Response objects bounded by entry count and (approximate) bytes."""
 
     def __init__(self, max_items: int, max_bytes: int):
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._data: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[float, Response, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str, ttl: float) -> str | None:
+    def get(self, key: str, ttl: float) -> Response | None:
         with self._lock:
             hit = self._data.get(key)
             if hit is None:
                 return None
-            stored_at, value = hit
+            stored_at, value, _ = hit
             if time.monotonic() - stored_at > ttl:
                 self._drop(key)
                 return None
             self._data.move_to_end(key)
             return value
 
-    def put(self, key: str, value: str) -> None:
-        if self.max_items <= 0 or len(value) > self.max_bytes:
+    def put(self, key: str, value: Response) -> None:
+        size = response_size(value)
+        if self.max_items <= 0 or size > self.max_bytes:
             return
         with self._lock:
             if key in self._data:
                 self._drop(key)
-            self._data[key] = (time.monotonic(), value)
-            self._bytes += len(value)
+            self._data[key] = (time.monotonic(), value, size)
+            self._bytes += size
             while self._data and (len(self._data) > self.max_items or self._bytes > self.max_bytes):
                 self._drop(next(iter(self._data)))
 
     def _drop(self, key: str) -> None:
-        _, value = self._data.pop(key)
-        self._bytes -= len(value)
+        _, _, size = self._data.pop(key)
+        self._bytes -= size
 
     def __len__(self) -> int:
         return len(self._data)
@@ -118,12 +127,16 @@ class DiskTier:
     def get(self, key: str) -> str | None:
         path = self._path(key)
         try:
-            if time.time() - path.stat().st_mtime > self.ttl:
-                path.unlink(missing_ok=True)
-                return None
-            return path.read_text()
+            with open(path, encoding="utf-8") as fh:  # one syscall on a miss
+                if time.time() - os.fstat(fh.fileno()).st_mtime > self.ttl:
+                    expired = True
+                else:
+                    return fh.read()
         except (OSError, ValueError):
             return None
+        if expired:
+            path.unlink(missing_ok=True)
+        return None
 
     def put(self, key: str, value: str) -> None:
         path = self._path(key)
@@ -151,6 +164,38 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "tidyq")
 
 
+class BackgroundWriter:
+    """Serializes and writes shared-tier entries off the caller's thread. Bounded: when the
+    queue is full an entry is dropped (it is a cache). ``flush()`` waits for pending writes."""
+
+    def __init__(self, tier: Tier, max_pending: int = 10_000):
+        self.tier = tier
+        self.queue: queue.Queue = queue.Queue(max_pending)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="tidyq-cache-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def submit(self, key: str, response: Response) -> None:
+        try:
+            self.queue.put_nowait((key, response))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            key, response = self.queue.get()
+            try:
+                self.tier.put(key, json.dumps(response_to_dict(response), separators=(",", ":")))
+            except Exception:
+                pass
+            finally:
+                self.queue.task_done()
+
+    def flush(self) -> None:
+        self.queue.join()
+
+
 class CacheStep:
     name = "cache"
 
@@ -165,27 +210,36 @@ class CacheStep:
         else:
             self.shared = DiskTier(cache_dir or default_cache_dir(), config.ttl_seconds, max_bytes)
             self.shared_kind = "disk"
+        self.writer = BackgroundWriter(self.shared)
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
         key = cache_key(self.backend, request)
         collector = stats.current()
-        value = self.memory.get(key, self.config.ttl_seconds)
-        if value is None:
-            value = self.shared.get(key)
-            if value is not None:
-                self.memory.put(key, value)
-        if value is not None:
-            try:
-                response = response_from_dict(json.loads(value))
-            except (ValueError, TypeError, KeyError):
-                response = None
-            if response is not None:
-                if collector is not None:
-                    collector.cache_hits += 1
-                return response
+        response = self.memory.get(key, self.config.ttl_seconds)
+        if response is None:
+            response = self._from_shared(key)
+        if response is not None:
+            if collector is not None:
+                collector.cache_hits += 1
+            return response
         response = call_next(request)
         if response.finish_reason in ("stop", "length"):
-            value = json.dumps(response_to_dict(response), separators=(",", ":"))
-            self.memory.put(key, value)
-            self.shared.put(key, value)
+            self.memory.put(key, response)
+            self.writer.submit(key, response)
         return response
+
+    def _from_shared(self, key: str) -> Response | None:
+        value = self.shared.get(key)
+        if value is None:
+            return None
+        try:
+            response = response_from_dict(json.loads(value))
+        except (ValueError, TypeError, KeyError):
+            return None
+        self.memory.put(key, response)
+        return response
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    close = flush

@@ -1,0 +1,220 @@
+"""One pass over one file: every rule module (wrappers, assertions, dspy3) hooks into the same
+libcst transformer, so line numbers in findings are those of the file as the user wrote it.
+
+Afterwards imports are tidied with libcst's own codemod helpers: legacy imports are removed only
+when nothing uses them any more, so an unmigrated use keeps its import (and is reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import libcst as cst
+from libcst.codemod import CodemodContext
+from libcst.codemod.visitors import AddImportsVisitor, ImportItem, RemoveImportsVisitor
+from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, QualifiedNameProvider
+
+from shared.migrate.findings import Finding
+
+
+@dataclass
+class RunKnowledge:
+    """What one file's migration needs to know about the others in the same run."""
+
+    asserting_classes: set[str] = field(default_factory=set)
+
+
+class Migrator(cst.CSTTransformer):
+    METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider, ParentNodeProvider)
+
+    def __init__(self, path: str, knowledge: RunKnowledge):
+        super().__init__()
+        from shared.migrate.assertions import AssertionRules
+        from shared.migrate.dspy3 import Dspy3Rules
+        from shared.migrate.wrappers import WrapperRules
+
+        self.path = path
+        self.knowledge = knowledge
+        self.findings: list[Finding] = []
+        self.accounted: set[int] = set()  # ids of original nodes rewritten or reported
+        self.legacy_refs: list[cst.CSTNode] = []
+        self.imports_needed: list[ImportItem] = []
+        self.dspy_alias: str | None = None
+        self.legacy_imports: list[tuple[str, str | None, str | None]] = []
+        self.rules = [WrapperRules(self), AssertionRules(self), Dspy3Rules(self)]
+
+    # ---- helpers for the rules -------------------------------------------------------------
+    def qnames(self, node: cst.CSTNode) -> set[str]:
+        return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
+
+    def line(self, node: cst.CSTNode) -> int:
+        try:
+            return self.get_metadata(PositionProvider, node).start.line
+        except KeyError:
+            return 0
+
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self.get_metadata(ParentNodeProvider, node, None)
+
+    def enclosing(self, node: cst.CSTNode, kind: type) -> cst.CSTNode | None:
+        cur = self.parent(node)
+        while cur is not None and not isinstance(cur, kind):
+            cur = self.parent(cur)
+        return cur
+
+    def report(self, node: cst.CSTNode, message: str) -> None:
+        self.findings.append(Finding(self.path, self.line(node), message))
+        self.mark(node)
+
+    def mark(self, *nodes: cst.CSTNode) -> None:
+        for node in nodes:
+            self.accounted.add(id(node))
+
+    def need_import(self, module: str, obj: str | None = None, alias: str | None = None) -> None:
+        self.imports_needed.append(ImportItem(module, obj, alias))
+
+    def dspy(self, attr: str) -> str:
+        """Source text for dspy.<attr> in this file (``import dspy as d`` -> d.<attr>)."""
+        if self.dspy_alias is None:
+            self.need_import("dspy")
+            return f"dspy.{attr}"
+        return f"{self.dspy_alias}.{attr}"
+
+    def is_legacy(self, qname: str) -> str | None:
+        """A reason string when ``qname`` names something gone after migration, else None."""
+        for rule in self.rules:
+            reason = rule.legacy_reason(qname)
+            if reason:
+                return reason
+        return None
+
+    # ---- analysis --------------------------------------------------------------------------
+    def visit_Module(self, node: cst.Module) -> None:
+        migrator = self
+
+        class _Scan(cst.CSTVisitor):
+            def visit_Import(self, imp: cst.Import) -> bool:
+                for alias in imp.names:
+                    name = cst.helpers.get_full_name_for_node(alias.name)
+                    asname = alias.asname.name.value if alias.asname else None
+                    if name == "dspy" and migrator.dspy_alias is None:
+                        migrator.dspy_alias = asname or "dspy"
+                    if migrator.is_legacy(name):
+                        migrator.legacy_imports.append((name, None, asname))
+                return False
+
+            def visit_ImportFrom(self, imp: cst.ImportFrom) -> bool:
+                if imp.relative or imp.module is None or isinstance(imp.names, cst.ImportStar):
+                    return False
+                module = cst.helpers.get_full_name_for_node(imp.module)
+                for alias in imp.names:
+                    name = alias.name.value
+                    asname = alias.asname.name.value if alias.asname else None
+                    if migrator.is_legacy(f"{module}.{name}") or migrator.is_legacy(module):
+                        migrator.legacy_imports.append((module, name, asname))
+                return False
+
+            def visit_Name(self, name: cst.Name) -> None:
+                migrator._maybe_legacy_ref(name)
+
+            def visit_Attribute(self, attr: cst.Attribute) -> None:
+                migrator._maybe_legacy_ref(attr)
+
+        node.visit(_Scan())
+        for rule in self.rules:
+            rule.analyze(node)
+
+    def _maybe_legacy_ref(self, node: cst.Name | cst.Attribute) -> None:
+        parent = self.parent(node)
+        if isinstance(parent, cst.Attribute) and (parent.value is node or parent.attr is node):
+            return  # the outermost attribute chain is the reference
+        if isinstance(parent, (cst.Arg,)) and parent.keyword is node:
+            return
+        if any(self.is_legacy(q) for q in self.qnames(node)):
+            self.legacy_refs.append(node)
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    def _dispatch(self, hook: str, original, updated):
+        for rule in self.rules:
+            result = getattr(rule, hook)(original, updated)
+            if result is not None:
+                return result
+        return updated
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call):
+        return self._dispatch("leave_call", original, updated)
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name):
+        return self._dispatch("leave_ref", original, updated)
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute):
+        return self._dispatch("leave_ref", original, updated)
+
+    def leave_SimpleStatementLine(self, original, updated):
+        return self._dispatch("leave_statement", original, updated)
+
+    def leave_FunctionDef(self, original, updated):
+        return self._dispatch("leave_function", original, updated)
+
+    def leave_ClassDef(self, original, updated):
+        return self._dispatch("leave_class", original, updated)
+
+    def leave_ImportFrom(self, original, updated):
+        return self._dispatch("leave_import_from", original, updated)
+
+    # ---- after the pass ------------------------------------------------------------------------
+    def unaccounted_findings(self) -> Iterable[Finding]:
+        for node in self.legacy_refs:
+            if id(node) in self.accounted:
+                continue
+            qname = next(q for q in sorted(self.qnames(node)) if self.is_legacy(q))
+            yield Finding(self.path, self.line(node), f"{qname}: {self.is_legacy(qname)}")
+
+
+class Rule:
+    """Base of the rule modules: every hook returns a replacement or None (not mine)."""
+
+    def __init__(self, m: Migrator):
+        self.m = m
+
+    def legacy_reason(self, qname: str) -> str | None:
+        return None
+
+    def analyze(self, module: cst.Module) -> None:
+        pass
+
+    def leave_call(self, original, updated):
+        return None
+
+    def leave_ref(self, original, updated):
+        return None
+
+    def leave_statement(self, original, updated):
+        return None
+
+    def leave_function(self, original, updated):
+        return None
+
+    def leave_class(self, original, updated):
+        return None
+
+    def leave_import_from(self, original, updated):
+        return None
+
+
+def migrate_source(source: str, path: str, knowledge: RunKnowledge) -> tuple[str, list[Finding]]:
+    """(new source, findings). Raises libcst.ParserSyntaxError for unparsable input."""
+    module = cst.parse_module(source)
+    wrapper = MetadataWrapper(module)
+    migrator = Migrator(path, knowledge)
+    new = wrapper.visit(migrator)
+    findings = list(migrator.findings) + list(migrator.unaccounted_findings())
+    if new.deep_equals(wrapper.module):
+        return source, sorted(set(findings))
+    context = CodemodContext()
+    for module_name, obj, asname in migrator.legacy_imports:
+        RemoveImportsVisitor.remove_unused_import(context, module_name, obj, asname)
+    new = RemoveImportsVisitor(context).transform_module(new)
+    new = AddImportsVisitor(CodemodContext(), migrator.imports_needed).transform_module(new)
+    return new.code, sorted(set(findings))
