@@ -134,3 +134,25 @@ def test_repeat_call_in_another_process_is_served_from_the_redis_cache(openai, r
     assert (runs[0]["cached"], runs[1]["cached"]) == (False, True)
     assert runs[1]["attempts"] == 0
     assert openai.request_count == 1
+
+
+def test_gateway_answers_through_a_real_mlflow_server(mlflow_gateway, tmp_path):
+    mlflow_gateway.fake.reset()
+    w = UnifiedDSPyWrapper(UnifiedConfig(backend="gateway", model=mlflow_gateway.endpoint,
+                                         gateway_url=mlflow_gateway.url, cache=CacheConfig(enabled=False)))
+    assert w.get_info()["backend"] == "gateway"
+    assert_answers(w.create_module(SIGNATURE).predict(question="via the gateway"), "via the gateway")
+    assert mlflow_gateway.fake.request_count == 1
+
+
+def test_auto_picks_the_gateway_then_direct(openai, mlflow_gateway, monkeypatch, tmp_path):
+    monkeypatch.setenv("TIDYQ_GATEWAY_URL", mlflow_gateway.url)
+    w = UnifiedDSPyWrapper(UnifiedConfig(backend="auto", model=mlflow_gateway.endpoint,
+                                         cache=CacheConfig(enabled=False)))
+    assert w.get_info()["backend"] == "gateway"
+    monkeypatch.delenv("TIDYQ_GATEWAY_URL")
+    monkeypatch.setenv("TIDYQ_API_BASE", f"{openai.url}/v1")
+    monkeypatch.setenv("TIDYQ_API_KEY", "sk-auto-test")
+    w = UnifiedDSPyWrapper(UnifiedConfig(backend="auto", model="openai/gpt-4o-mini", cache=CacheConfig(enabled=False)))
+    assert w.get_info()["backend"] == "direct"
+    assert_answers(w.create_module(SIGNATURE).predict(question="auto"), "auto")
