@@ -1,0 +1,144 @@
+"""A stand-in for the OpenAI chat completions API on 127.0.0.1.
+
+Serves POST /v1/chat/completions, /chat/completions and any path ending in /chat/completions
+(so a root URL works as litellm ``api_base`` and as the openai client's ``base_url``). Answers
+are real OpenAI JSON whose content DSPy's ChatAdapter/JSONAdapter parses (see answers.py);
+errors are OpenAI error JSON. Scripting and counters: http_fake.FakeProvider.
+
+    python -m tests.fakes.openai_server --port 0 --latency 0.1     # prints the URL
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from tests.fakes.answers import expected_outputs, expected_text, reply_for_messages
+from tests.fakes.http_fake import FakeProvider, _json_reply, _Reply, estimate_tokens, run_cli
+
+__all__ = ["OpenAIFake", "openai_messages", "openai_reply", "expected_outputs", "expected_text"]
+
+_ERRORS = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    408: ("timeout", None),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    502: ("server_error", None),
+    503: ("server_error", "service_unavailable"),
+    504: ("server_error", None),
+}
+
+
+def openai_messages(request: dict) -> list[dict[str, str]]:
+    """[{role, content: str}] from an OpenAI request (content may be a list of text parts)."""
+    out = []
+    for message in request.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+        out.append({"role": str(message.get("role", "")), "content": content or ""})
+    return out
+
+
+def openai_reply(request: dict) -> str:
+    """The fake's default answer text for an OpenAI chat request (what a test can recompute)."""
+    response_format = request.get("response_format") or {}
+    json_mode = True if response_format.get("type") in ("json_object", "json_schema") else None
+    return reply_for_messages(openai_messages(request), json_mode=json_mode)
+
+
+class OpenAIFake(FakeProvider):
+    """OpenAI-compatible fake. ``base_url`` is ``url + "/v1"``; ``require_auth(token)`` checks
+    ``Authorization: Bearer <token>`` and answers 401 otherwise."""
+
+    name = "openai"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def route(self, method: str, path: str) -> bool:
+        return method == "POST" and path.rstrip("/").endswith("/chat/completions")
+
+    def validate(self, path: str, request: Any) -> _Reply | None:
+        if not isinstance(request, dict):
+            return self.error(400, "We could not parse the JSON body of your request.")
+        if not request.get("model"):
+            return self.error(400, "you must provide a model parameter")
+        if not isinstance(request.get("messages"), list) or not request["messages"]:
+            return self.error(400, "'messages' must be a non-empty array")
+        return None
+
+    def default_reply(self, path: str, request: dict) -> str:
+        return openai_reply(request)
+
+    def authorized(self, headers: dict[str, str], expected: str) -> bool:
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        return value == f"Bearer {expected}"
+
+    def unauthorized(self) -> _Reply:
+        return self.error(401, "Incorrect API key provided.")
+
+    def error(self, status: int, message: str, *, error_type: str | None = None,
+              headers: dict[str, str] | None = None) -> _Reply:
+        kind, code = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+        payload = {"error": {"message": message, "type": error_type or kind, "param": None, "code": code}}
+        return _json_reply(status, payload, {"x-request-id": f"req_{uuid.uuid4().hex[:24]}", **(headers or {})})
+
+    def success(self, path: str, request: dict, content: str, latency_ms: int) -> _Reply:
+        prompt_tokens = estimate_tokens("".join(m["content"] for m in openai_messages(request)))
+        completion_tokens = estimate_tokens(content)
+        model = str(request.get("model") or "fake-model")
+        ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        n = max(1, int(request.get("n") or 1))
+        headers = {"x-request-id": f"req_{uuid.uuid4().hex[:24]}", "openai-processing-ms": str(latency_ms)}
+        if request.get("stream"):
+            return self._stream(ident, created, model, content, n, prompt_tokens, completion_tokens, headers)
+        payload = {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": content, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"} for i in range(n)],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens * n,
+                      "total_tokens": prompt_tokens + completion_tokens * n},
+            "system_fingerprint": "fp_tidyq_fake",
+        }
+        return _json_reply(200, payload, headers)
+
+    @staticmethod
+    def _stream(ident: str, created: int, model: str, content: str, n: int, prompt_tokens: int,
+                completion_tokens: int, headers: dict[str, str]) -> _Reply:
+        """Server-sent events, the whole stream sent at once (Content-Length framed)."""
+        def chunk(choices: list, usage: dict | None = None) -> str:
+            body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": choices}
+            if usage is not None:
+                body["usage"] = usage
+            return f"data: {json.dumps(body)}\n\n"
+
+        events = [chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                         for i in range(n)])]
+        for start in range(0, len(content), 24):
+            piece = content[start:start + 24]
+            events.append(chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None} for i in range(n)]))
+        events.append(chunk([{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(n)]))
+        events.append(chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens * n,
+                                 "total_tokens": prompt_tokens + completion_tokens * n}))
+        events.append("data: [DONE]\n\n")
+        return _Reply(200, {"Content-Type": "text/event-stream", **headers}, "".join(events).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(OpenAIFake, argv, description="OpenAI chat completions stand-in on 127.0.0.1")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
