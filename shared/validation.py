@@ -48,7 +48,7 @@ def _outputs(pred) -> dict[str, Any]:
     return dict(pred.items()) if pred is not None else {}
 
 
-class _Attempt(dspy.Module):
+class SeededAttempt(dspy.Module):
     """Runs the module once per attempt with a seed derived from Refine's rollout id, and
     records the first non-parse exception so it can be re-raised after Refine returns."""
 
@@ -88,7 +88,7 @@ def regenerate(module: dspy.Module, inputs: dict[str, Any], config: ValidationCo
         return 1.0 if failed == 0 else 1.0 / (1 + failed)
 
     escaped: list[BaseException] = []
-    attempt = _Attempt(module, escaped)
+    attempt = SeededAttempt(module, escaped)
     cls = dspy.Refine if config.strategy == "refine" else dspy.BestOfN
     runner = cls(module=attempt, N=retries, reward_fn=reward, threshold=1.0, fail_count=retries)
     best = runner(**inputs)

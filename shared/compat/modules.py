@@ -20,7 +20,7 @@ class DynamicModule(dspy.Module):
         super().__init__()
         warnings.warn("DynamicModule is deprecated: use dspy.Predict(signature) or dspy.ChainOfThought(signature), "
                       "through shared.UnifiedDSPyWrapper.create_module(...) or dspy.configure(lm=wrapper.lm) "
-                      "(run `tidyq migrate` to rewrite your code)", DeprecationWarning, stacklevel=2)
+                      "(run `tidyq migrate` to rewrite your code)", DeprecationWarning, stacklevel=3)
         kind = MODULE_TYPES.get(str(module_type).lower())
         if kind is None:
             raise ConfigurationError(f"DynamicModule: unknown module_type {module_type!r}; "

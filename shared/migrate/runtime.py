@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 import dspy
 
 from shared.errors import ValidationFailed
-from shared.validation import _Attempt
+from shared.validation import SeededAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class RefineAssertions(dspy.Module):
         runner_cls = dspy.Refine if self.strategy == "refine" else dspy.BestOfN
         retries = self.attempts - 1
         # A fresh runner per call: Refine/BestOfN decrement fail_count on the instance.
-        runner = runner_cls(module=_Attempt(self.module, escaped), N=retries, reward_fn=reward, threshold=1.0,
+        runner = runner_cls(module=SeededAttempt(self.module, escaped), N=retries, reward_fn=reward, threshold=1.0,
                             fail_count=retries)
         best = runner(**kwargs)
         if escaped:

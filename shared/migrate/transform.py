@@ -38,7 +38,7 @@ class Migrator(cst.CSTTransformer):
         self.knowledge = knowledge
         self.findings: list[Finding] = []
         self.accounted: set[int] = set()  # ids of original nodes rewritten or reported
-        self.legacy_refs: list[cst.CSTNode] = []
+        self.legacy_refs: list[tuple[cst.CSTNode, str, int]] = []  # (node, qualified name, line)
         self.imports_needed: list[ImportItem] = []
         self.dspy_alias: str | None = None
         self.legacy_imports: list[tuple[str, str | None, str | None]] = []
@@ -131,8 +131,9 @@ class Migrator(cst.CSTTransformer):
             return  # the outermost attribute chain is the reference
         if isinstance(parent, (cst.Arg,)) and parent.keyword is node:
             return
-        if any(self.is_legacy(q) for q in self.qnames(node)):
-            self.legacy_refs.append(node)
+        legacy = sorted(q for q in self.qnames(node) if self.is_legacy(q))
+        if legacy:
+            self.legacy_refs.append((node, legacy[0], self.line(node)))
 
     # ---- dispatch ----------------------------------------------------------------------------
     def _dispatch(self, hook: str, original, updated):
@@ -165,11 +166,9 @@ class Migrator(cst.CSTTransformer):
 
     # ---- after the pass ------------------------------------------------------------------------
     def unaccounted_findings(self) -> Iterable[Finding]:
-        for node in self.legacy_refs:
-            if id(node) in self.accounted:
-                continue
-            qname = next(q for q in sorted(self.qnames(node)) if self.is_legacy(q))
-            yield Finding(self.path, self.line(node), f"{qname}: {self.is_legacy(qname)}")
+        for node, qname, line in self.legacy_refs:
+            if id(node) not in self.accounted:
+                yield Finding(self.path, line, f"{qname}: {self.is_legacy(qname)}")
 
 
 class Rule:
@@ -203,6 +202,32 @@ class Rule:
         return None
 
 
+class _DropLegacyModuleImports(cst.CSTTransformer):
+    """``import dspy.primitives.assertions`` binds ``dspy``, so libcst never sees it unused; once
+    every use is rewritten, the import of a module DSPy 3 no longer has must go."""
+
+    def __init__(self, is_legacy):
+        super().__init__()
+        self.is_legacy = is_legacy
+
+    def leave_Import(self, original: cst.Import, updated: cst.Import):
+        keep = [a for a in updated.names if not self.is_legacy(cst.helpers.get_full_name_for_node(a.name))]
+        if len(keep) == len(updated.names):
+            return updated
+        if not keep:
+            return cst.RemoveFromParent()
+        keep[-1] = keep[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        return updated.with_changes(names=keep)
+
+
+def checked_classes(source: str, path: str) -> set[str]:
+    """Classes of this file whose checks are (or after migration will be) in assertion_checks."""
+    migrator = Migrator(path, RunKnowledge())
+    MetadataWrapper(cst.parse_module(source)).visit(migrator)
+    rules = migrator.rules[1]
+    return set(rules.plans) | set(rules.has_checks)
+
+
 def migrate_source(source: str, path: str, knowledge: RunKnowledge) -> tuple[str, list[Finding]]:
     """(new source, findings). Raises libcst.ParserSyntaxError for unparsable input."""
     module = cst.parse_module(source)
@@ -216,5 +241,7 @@ def migrate_source(source: str, path: str, knowledge: RunKnowledge) -> tuple[str
     for module_name, obj, asname in migrator.legacy_imports:
         RemoveImportsVisitor.remove_unused_import(context, module_name, obj, asname)
     new = RemoveImportsVisitor(context).transform_module(new)
+    if not any(True for _ in migrator.unaccounted_findings()):
+        new = new.visit(_DropLegacyModuleImports(migrator.is_legacy))
     new = AddImportsVisitor(CodemodContext(), migrator.imports_needed).transform_module(new)
     return new.code, sorted(set(findings))

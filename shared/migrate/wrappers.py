@@ -38,6 +38,7 @@ class WrapperRules(Rule):
     def __init__(self, m):
         super().__init__(m)
         self.instances: set[str] = set()  # source text of names bound to legacy wrapper objects
+        self.comments: dict[int, list[str]] = {}  # statement id -> comments of rewritten argument lists
 
     def legacy_reason(self, qname: str) -> str | None:
         for module in LEGACY_MODULES:
@@ -123,6 +124,7 @@ class WrapperRules(Rule):
         bound = self._bind(entry, original, updated)
         if bound is None:
             return None
+        self._keep_comments(original)
         if entry.kind == "module":
             return self._dynamic_module(entry, original, bound)
         wrapper = f"UnifiedDSPyWrapper({self.config_text(entry, bound)})"
@@ -140,6 +142,19 @@ class WrapperRules(Rule):
         self.m.report(original.func, f"{entry.name}(...) is used inside an expression; tidyq migrate rewrites it as "
                                      "a statement or `name = configure_dspy_with_gateway(...)`")
         return None
+
+    def _keep_comments(self, call: cst.Call) -> None:
+        """Comments inside a rewritten argument list move above the statement, never vanish."""
+        found: list[str] = []
+
+        class _C(cst.CSTVisitor):
+            def visit_Comment(self, node: cst.Comment) -> None:
+                found.append(node.value)
+
+        call.visit(_C())
+        statement = self.m.enclosing(call, cst.SimpleStatementLine)
+        if found and statement is not None:
+            self.comments.setdefault(id(statement), []).extend(found)
 
     def _assigned_to_one_name(self, call: cst.Call) -> bool:
         parent = self.m.parent(call)
@@ -189,6 +204,14 @@ class WrapperRules(Rule):
 
     # ---- `lm = configure_dspy_with_gateway(...)` needs a dspy.configure after it -------------------
     def leave_statement(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
+        comments = self.comments.get(id(original))
+        if comments:
+            updated = updated.with_changes(leading_lines=list(updated.leading_lines) + [
+                cst.EmptyLine(comment=cst.Comment(c)) for c in comments])
+        result = self._configure_after(original, updated)
+        return result if result is not None else (updated if comments else None)
+
+    def _configure_after(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
         if len(original.body) != 1 or not isinstance(original.body[0], cst.Assign):
             return None
         assign = original.body[0]

@@ -1,0 +1,4 @@
+from tidyllm.dspy_enhanced import DSPyEnhancedWrapper
+
+wrapper = DSPyEnhancedWrapper(
+print(wrapper)
