@@ -11,6 +11,7 @@ Two layers:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
@@ -138,11 +139,12 @@ class Settings(BaseSettings):
     max_item_bytes: int = 256 * 1024
     task_time_limit: int = 600
     concurrency_mock: int = 1
+    cache_mock: bool = False  # workers cache mock answers too (off: a mock call is cheaper than a lookup)
     concurrency_direct: int = 32
     concurrency_bedrock: int = 16
     concurrency_gateway: int = 32
     default_redis_url: str = "redis://127.0.0.1:6379/0"  # when TIDYQ_REDIS_URL is unset
-    visibility_timeout: int | None = None  # broker redelivery of unacked tasks; default task_time_limit + 300
+    visibility_timeout: float | None = None  # lease of an unacked chunk, renewed by its live worker; default 20 s
     worker_soft_shutdown_timeout: float = 30.0  # seconds a stopping worker lets running chunks finish
     max_requeues: int = 8  # trips back to the queue (RetryLater, time limit) before an item fails
     max_requeue_delay: float = 300.0  # cap of a RetryLater countdown (kept below the visibility timeout)
@@ -150,14 +152,115 @@ class Settings(BaseSettings):
     results_flush_interval: float = 0.2  # a chunk writes its results at least this often ...
     results_flush_items: int = 25  # ... or every this many results
     idempotency_ttl_seconds: int | None = None  # default: result_ttl_seconds
+    # operations (workers/metrics_publisher.py, producers/ops_*.py)
+    metrics_interval: float = 2.0  # a worker process pushes its metric deltas to Redis this often
+    heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often
+    metrics_port: int = 9808  # `tidyq metrics` listens here (127.0.0.1 unless --host)
+
+    # `tidyq mcp` (producers/mcp_server.py). HTTP needs mcp_tokens or the mcp_oauth_* settings.
+    mcp_tokens: SecretStr | None = None  # comma-separated bearer tokens accepted over HTTP
+    mcp_root: str | None = None  # JSONL files given by path are read only under this directory
+    mcp_max_wait_seconds: float = 50.0  # a tool call never blocks longer (MCP clients give up near 60 s)
+    mcp_oauth_issuer_url: str | None = None  # authorization server that issues the tokens
+    mcp_oauth_introspection_url: str | None = None  # its RFC 7662 token introspection endpoint
+    mcp_oauth_client_id: str | None = None  # this resource server's credentials at that endpoint
+    mcp_oauth_client_secret: SecretStr | None = None
+    mcp_resource_url: str | None = None  # this server's public URL: tokens must be issued for it
+    mcp_required_scopes: str | None = None  # comma-separated scopes every token must carry
+
+    # MLflow: tracking, registry, optimize jobs, program versions (shared/tracking.py, registry.py, optimize.py)
+    mlflow_experiment: str = "tidyq"
+    mlflow_artifact_root: str | None = None  # default: next to a sqlite store, else the server's default
+    mlflow_request_timeout: float = 5.0  # seconds; MLflow's own HTTP retries are turned off
+    mlflow_down_backoff_seconds: float = 60.0  # after a failed call, skip tracking this long (one warning)
+    trace_sample_rate: float = 0.0  # fraction of DSPy calls traced through mlflow.dspy.autolog (0 = off)
+    metric_allow_list: list[str] = []  # "package.module:function" user metrics optimize jobs may name
+    program_cache_size: int = 16  # registered program versions a worker process keeps loaded
+    rollout_state_ttl_seconds: float = 0.0  # per-process cache of rollout state (0: read Redis per item)
+    optimize_time_limit: int = 3600  # default and cap of an optimize job's search time (seconds)
+    optimize_heartbeat_seconds: float = 10.0  # a running optimize job refreshes its claim this often
+
+    # circuit breaker per (backend, model), state in Redis, shared by every worker (shared/breaker.py)
+    breaker_enabled: bool = True
+    breaker_backends: str = "direct,bedrock,gateway"  # the offline mock never needs one
+    breaker_window_seconds: float = 20.0  # sliding window the failure rate is measured over
+    breaker_buckets: int = 10  # the window is a ring of this many buckets
+    breaker_min_calls: int = 10  # fewer calls than this in the window never open the breaker
+    breaker_failure_rate: float = 0.5  # failed / all calls in the window that opens it
+    breaker_consecutive_failures: int = 5  # ... or this many failures in a row (a hard outage; 0 = off)
+    breaker_open_seconds: float = 15.0  # open -> half-open after this (doubles per failed probe ...)
+    breaker_max_open_seconds: float = 300.0  # ... up to this
+    breaker_half_open_probes: int = 2  # probe calls in flight at once across the whole fleet
+    breaker_close_after: int = 1  # successful probes that close it again
+    breaker_probe_lease_seconds: float = 90.0  # a probe slot of a dead worker frees after this
+    backend_wait_deadline_seconds: float = 24 * 3600  # job deadline (from submit) when the job sets none
+    # per-target endpoints and markers, keyed "backend:model", e.g.
+    # {"direct:openai/b": {"api_base": "http://b:8000/v1", "api_key_env": "B_KEY", "larger_context": true}}
+    target_options: dict[str, dict[str, Any]] = {}
+
+
+_settings_cache: tuple[tuple, Settings] | None = None
 
 
 def get_settings() -> Settings:
-    return Settings()
+    """The current Settings, rebuilt only when a TIDYQ_* variable changed: building them costs
+    ~10 ms (pydantic-settings reads and validates the environment), too much per chunk or item,
+    while tests and workers still see an environment change at once."""
+    global _settings_cache
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TIDYQ_")))
+    cached = _settings_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    settings = Settings()
+    _settings_cache = (key, settings)
+    return settings
 
 
 def _mask(value: str | None) -> str | None:
     return None if value is None else "***"
+
+
+TARGET_OPTION_KEYS = ("api_base", "api_key_env", "region", "gateway_url", "larger_context")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (backend, model) a call may go to: the config's own, or a fallback after it.
+
+    Text form ``backend:model``, split at the FIRST colon (Bedrock ids contain colons).
+    ``larger_context`` marks a target worth trying after a context-window error.
+    """
+
+    backend: str
+    model: str | None = None
+    larger_context: bool = False
+
+    def __post_init__(self) -> None:
+        backend = BackendType.parse(self.backend)
+        if backend in (BackendType.AUTO,):
+            raise ConfigurationError("a fallback target needs a concrete backend, not 'auto'")
+        object.__setattr__(self, "backend", backend.value)
+        object.__setattr__(self, "model", (self.model or "").strip() or None)
+
+    @classmethod
+    def parse(cls, value: "Target | str | tuple | dict") -> "Target":
+        if isinstance(value, Target):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        if isinstance(value, tuple):
+            return cls(*value)
+        backend, _, model = str(value).strip().partition(":")
+        if not backend:
+            raise ConfigurationError(f"bad target {value!r}: expected backend:model, e.g. bedrock:anthropic.claude-3-haiku-20240307-v1:0")
+        return cls(backend=backend, model=model or None)
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}:{self.model or ''}"
+
+    def __str__(self) -> str:
+        return self.id
 
 
 @dataclass(frozen=True)
@@ -179,9 +282,13 @@ class UnifiedConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     redis_url: str | None = None
     cache_dir: str | None = None
+    # ordered targets tried after this one (shared/fallback.py): Target, "backend:model" or tuples
+    fallbacks: tuple[Target, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", BackendType.parse(self.backend))
+        fallbacks = self.fallbacks.split(",") if isinstance(self.fallbacks, str) else (self.fallbacks or ())
+        object.__setattr__(self, "fallbacks", tuple(Target.parse(t) for t in fallbacks if str(t).strip()))
         if self.retry is None:
             object.__setattr__(self, "retry", RetryConfig())
         if self.cache is None:
@@ -227,4 +334,5 @@ class UnifiedConfig:
             "gateway_url": self.gateway_url,
             "region": self.region,
             "engine": self.engine,
+            "fallbacks": [t.id for t in self.fallbacks],
         }
