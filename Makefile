@@ -19,6 +19,7 @@ demo: setup
 	$(VENV)/bin/tidyq demo
 
 test: setup
+	@scripts/ensure-tools.sh
 	$(PY) -m pytest -q -p no:cacheprovider --cov=shared --cov=workers --cov=producers --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 test-fast: setup
@@ -28,6 +29,7 @@ bench: setup
 	$(PY) -m bench
 
 up: setup
+	@scripts/dev-env.sh
 	$(VENV)/bin/honcho start
 
 clean:

@@ -91,6 +91,7 @@ class JobSpec(BaseModel):
     backend: str
     model: str | None = None
     fallback: list[Target] = Field(default_factory=list)
+    deadline: float | None = None  # Unix time; items waiting for a backend (every breaker open) fail after it
     total: int = Field(ge=0)
     chunk_size: int = Field(ge=1)
     ttl_seconds: int = Field(ge=1)
@@ -138,9 +139,12 @@ class ItemResult(BaseModel):
     latency_ms: float = 0.0
     cached: bool = False
     attempts: int = 0
+    skipped: list[dict[str, str]] = Field(default_factory=list)  # targets passed over: {"target", "reason"}
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+        # ``skipped`` appears only when a fallback happened: plain results keep the contract's keys
+        data = self.model_dump(mode="json", exclude=None if self.skipped else {"skipped"})
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def failure(cls, custom_id: str, exc_type: str, message: str, *, backend: str | None = None,
@@ -182,6 +186,9 @@ class JobStatus(BaseModel):
     retried_by: str | None = None
     error: str | None = None
     expires_in_seconds: int | None = None
+    progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
+    result: dict | None = None  # optimize jobs: model_uri, scores
+    waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
 
 
 def iso(ts: float | None) -> str | None:

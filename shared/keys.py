@@ -52,3 +52,73 @@ def worker(hostname: str) -> str:
 
 def worker_pattern() -> str:
     return f"{PREFIX}:worker:*"
+
+
+# --- circuit breakers (shared/breaker.py). The target id sits in a {hash tag} so a breaker's
+# state and its probe leases share a Cluster slot and one Lua script updates both.
+
+def breaker(target_id: str) -> str:
+    """Hash: state, open_until, reopen count, window ring (e:i, s:i, f:i), counters."""
+    return f"{PREFIX}:breaker:{{{target_id}}}"
+
+
+def breaker_probes(target_id: str) -> str:
+    """Sorted set probe id -> lease expiry: the fleet-wide half-open probe slots."""
+    return f"{PREFIX}:breaker:{{{target_id}}}:probes"
+
+
+def breaker_index() -> str:
+    """Set of every target id that has a breaker (for status listings)."""
+    return f"{PREFIX}:breakers"
+
+
+# --- program versions, rollout and MLflow tracking (shared/registry.py, shared/tracking.py,
+# workers/optimize_task.py)
+
+def rollout(name: str) -> str:
+    """Hash of a registered model's serving state: live, candidate, percent, updated_at."""
+    return f"{PREFIX}:rollout:{{{name}}}"
+
+
+def version_stats(name: str) -> str:
+    """Hash of per-version serving counters: '<version>:<counter>' -> number."""
+    return f"{PREFIX}:rollout:{{{name}}}:stats"
+
+
+def job_tracking(job_id: str) -> str:
+    """Hash of a job's aggregated call statistics for its MLflow run (latency histogram, tokens...)."""
+    return f"{PREFIX}:job:{{{job_id}}}:tracking"
+
+
+def optimize_claim(job_id: str) -> str:
+    """String: the worker running an optimize job; expires unless its heartbeat refreshes it."""
+    return f"{PREFIX}:job:{{{job_id}}}:claim"
+
+
+# --- operations (workers/metrics_publisher.py writes, producers/ops_state.py reads) ----------
+
+def metrics_counters() -> str:
+    """Hash: every worker process's counters summed cluster-wide. Field = JSON list
+    [metric, label values...], value = HINCRBY/HINCRBYFLOAT total (never reset by a restart)."""
+    return f"{PREFIX}:ops:counters"
+
+
+def metrics_window(bucket: int) -> str:
+    """Hash of item counts in one 10-second bucket (field "queue|status"): `tidyq queues` and
+    `tidyq doctor` read recent rates from these without sampling twice. Expires after 10 min."""
+    return f"{PREFIX}:ops:window:{bucket}"
+
+
+def workers_seen() -> str:
+    """Sorted set hostname -> last heartbeat (unix seconds) of every worker node."""
+    return f"{PREFIX}:ops:workers"
+
+
+def worker_heartbeat(hostname: str) -> str:
+    """Hash: queues, processes, pid, version of one worker node; expires unless refreshed."""
+    return f"{PREFIX}:ops:worker:{hostname}"
+
+
+def active_jobs() -> str:
+    """Sorted set job id -> last time a worker started one of its chunks (the running-jobs view)."""
+    return f"{PREFIX}:ops:active-jobs"

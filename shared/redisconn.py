@@ -6,9 +6,29 @@ import os
 import threading
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 _pools: dict[tuple[int, str], redis.Redis] = {}
 _lock = threading.Lock()
+
+
+_ride_out_outages = False
+
+
+def ride_out_outages(enabled: bool = True) -> None:
+    """Workers call this at boot: their clients then wait out a Redis restart (see
+    :func:`outage_retry`). Producers and CLIs keep redis-py's short retries and fail fast."""
+    global _ride_out_outages
+    _ride_out_outages = enabled
+
+
+def outage_retry() -> Retry:
+    """Ride out a Redis restart (AOF reload takes seconds): connection errors and timeouts are
+    retried with backoff for about 15 s before they reach the caller. Every write tidyq repeats
+    this way is idempotent (HSETNX results, set-based chunk bookkeeping)."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20,
+                 supported_errors=(redis.ConnectionError, redis.TimeoutError, ConnectionResetError))
 
 
 def get_redis(url: str) -> redis.Redis:
@@ -18,7 +38,7 @@ def get_redis(url: str) -> redis.Redis:
         with _lock:
             client = _pools.get(key)
             if client is None:
-                client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True,
-                                              retry_on_timeout=True)
+                extra = {"retry": outage_retry()} if _ride_out_outages else {"retry_on_timeout": True}
+                client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True, **extra)
                 _pools[key] = client
     return client

@@ -87,6 +87,7 @@ end
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if new > 0 then
   for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  redis.call('PUBLISH', KEYS[1], new)  -- wakes iter_results readers (a channel, not a key)
 end
 local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'succeeded', 'failed', 'kind')
 local st, total = f[1], tonumber(f[2])
@@ -136,6 +137,15 @@ def _s(value) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _waiting(h: dict[str, str]) -> dict | None:
+    """The job's 'waiting for a backend' note while it is current and the job still runs."""
+    raw = h.get("waiting_for_backend")
+    if not raw or h.get("status") not in ("queued", "running"):
+        return None
+    note = json.loads(raw)
+    return note if note.get("until", 0) > time.time() else None
 
 
 class JobStore:
@@ -267,7 +277,15 @@ class JobStore:
             timestamps=ts, backend=spec.backend, model=spec.model, signature=spec.signature, program=spec.program,
             retry_of=h.get("retry_of"), retried_by=h.get("retried_by"), error=h.get("error"),
             expires_in_seconds=ttl if ttl and ttl > 0 else None,
+            progress=json.loads(h["progress"]) if h.get("progress") else None,
+            result=json.loads(h["result"]) if h.get("result") else None,
+            waiting_for_backend=_waiting(h),
         )
+
+    def mark_waiting_for_backend(self, job_id: str, until: float, targets: list[str]) -> None:
+        """The job's items wait for a circuit breaker to half-open (shown by status until then)."""
+        self.r.hset(keys.job(job_id), "waiting_for_backend",
+                    json.dumps({"until": until, "targets": sorted(set(targets))}))
 
     def cancel(self, job_id: str) -> JobState:
         st = _s(self._cancel(keys=_job_keys(job_id), args=[repr(time.time())]))
@@ -290,26 +308,61 @@ class JobStore:
         offset, wait = 0, poll_min
         if not self.r.exists(job_key):
             raise JobNotFound(job_id)
-        while True:
-            # Read the state BEFORE the page: the final result and the final state are written by
-            # one script, so a terminal state seen here means every result is already listed.
-            st = self.r.hget(job_key, "status")
-            ids = self.r.lrange(order_key, offset, offset + page - 1)
-            if ids:
-                for raw in self.r.hmget(results_key, ids):
-                    if raw is not None:
-                        yield json.loads(raw)
-                offset += len(ids)
-                wait = poll_min
-                continue
-            if st is None:
-                raise JobNotFound(job_id)
-            if JobState(_s(st)) in TERMINAL_STATES or not follow:
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeout(f"job {job_id} did not finish within {timeout}s ({offset} results so far)")
-            time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic())))
-            wait = min(poll_max, wait * 1.5)
+        sub = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
+        try:
+            while True:
+                # Read the state BEFORE the page (one round trip, in order): the final result and the
+                # final state are written by one script, so a terminal state seen here means every
+                # result is already listed.
+                with self.r.pipeline(transaction=False) as p:
+                    p.hget(job_key, "status")
+                    p.lrange(order_key, offset, offset + page - 1)
+                    st, ids = p.execute()
+                if ids:
+                    for raw in self.r.hmget(results_key, ids):
+                        if raw is not None:
+                            yield json.loads(raw)
+                    offset += len(ids)
+                    wait = poll_min
+                    continue
+                if st is None:
+                    raise JobNotFound(job_id)
+                if JobState(_s(st)) in TERMINAL_STATES or not follow:
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobTimeout(f"job {job_id} did not finish within {timeout}s ({offset} results so far)")
+                pause = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+                if sub is None:
+                    try:
+                        sub = self.r.pubsub(ignore_subscribe_messages=True)
+                        sub.subscribe(job_key)
+                        continue  # re-read: a result may have landed before the subscription
+                    except redis.RedisError:
+                        sub = False
+                if sub:
+                    try:
+                        sub.get_message(timeout=pause)
+                    except redis.RedisError:
+                        sub = False
+                else:
+                    time.sleep(pause)
+                wait = min(poll_max, wait * 1.5)
+        finally:
+            if sub:
+                sub.close()
+
+    def results_page(self, job_id: str, offset: int, limit: int) -> tuple[list[dict], int, JobState, bool]:
+        """One page of results in arrival order from position ``offset`` (a stable cursor: the order
+        list only grows). Returns (rows, next offset, job state, end) where ``end`` means the job has
+        ended and nothing is left after this page. JobNotFound if the job does not exist."""
+        order_key = keys.job_order(job_id)
+        st = self.r.hget(keys.job(job_id), "status")  # before the page: see iter_results
+        if st is None:
+            raise JobNotFound(job_id)
+        ids = self.r.lrange(order_key, offset, offset + limit - 1) if limit > 0 else []
+        rows = [json.loads(raw) for raw in self.r.hmget(keys.job_results(job_id), ids) if raw is not None] if ids else []
+        state, nxt = JobState(_s(st)), offset + len(ids)
+        return rows, nxt, state, state in TERMINAL_STATES and nxt >= self.result_count(job_id)
 
     def get_result(self, job_id: str, custom_id: str) -> dict | None:
         raw = self.r.hget(keys.job_results(job_id), custom_id)

@@ -17,7 +17,9 @@ from dspy.utils.exceptions import LMError
 
 from shared.backends import build_backend
 from shared.backends.auto import resolve_auto
+from shared.breaker import build_breaker_step
 from shared.config import BackendType, UnifiedConfig, get_settings
+from shared.fallback import apply_target_options, build_fallback_engine
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.metrics import registry
 from shared.steps import stats
@@ -131,7 +133,7 @@ class UnifiedDSPyWrapper:
 
             config = dataclasses.replace(config, **overrides)
         settings = get_settings()
-        self.config = resolve_auto(config.resolved(settings))
+        self.config = resolve_auto(apply_target_options(config, settings).resolved(settings))
         self.backend = build_backend(self.config)
         self.backend_name = self.config.backend.value
         self.model = lm_model_string(self.backend, self.config)
@@ -141,11 +143,16 @@ class UnifiedDSPyWrapper:
             steps.append(CacheStep(self.backend_name, self.config.cache, redis_url=self.config.redis_url,
                                    cache_dir=self.config.cache_dir))
         steps.append(RetryStep(self.config.retry))
+        breaker = build_breaker_step(self.backend_name, self.config.model, self.config.redis_url, settings)
+        if breaker is not None:  # inside retry: every attempt is gated (shared/breaker.py)
+            steps.append(breaker)
         limits = settings.rate_limits.get(self.backend_name, {})
         if limits and self.config.redis_url:
             steps.append(RateLimitStep(self.backend_name, self.config.redis_url, rpm=limits.get("rpm", 0),
                                        tpm=limits.get("tpm", 0), max_inline_wait=self.config.retry.max_inline_wait))
         self.engine = StepEngine(steps, self.backend)
+        if self.config.fallbacks or breaker is not None:  # one engine over every target (shared/fallback.py)
+            self.engine = build_fallback_engine(self, settings)
         lm_kwargs = {k: v for k, v in {"temperature": self.config.temperature,
                                        "max_tokens": self.config.max_tokens}.items() if v is not None}
         self.lm = dspy.LM(self.model, engine=self.engine, cache=False, num_retries=0, **lm_kwargs)
@@ -169,6 +176,8 @@ class UnifiedDSPyWrapper:
                           "ttl_seconds": self.config.cache.ttl_seconds},
                 "validation": self.config.validation.active,
                 "rate_limit": bool(rate),
+                "circuit_breaker": any(step.name == "breaker" for step in self.engine.steps),
+                "targets": list(getattr(self.engine, "targets", [])) or [f"{self.backend_name}:{self.config.model or ''}"],
                 "metrics": True,
             },
             "config": self.config.public(),

@@ -14,10 +14,9 @@ import hashlib
 import json
 import atexit
 import os
-import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Protocol
 
@@ -105,8 +104,15 @@ class RedisTier:
         return value.decode() if value is not None else None
 
     def put(self, key: str, value: str) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[str, str]]) -> None:
+        """One round trip for a batch of entries."""
         try:
-            self.redis.set(keys.cache_entry(key), value, ex=self.ttl)
+            with self.redis.pipeline(transaction=False) as p:
+                for key, value in items:
+                    p.set(keys.cache_entry(key), value, ex=self.ttl)
+                p.execute()
         except Exception:
             pass
 
@@ -165,35 +171,57 @@ def default_cache_dir() -> str:
 
 
 class BackgroundWriter:
-    """Serializes and writes shared-tier entries off the caller's thread. Bounded: when the
-    queue is full an entry is dropped (it is a cache). ``flush()`` waits for pending writes."""
+    """Serializes and writes shared-tier entries off the caller's thread, in batches: a miss costs
+    the caller a deque append; the writer thread wakes once per batch (at the first pending entry,
+    then gathers for ``interval`` seconds) and sends the batch in one go (one Redis pipeline).
+    Bounded: above ``max_pending`` an entry is dropped (it is a cache). ``flush()`` writes what
+    is pending from the caller's thread and returns when it is stored."""
 
-    def __init__(self, tier: Tier, max_pending: int = 10_000):
+    def __init__(self, tier: Tier, max_pending: int = 10_000, batch: int = 256, interval: float = 0.05):
         self.tier = tier
-        self.queue: queue.Queue = queue.Queue(max_pending)
+        self.max_pending, self.batch, self.interval = max_pending, batch, interval
+        self.pending: deque = deque()
         self.dropped = 0
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one drain at a time (writer thread or flush)
         self._thread = threading.Thread(target=self._run, name="tidyq-cache-writer", daemon=True)
         self._thread.start()
         atexit.register(self.flush)
 
     def submit(self, key: str, response: Response) -> None:
-        try:
-            self.queue.put_nowait((key, response))
-        except queue.Full:
+        if len(self.pending) >= self.max_pending:
             self.dropped += 1
+            return
+        self.pending.append((key, response))
+        if len(self.pending) == 1:
+            self._wake.set()
 
     def _run(self) -> None:
         while True:
-            key, response = self.queue.get()
-            try:
-                self.tier.put(key, json.dumps(response_to_dict(response), separators=(",", ":")))
-            except Exception:
-                pass
-            finally:
-                self.queue.task_done()
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(self.interval)  # let a batch gather
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._lock:
+            while self.pending:
+                batch = []
+                while self.pending and len(batch) < self.batch:
+                    batch.append(self.pending.popleft())
+                try:
+                    values = [(k, json.dumps(response_to_dict(r), separators=(",", ":"))) for k, r in batch]
+                    put_many = getattr(self.tier, "put_many", None)
+                    if put_many is not None:
+                        put_many(values)
+                    else:
+                        for key, value in values:
+                            self.tier.put(key, value)
+                except Exception:
+                    pass
 
     def flush(self) -> None:
-        self.queue.join()
+        self._drain()
 
 
 class CacheStep:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 
@@ -25,6 +25,8 @@ class CallStats:
     latency_ms: float = 0.0
     validation_failures: int = 0
     rate_limit_wait_s: float = 0.0
+    served_by: str | None = None  # "backend:model" of the target that answered (shared/fallback.py)
+    skipped: list[dict] = field(default_factory=list)  # [{"target", "reason"}] passed over on the way
 
     @property
     def cached(self) -> bool:

@@ -1,0 +1,89 @@
+"""`tidyq queues`: a `top`-like view of every queue and the running jobs.
+
+Rates come from the workers' 10-second buckets in Redis (producers/ops_state.py), so one
+`--once` read already shows items/s and the error rate of the last minute, on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from producers.ops_state import OpsReader, Snapshot
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "#" * filled + "." * (width - filled)
+
+
+def render(snap: Snapshot) -> Group:
+    queues = Table(title=f"tidyq queues (rates over the last {snap.window_seconds}s)", expand=False)
+    for col, justify in (("queue", "left"), ("depth", "right"), ("oldest", "right"), ("workers", "right"),
+                         ("procs", "right"), ("items/s", "right"), ("errors", "right")):
+        queues.add_column(col, justify=justify)
+    for q in snap.queues:
+        no_worker = q.workers == 0 and q.depth > 0
+        err = "-" if q.error_rate is None else f"{q.error_rate:.2%}"
+        queues.add_row(q.name, str(q.depth), _age(q.oldest_age_seconds),
+                       Text(str(q.workers), style="bold red" if no_worker else ""), str(q.processes),
+                       f"{q.items_per_second:,.1f}",
+                       Text(err, style="red" if q.error_rate and q.error_rate > 0.001 else ""))
+    jobs = Table(title="running jobs", expand=False)
+    for col, justify in (("job", "left"), ("kind", "left"), ("backend", "left"), ("status", "left"),
+                         ("progress", "left"), ("done", "right"), ("failed", "right"), ("items/s", "right")):
+        jobs.add_column(col, justify=justify)
+    for j in snap.jobs:
+        jobs.add_row(j.id[:12], j.kind, j.backend or "-", j.status, f"{_bar(j.fraction)} {j.fraction:4.0%}",
+                     f"{j.done}/{j.total}", str(j.failed), "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
+    if not snap.jobs:
+        jobs.add_row("(none)", "", "", "", "", "", "", "")
+    footer = Text(f"{len(snap.workers)} worker node(s) live; {time.strftime('%H:%M:%S', time.localtime(snap.at))}",
+                  style="dim")
+    parts = [queues, jobs]
+    if snap.breakers:
+        breakers = Table(title="circuit breakers and fallbacks per target", expand=False)
+        for col, justify in (("target", "left"), ("state", "left"), ("failed/calls", "right"), ("probes", "right"),
+                             ("moved off", "right"), ("served as fallback", "right")):
+            breakers.add_column(col, justify=justify)
+        for b in snap.breakers:
+            style = {"open": "bold red", "half_open": "yellow"}.get(b["state"], "")
+            moved = ", ".join(f"{r} {n}" for r, n in sorted(b["skipped"].items())) or "0"
+            breakers.add_row(b["target"], Text(b["state"], style=style),
+                             f"{b['window']['failures']}/{b['window']['calls']}", str(b["probes_in_flight"]), moved,
+                             str(b["served_as_fallback"]))
+        parts.append(breakers)
+    return Group(*parts, footer)
+
+
+def run(reader: OpsReader, *, once: bool, as_json: bool, interval: float, window: int, console) -> int:
+    if as_json:
+        print(json.dumps(reader.snapshot(window=window).to_json(), ensure_ascii=False))
+        return 0
+    if once:
+        console.print(render(reader.snapshot(window=window)))
+        return 0
+    from rich.live import Live
+
+    try:
+        with Live(render(reader.snapshot(window=window)), console=console, refresh_per_second=4,
+                  screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render(reader.snapshot(window=window)))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,303 @@
+"""Fallback chains: one DSPy engine that tries an ordered list of (backend, model) targets.
+
+The wrapper's own backend and model stay the first target; ``UnifiedConfig.fallbacks`` (the
+CLI's ``--fallback``, the client's ``fallbacks=[...]``) follow in order. Each target has its own
+full step stack (metrics -> cache -> retry -> breaker -> rate limit -> backend), so the whole
+chain is ONE engine object handed to ``dspy.LM``: modules and optimizers do not change.
+
+A call moves to the next target
+- when the retry step gives up on a transient failure (5xx, 429, timeout, connection),
+- at once when the target's circuit breaker is open (shared/breaker.py),
+- on a context-window error, to the next target marked ``larger_context`` (others are skipped).
+Authentication and bad-request errors never fall back: the call fails (an auth error names the
+credentials to check). When no target could serve and something may recover (a breaker is open
+or every failure was transient), ``AllTargetsOpen(retry_at=...)`` tells the queue to put the
+chunk back until the earliest half-open time. ``stats.current()`` receives ``served_by`` and
+``skipped`` (each target passed over and why) for the item's result.
+
+Where a target lives: ``Settings.target_options`` (TIDYQ_TARGET_OPTIONS, JSON) keyed
+``backend:model`` gives per-target ``api_base``, ``api_key_env`` (the NAME of an environment
+variable holding its key: credentials stay in the worker's environment), ``region``,
+``gateway_url`` and ``larger_context``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from dspy import lm15
+from dspy.lm15 import Request, Response, response_to_events
+
+from shared.config import BackendType, Settings, Target, TARGET_OPTION_KEYS, UnifiedConfig, get_settings
+from shared.errors import AllTargetsOpen, BreakerOpen, ConfigurationError, CredentialsRejected, RetryLater
+from shared.steps import stats
+from shared.steps.retry import is_transient
+from shared.telemetry import get_logger
+
+__all__ = ["Target", "parse_targets", "FallbackEngine", "Route", "target_options", "apply_target_options",
+           "fallback_config", "credential_hint", "requeue_delay", "build_fallback_engine", "skipped_of", "job_deadline"]
+
+
+def parse_targets(values: str | Iterable[str | Target] | None) -> tuple[Target, ...]:
+    """``"gateway:NAME,bedrock:MODEL:0"`` or a list of such -> targets (split at the first colon)."""
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    out: list[Target] = []
+    for value in values:
+        if isinstance(value, Target):
+            out.append(value)
+            continue
+        for part in str(value).split(","):
+            if part.strip():
+                out.append(Target.parse(part))
+    return tuple(out)
+
+
+def target_options(target: Target | str, settings: Settings | None = None) -> dict[str, Any]:
+    """The worker-side options of one target (TIDYQ_TARGET_OPTIONS); unknown keys are refused."""
+    s = settings or get_settings()
+    tid = Target.parse(target).id
+    options = dict(s.target_options.get(tid) or s.target_options.get(tid.rstrip(":")) or {})
+    unknown = sorted(set(options) - set(TARGET_OPTION_KEYS))
+    if unknown:
+        raise ConfigurationError(f"TIDYQ_TARGET_OPTIONS[{tid!r}]: unknown option(s) {unknown}; "
+                                 f"known: {', '.join(TARGET_OPTION_KEYS)}")
+    return options
+
+
+def apply_target_options(config: UnifiedConfig, settings: Settings | None = None) -> UnifiedConfig:
+    """Fill the endpoint fields a config leaves unset from its target's options (arguments win)."""
+    if config.backend is BackendType.AUTO:
+        return config
+    options = target_options(Target(config.backend.value, config.model), settings)
+    if not options:
+        return config
+    updates: dict[str, Any] = {}
+    for name in ("api_base", "region", "gateway_url"):
+        if options.get(name) and getattr(config, name) is None:
+            updates[name] = options[name]
+    env = options.get("api_key_env")
+    if env and config.api_key is None:
+        if not os.environ.get(env):
+            raise ConfigurationError(f"TIDYQ_TARGET_OPTIONS[{Target(config.backend.value, config.model).id!r}] "
+                                     f"names api_key_env {env!r}, which is not set in this worker's environment")
+        updates["api_key"] = os.environ[env]
+    return dataclasses.replace(config, **updates) if updates else config
+
+
+def fallback_config(primary: UnifiedConfig, target: Target) -> UnifiedConfig:
+    """A fallback target's config: the primary's policy (retry, cache, validation, generation
+    settings) but none of its endpoint or credential (those belong to the primary's provider)."""
+    return dataclasses.replace(primary, backend=target.backend, model=target.model, api_base=None, api_key=None,
+                               region=None, fallbacks=())
+
+
+def credential_hint(target: Target, exc: BaseException | None = None) -> str:
+    """Which credentials a worker should check when ``target`` rejected them."""
+    if target.backend == BackendType.BEDROCK.value:
+        return ("check the worker's AWS credentials for Bedrock (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE or the instance role) and their bedrock:InvokeModel permission")
+    if target.backend == BackendType.GATEWAY.value:
+        return ("check the MLflow AI Gateway's provider credentials (set in the `mlflow server` environment) "
+                "and TIDYQ_GATEWAY_URL")
+    options = target_options(target)
+    if options.get("api_key_env"):
+        return f"check {options['api_key_env']} (api_key_env of TIDYQ_TARGET_OPTIONS[{target.id!r}])"
+    from shared.backends.auto import provider_key_env
+
+    names = [n for n in (provider_key_env(target.model), "TIDYQ_API_KEY") if n]
+    env_keys = getattr(exc, "env_keys", ()) or ()
+    names += [n for n in env_keys if n not in names]
+    return f"check {' or '.join(names)} in the worker's environment"
+
+
+@dataclass
+class Route:
+    """One target and the engine (its full step stack) that serves it."""
+
+    target: Target
+    engine: Any  # StepEngine
+    model: str  # the model string this engine expects in Request.model
+    breaker: Any = None  # CircuitBreaker or None
+    owner: Any = None  # the wrapper that built the engine (closed with the chain)
+
+    @property
+    def id(self) -> str:
+        return self.target.id
+
+
+def job_deadline(deadline: float | None, created_at: float, settings: Settings | None = None) -> float:
+    """A job's own deadline, or submit time + TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS."""
+    s = settings or get_settings()
+    return deadline if deadline is not None else created_at + s.backend_wait_deadline_seconds
+
+
+def requeue_delay(exc: AllTargetsOpen, *, deadline: float | None, now: float | None = None) -> float | None:
+    """The queue's countdown for a chunk whose items met AllTargetsOpen: until the earliest
+    half-open time, or None when that is past the job's deadline (then the items fail)."""
+    now = time.time() if now is None else now
+    if deadline is not None and exc.retry_at > deadline:
+        return None
+    return max(0.0, exc.retry_at - now)
+
+
+def _with_skipped(exc: BaseException, skipped: list[dict]) -> BaseException:
+    exc.fallback_skipped = list(skipped)  # read back by skipped_of() after DSPy wrapped the error
+    return exc
+
+
+def skipped_of(exc: BaseException | None) -> list[dict]:
+    """The targets a failed call skipped, from the error (or whatever it is wrapped in)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        found = getattr(exc, "fallback_skipped", None)
+        if found is not None:
+            return list(found)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return []
+
+
+class FallbackEngine:
+    """DSPy's engine protocol (complete/stream/close) over an ordered list of routes."""
+
+    def __init__(self, routes: list[Route], *, redis=None, retry_after_failure: float = 15.0):
+        if not routes:
+            raise ValueError("a fallback engine needs at least one route")
+        self.routes = list(routes)
+        self.redis = redis
+        self.retry_after_failure = retry_after_failure  # countdown when targets failed but no breaker says when
+        self.log = get_logger(targets=[r.id for r in self.routes])
+
+    # the wrapper's get_info() and tests read these from "the engine"
+    @property
+    def steps(self) -> list:
+        return self.routes[0].engine.steps
+
+    @property
+    def step_names(self) -> list[str]:
+        return self.routes[0].engine.step_names
+
+    @property
+    def backend(self):
+        return self.routes[0].engine.backend
+
+    @property
+    def targets(self) -> list[str]:
+        return [r.id for r in self.routes]
+
+    def complete(self, request: Request) -> Response:
+        collector = stats.current()
+        skipped: list[dict] = []
+        retry_at: list[float] = []
+        context_error: lm15.ContextLengthError | None = None
+        last_error: BaseException | None = None
+        may_recover = False
+        for index, route in enumerate(self.routes):
+            if context_error is not None and index > 0 and not route.target.larger_context:
+                skipped.append({"target": route.id, "reason": "not_larger_context"})
+                continue
+            known = route.breaker.known_open() if route.breaker is not None else None
+            try:
+                if known is not None:
+                    raise known
+                routed = request if request.model == route.model else dataclasses.replace(request, model=route.model)
+                response = route.engine.complete(routed)
+            except BreakerOpen as exc:
+                reason, may_recover = f"breaker_{exc.state}", True
+                retry_at.append(exc.retry_at)
+            except RetryLater as exc:
+                reason, may_recover, last_error = "retry_later", True, exc
+                retry_at.append(time.time() + exc.delay)
+            except lm15.ContextLengthError as exc:
+                reason, context_error, last_error = "context_length", exc, exc
+            except lm15.AuthError as exc:
+                self._finish(collector, skipped, None)
+                raise _with_skipped(CredentialsRejected(route.id, credential_hint(route.target, exc),
+                                                        detail=f"{type(exc).__name__}, HTTP {exc.status}"),
+                                    skipped) from exc
+            except lm15.LM15Error as exc:
+                if not is_transient(exc):
+                    self._finish(collector, skipped, None)
+                    raise _with_skipped(exc, skipped)
+                reason, may_recover, last_error = f"failed:{type(exc).__name__}", True, exc
+                retry_at.append(time.time() + self.retry_after_failure)
+            else:
+                self._finish(collector, skipped, route)
+                return response
+            skipped.append({"target": route.id, "reason": reason})
+            nxt = self.routes[index + 1].id if index + 1 < len(self.routes) else None
+            self._moved(route, reason, nxt)
+        self._finish(collector, skipped, None)
+        if may_recover and self._waits_for_backends():
+            raise _with_skipped(AllTargetsOpen(min(retry_at), skipped), skipped)
+        if context_error is not None and not may_recover:
+            raise _with_skipped(context_error, skipped)
+        if last_error is not None:
+            raise _with_skipped(last_error, skipped)
+        raise _with_skipped(AllTargetsOpen(min(retry_at), skipped), skipped)
+
+    def _waits_for_backends(self) -> bool:
+        """Without any breaker (no Redis) a failing chain fails the call as a single backend would;
+        with breakers the queue waits for the earliest half-open time instead."""
+        return any(r.breaker is not None for r in self.routes)
+
+    def _moved(self, route: Route, reason: str, to: str | None) -> None:
+        self.log.debug("fallback", from_target=route.id, to_target=to, reason=reason)
+
+    def _finish(self, collector, skipped: list[dict], served: Route | None) -> None:
+        if skipped:
+            from shared.breaker import record_fallbacks
+
+            record_fallbacks(self.redis, skipped, served.id if served is not None else None)
+        if collector is not None:
+            collector.skipped.extend(skipped)
+            if served is not None:
+                collector.served_by = served.id
+
+    def stream(self, request: Request) -> Iterator:
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        for route in self.routes:
+            owner = route.owner
+            if owner is not None and owner.engine is not self:
+                owner.close()
+            else:
+                route.engine.close()
+
+
+def _breaker_of(engine) -> Any:
+    from shared.breaker import BreakerStep
+
+    step = next((s for s in getattr(engine, "steps", []) if isinstance(s, BreakerStep)), None)
+    return step.breaker if step is not None else None
+
+
+def build_fallback_engine(wrapper, settings: Settings | None = None) -> FallbackEngine:
+    """The chain for a wrapper: its own stack first, then one stack per fallback target."""
+    from shared.wrapper import UnifiedDSPyWrapper
+
+    s = settings or get_settings()
+    config = wrapper.config
+    primary = Target(config.backend.value, config.model)
+    routes = [Route(primary, wrapper.engine, wrapper.model, _breaker_of(wrapper.engine), None)]
+    for target in config.fallbacks:
+        options = target_options(target, s)
+        if options.get("larger_context") and not target.larger_context:
+            target = dataclasses.replace(target, larger_context=True)
+        sub = UnifiedDSPyWrapper(fallback_config(config, target))
+        engine = sub.engine.routes[0].engine if isinstance(sub.engine, FallbackEngine) else sub.engine
+        routes.append(Route(target, engine, sub.model, _breaker_of(engine), sub))
+    redis = None
+    if config.redis_url:
+        from shared.redisconn import get_redis
+
+        redis = get_redis(config.redis_url)
+    return FallbackEngine(routes, redis=redis, retry_after_failure=s.breaker_open_seconds)

@@ -1,0 +1,208 @@
+"""The Redis circuit breaker against a real redis-server: states, window, fleet-wide probes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+import redis
+
+from shared import keys
+from shared.breaker import (BreakerSettings, CircuitBreaker, breaker_states, breaker_status, counters,
+                            outcome_of, reset_breaker)
+from shared.errors import BreakerOpen
+from dspy import lm15
+
+FAST = dict(window_seconds=5.0, buckets=5, min_calls=4, failure_rate=0.5, open_seconds=0.3, max_open_seconds=1.0,
+            half_open_probes=2, close_after=1, probe_lease_seconds=5.0, busy_retry_seconds=0.2,
+            local_memo_seconds=0.05)
+
+
+@pytest.fixture
+def client(redis_url):
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def make(client, target="direct:openai/a", **over) -> CircuitBreaker:
+    return CircuitBreaker(client, target, BreakerSettings(**{**FAST, **over}))
+
+
+def fail(b: CircuitBreaker, n: int = 1) -> None:
+    for _ in range(n):
+        b.record(b.acquire(), "fail")
+
+
+def test_stays_closed_below_min_calls_and_below_rate(client):
+    b = make(client)
+    fail(b, 3)  # 100% failures but fewer than min_calls
+    assert breaker_status(client, b.target)["state"] == "closed"
+    b2 = make(client, "direct:openai/other")
+    for outcome in ["ok", "ok", "ok", "fail", "ok", "fail"]:  # 2/6 < 0.5
+        b2.record(b2.acquire(), outcome)
+    st = breaker_status(client, b2.target, b2.settings)
+    assert st["state"] == "closed" and st["window"] == {"calls": 6, "failures": 2, "failure_rate": 0.3333,
+                                                         "seconds": 5.0}
+
+
+def test_opens_on_failure_rate_and_rejects_until_half_open(client):
+    b = make(client)
+    b.record(b.acquire(), "ok")
+    fail(b, 2)
+    assert b.record(b.acquire(), "fail") == "open"  # 3/4 failures, min_calls 4
+    with pytest.raises(BreakerOpen) as info:
+        b.acquire()
+    assert info.value.state == "open"
+    assert 0 < info.value.retry_at - time.time() <= FAST["open_seconds"] + 0.05
+    st = breaker_status(client, b.target, b.settings)
+    assert st["state"] == "open" and st["transitions"] == {"closed->open": 1}
+
+
+def test_half_open_probes_are_bounded_across_clients_then_success_closes(client, redis_url):
+    b = make(client)
+    fail(b, 4)
+    time.sleep(FAST["open_seconds"] + 0.05)
+    # three "processes": separate connections and breaker objects
+    others = [make(redis.Redis.from_url(redis_url)) for _ in range(3)]
+    permits = []
+    rejected = 0
+    for other in others:
+        try:
+            permits.append(other.acquire())
+        except BreakerOpen as exc:
+            assert exc.state == "half_open"
+            rejected += 1
+    assert len(permits) == 2 and rejected == 1 and all(p.probe_id for p in permits)
+    assert breaker_status(client, b.target, b.settings)["probes_in_flight"] == 2
+    assert others[0].record(permits[0], "ok") == "closed"
+    assert others[1].record(permits[1], "ok") == "closed"  # a late probe of a closed breaker changes nothing
+    st = breaker_status(client, b.target, b.settings)
+    assert st["state"] == "closed" and st["window"]["calls"] == 0  # the old failures are forgotten
+    assert st["transitions"] == {"closed->open": 1, "open->half_open": 1, "half_open->closed": 1}
+
+
+def test_failed_probe_reopens_for_longer(client):
+    b = make(client)
+    fail(b, 4)
+    time.sleep(FAST["open_seconds"] + 0.05)
+    permit = b.acquire()
+    assert permit.probe_id
+    assert b.record(permit, "fail") == "open"
+    with pytest.raises(BreakerOpen) as info:
+        b.acquire()
+    assert info.value.retry_at - time.time() > FAST["open_seconds"]  # doubled: 0.6 s
+    assert breaker_status(client, b.target, b.settings)["transitions"]["half_open->open"] == 1
+
+
+def test_neutral_probe_releases_its_slot_without_deciding(client):
+    b = make(client, half_open_probes=1)
+    fail(b, 4)
+    time.sleep(FAST["open_seconds"] + 0.05)
+    permit = b.acquire()
+    with pytest.raises(BreakerOpen):
+        make(client, half_open_probes=1).acquire()
+    assert b.record(permit, "neutral") == "half_open"
+    assert make(client, half_open_probes=1).acquire().probe_id  # the slot is free again
+
+
+def test_probe_lease_of_a_dead_worker_expires(client):
+    b = make(client, half_open_probes=1, probe_lease_seconds=0.2)
+    fail(b, 4)
+    time.sleep(FAST["open_seconds"] + 0.05)
+    b.acquire()  # this "worker" dies: never records
+    with pytest.raises(BreakerOpen):
+        make(client, half_open_probes=1, probe_lease_seconds=0.2).acquire()
+    time.sleep(0.25)
+    assert make(client, half_open_probes=1, probe_lease_seconds=0.2).acquire().probe_id
+
+
+def test_a_run_of_failures_opens_it_whatever_the_rate(client):
+    b = make(client, consecutive_failures=5)
+    for _ in range(50):
+        b.record(b.acquire(), "ok")
+    fail(b, 4)
+    b.record(b.acquire(), "ok")  # a success breaks the run
+    fail(b, 4)
+    assert breaker_status(client, b.target, b.settings)["state"] == "closed"  # 8/59 failed, no run of 5
+    assert b.record(b.acquire(), "fail") == "open"
+
+
+def test_sliding_window_forgets_old_failures(client):
+    b = make(client, window_seconds=0.5, buckets=5)
+    fail(b, 3)
+    time.sleep(0.6)
+    assert b.record(b.acquire(), "fail") == "closed"  # only 1 failure inside the window now
+    assert breaker_status(client, b.target, b.settings)["window"]["calls"] == 1
+
+
+def test_reset_closes_at_once_and_is_listed(client):
+    b = make(client)
+    fail(b, 4)
+    assert reset_breaker(client, b.target) == {"target": b.target, "was": "open", "now": "closed"}
+    time.sleep(FAST["local_memo_seconds"])
+    assert b.acquire().probe_id == ""
+    states = breaker_states(client, b.settings)
+    assert [s["target"] for s in states] == [b.target] and states[0]["state"] == "closed"
+
+
+def test_redis_down_lets_calls_through():
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    b = CircuitBreaker(dead, "direct:openai/a", BreakerSettings(**FAST))
+    permit = b.acquire()
+    assert permit.probe_id == "" and b.record(permit, "fail") is None
+
+
+def test_outcomes():
+    assert outcome_of(None) == "ok"
+    assert outcome_of(lm15.ServerError("x")) == "fail"
+    assert outcome_of(lm15.RateLimitError("x")) == "fail"
+    assert outcome_of(lm15.TimeoutError("x")) == "fail"
+    assert outcome_of(lm15.ContextLengthError("x")) == "neutral"
+    assert outcome_of(lm15.AuthError("x")) == "neutral"
+    assert outcome_of(lm15.InvalidRequestError("x")) == "neutral"
+
+
+def test_transition_counters_for_prometheus(client):
+    counters.reset()
+    b = make(client, "direct:openai/counted")
+    fail(b, 4)
+    snap = counters.snapshot()["transitions"]
+    assert {"target": "direct:openai/counted", "from": "closed", "to": "open", "count": 1} in snap
+
+
+def _grab_probes(url: str, target: str, n: int, out) -> None:
+    b = CircuitBreaker(redis.Redis.from_url(url), target, BreakerSettings(**{**FAST, "half_open_probes": 3}))
+    got = 0
+    for _ in range(n):
+        try:
+            b.acquire()
+            got += 1
+        except BreakerOpen:
+            pass
+    out.put(got)
+
+
+def test_probe_bound_holds_across_processes(client, redis_url):
+    target = "direct:openai/fleet"
+    b = make(client, target, half_open_probes=3)
+    fail(b, 4)
+    time.sleep(FAST["open_seconds"] + 0.05)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_grab_probes, args=(redis_url, target, 50, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    try:
+        total = sum(out.get(timeout=60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    assert total == 3  # 200 attempts from four processes, three fleet-wide probe slots
+    assert client.zcard(keys.breaker_probes(target)) == 3
