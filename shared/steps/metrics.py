@@ -38,6 +38,8 @@ class MetricsStep:
         self.pricing_provider = pricing_provider
         self.registry = registry or default_registry
         self.log = get_logger(backend=backend, model=model)
+        # DSPy's price lookup is slow for a model it does not know; ask once, then remember.
+        self._priced = pricing_provider is not None
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
         outer = stats.current()
@@ -57,7 +59,10 @@ class MetricsStep:
                 usage = response.usage if response is not None and not cached else None
                 tokens_in = (usage.input_tokens or 0) if usage else 0
                 tokens_out = (usage.output_tokens or 0) if usage else 0
-                cost = estimate_cost(response, self.pricing_provider, self.model) if usage else None
+                cost = None
+                if usage and self._priced:
+                    cost = estimate_cost(response, self.pricing_provider, self.model)
+                    self._priced = cost is not None
                 self.registry.record_call(
                     self.backend, self.model, latency_ms=latency_ms, cached=cached, attempts=call.attempts,
                     retries=call.retries, input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=cost,

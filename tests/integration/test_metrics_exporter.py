@@ -167,3 +167,20 @@ def test_metrics_port_in_use_is_a_clear_error(redis_url):
                              env=dict(os.environ, TIDYQ_REDIS_URL=redis_url), capture_output=True, text=True,
                              timeout=60)
     assert out.returncode == 2 and "--port" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_circuit_breaker_states_are_exported(redis_url):
+    from shared.breaker import BreakerSettings, CircuitBreaker
+
+    client = redis.Redis.from_url(redis_url)
+    settings = BreakerSettings(consecutive_failures=3, closed_memo_seconds=0.0)
+    broken = CircuitBreaker(client, "direct:openai/gpt-4o-mini", settings)
+    for _ in range(3):
+        broken.record(broken.acquire(), "fail")
+    healthy = CircuitBreaker(client, "mock:mock", settings)
+    healthy.record(healthy.acquire(), "ok")
+    text = exposition(OpsReader(client))
+    assert total(text, "tidyq_breaker_state", target="direct:openai/gpt-4o-mini") == 2
+    assert total(text, "tidyq_breaker_open", target="direct:openai/gpt-4o-mini") == 1
+    assert total(text, "tidyq_breaker_state", target="mock:mock") == 0
+    assert total(text, "tidyq_breaker_transitions_total", target="direct:openai/gpt-4o-mini") >= 1
