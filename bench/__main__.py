@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             print(f"[bench] {name} {kwargs} ...", file=sys.stderr, flush=True)
             try:
-                res[name] = module.run(env, **kwargs)
+                with env.scope():
+                    res[name] = module.run(env, **kwargs)
             except Exception as exc:  # one broken scenario must not lose the others' figures
                 traceback.print_exc()
                 res[name] = {"error": f"{type(exc).__name__}: {exc}"}

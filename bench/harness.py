@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from producers.local_worker import PROJECT_ROOT, LocalWorker
@@ -95,7 +95,7 @@ class FakeProcess:
         return f"{self.url}/v1"
 
     def requests(self) -> int:
-        return int(self.control.stats()["request_count"])
+        return int(self.control.stats()["total"])
 
     def stop(self) -> None:
         proc, self.process = self.process, None
@@ -116,6 +116,7 @@ class Env:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._stack = ExitStack()
+        self._scope = self._stack  # where started processes register; see scope()
         self.redis = RedisServer()
         self.redis.start()
         self._stack.callback(self.redis.close)
@@ -123,6 +124,17 @@ class Env:
         os.environ["TIDYQ_REDIS_URL"] = self.redis_url
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         self._n = 0
+
+    @contextmanager
+    def scope(self):
+        """Everything started inside is stopped on leaving, also when a scenario fails midway."""
+        outer = self._scope
+        with ExitStack() as inner:
+            self._scope = inner
+            try:
+                yield self
+            finally:
+                self._scope = outer
 
     def direct_env(self, fake: FakeProcess, **extra) -> dict[str, str]:
         env = {"TIDYQ_API_BASE": fake.base_url, "TIDYQ_API_KEY": API_KEY, "TIDYQ_MODEL": MODEL}
@@ -133,12 +145,12 @@ class Env:
         self._n += 1
         w = LocalWorker(self.redis_url, queues=queues, concurrency=concurrency, env=env,
                         log_path=self.workdir / f"worker-{self._n}.log")
-        self._stack.callback(w.close)
+        self._scope.callback(w.close)
         return w.start(timeout=timeout)
 
     def fake(self, latency: float) -> FakeProcess:
         f = FakeProcess(latency).start()
-        self._stack.callback(f.stop)
+        self._scope.callback(f.stop)
         return f
 
     def flush(self) -> None:

@@ -26,7 +26,7 @@ class NoopWorker:
              "-Q", "bench.noop", "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "--hostname", f"noop-{os.getpid()}@localhost"],
             cwd=str(PROJECT_ROOT), env=environ, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        env._stack.callback(self.stop)
+        env._scope.callback(self.stop)
 
     def stop(self) -> None:
         import signal

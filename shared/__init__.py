@@ -1,11 +1,30 @@
-"""tidyq's shared package: the unified DSPy wrapper and what producers and workers both import."""
+"""tidyq's shared package: the unified DSPy wrapper and what producers and workers both import.
 
-from shared.config import BackendType, CacheConfig, RetryConfig, UnifiedConfig, ValidationConfig
-from shared.errors import BadInput, ConfigurationError, RetryLater, TidyqError, ValidationFailed
-from shared.wrapper import UnifiedDSPyModule, UnifiedDSPyWrapper
+Names are resolved lazily: `import shared.config` (every CLI command, the producers) must not pay
+for importing DSPy (~4 s); only code that touches the wrapper does.
+"""
 
-__all__ = [
-    "BackendType", "CacheConfig", "RetryConfig", "UnifiedConfig", "ValidationConfig",
-    "UnifiedDSPyWrapper", "UnifiedDSPyModule",
-    "TidyqError", "ConfigurationError", "BadInput", "ValidationFailed", "RetryLater",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "BackendType": "shared.config", "CacheConfig": "shared.config", "RetryConfig": "shared.config",
+    "UnifiedConfig": "shared.config", "ValidationConfig": "shared.config", "Target": "shared.config",
+    "TidyqError": "shared.errors", "ConfigurationError": "shared.errors", "BadInput": "shared.errors",
+    "ValidationFailed": "shared.errors", "RetryLater": "shared.errors",
+    "UnifiedDSPyWrapper": "shared.wrapper", "UnifiedDSPyModule": "shared.wrapper",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shared' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

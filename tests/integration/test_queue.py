@@ -204,15 +204,15 @@ def test_a_killed_worker_s_chunk_is_redelivered_without_duplicates(redis_url, st
 @pytest.mark.slow
 def test_a_chunk_at_its_soft_time_limit_keeps_what_finished_and_requeues_the_rest(redis_url, start_worker,
                                                                                   openai_fake):
-    # hard limit 3 s -> soft limit 2 s; each call takes 0.6 s, two in flight: a 12-item chunk
-    # cannot finish in one run, so it is cut, stored, requeued and finished by later runs
-    env = direct_env(openai_fake, TIDYQ_TASK_TIME_LIMIT=3, TIDYQ_CONCURRENCY_DIRECT=2)
+    # hard limit 4 s -> soft limit 3 s; each call takes 0.6 s, two in flight: a 16-item chunk
+    # (~5 s of work) cannot finish in one run, so it is cut, stored, requeued and finished later
+    env = direct_env(openai_fake, TIDYQ_TASK_TIME_LIMIT=4, TIDYQ_CONCURRENCY_DIRECT=2, TIDYQ_MAX_REQUEUES=30)
     openai_fake.set_latency(0.6)
     worker = start_worker(queues=["predict.direct"], env=env)
-    job = Client().submit_batch(rows(12), SIG, backend="direct", chunk_size=12)
-    st = job.wait(timeout=60)
-    assert st["counts"] == {"total": 12, "succeeded": 12, "failed": 0}
-    assert len({r["custom_id"] for r in job.results(timeout=5)}) == 12
+    job = Client().submit_batch(rows(16), SIG, backend="direct", chunk_size=16)
+    st = job.wait(timeout=90)
+    assert st["counts"] == {"total": 16, "succeeded": 16, "failed": 0}
+    assert len({r["custom_id"] for r in job.results(timeout=5)}) == 16
     log = worker.log_path.read_text()
     assert "chunk_interrupted" in log and "SoftTimeLimitExceeded" in log and "chunk_requeued" in log
     assert worker.alive()

@@ -34,7 +34,9 @@ def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worke
                      # 30% storm opens it now and then for 15-45 s and the job takes ~3 minutes; an
                      # operator facing a known-flaky provider raises the threshold. The breaker stays
                      # on: it is what sends an item whose in-place retries ran out back to the queue.
-                     TIDYQ_BREAKER_FAILURE_RATE=0.75, TIDYQ_BREAKER_MIN_CALLS=20)
+                     # An item whose retries ran out waits breaker_open_seconds in the queue (15 s
+                     # shipped); 3 s here keeps the test short.
+                     TIDYQ_BREAKER_FAILURE_RATE=0.75, TIDYQ_BREAKER_MIN_CALLS=20, TIDYQ_BREAKER_OPEN_SECONDS=3)
     for _ in range(2):
         start_worker(queues=["predict.direct"], concurrency=2, env=env)
     client = Client()

@@ -59,6 +59,13 @@ def worker_services(c: dict) -> dict[str, dict]:
     return {n: s for n, s in c["services"].items() if "celery -A workers worker" in command_text(s)}
 
 
+def test_honcho_accepts_the_procfile():
+    out = subprocess.run([str(ROOT / ".venv/bin/honcho"), "check"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert set(procfile()) == {"redis", "worker", "optimizer", "flower", "mlflow", "metrics"}
+
+
 def test_procfile_and_compose_serve_the_same_queues():
     proc_queues = [q for cmd in procfile().values() if "celery -A workers worker" in cmd for q in queues_of(cmd)]
     workers = worker_services(compose())
