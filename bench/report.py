@@ -13,27 +13,32 @@ def _yes(flag) -> str:
     return "met" if flag else "**missed**"
 
 
+def _ok(res: dict, name: str) -> dict | None:
+    value = res.get(name)
+    return value if isinstance(value, dict) and "error" not in value else None
+
+
 def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
     """(scenario, baseline, tidyq, ratio, goal/verdict) per figure."""
     out = []
-    if b := res.get("bulk"):
+    if b := _ok(res, "bulk"):
         out.append(("1. bulk, %d mock items, 1 worker -c 2" % b["items"],
                     f"DSPy loop on DummyLM {b['loop_items_per_s']:.0f}/s", f"{b['queue_items_per_s']:.0f}/s",
                     f"{b['ratio']:.2f}x", f"{b['goal']}: {_yes(b['met'])}"))
-    if r := res.get("roundtrip"):
+    if r := _ok(res, "roundtrip"):
         out.append(("2. round trip, one predict", f"bare Celery no-op p50 {r['celery_noop_p50_ms']} ms, p99 {r['celery_noop_p99_ms']} ms",
                     f"p50 {r['tidyq_p50_ms']} ms, p99 {r['tidyq_p99_ms']} ms", f"{r['ratio_p50']:.2f}x",
                     f"{r['goal']}: {_yes(r['met'])}"))
-    if i := res.get("io_bound"):
+    if i := _ok(res, "io_bound"):
         out.append((f"3. I/O-bound, {i['latency_s']*1000:.0f} ms provider, 1 worker process, {i['concurrency']} in flight",
                     f"threaded DSPy (lm15) {i['dspy_threaded_items_per_s']:.0f}/s", f"{i['queue_items_per_s']:.0f}/s",
                     f"{i['ratio']:.2f}x", f"{i['goal']}: {_yes(i['met'])}"))
-    if s := res.get("scale"):
+    if s := _ok(res, "scale"):
         ips = s["items_per_s"]
         out.append((f"4. scale, {s['latency_s']:.0f} s provider, {s['per_worker_concurrency']} in flight per worker",
                     f"1 worker {ips['1']:.1f}/s", " / ".join(f"{k}: {v:.1f}/s" for k, v in ips.items()),
                     " / ".join(f"{k}: {v:.2f}x" for k, v in s["speedup"].items()), f"{s['goal']}: {_yes(s['met'])}"))
-    if m := res.get("memory"):
+    if m := _ok(res, "memory"):
         wk = next(v for k, v in m.items() if k.startswith("worker_after_") and k != f"worker_after_{m['producer_large']['lines']}")
         out.append(("5a. memory, worker after a %d-item batch" % m["producer_small"]["lines"], "-",
                     f"{wk['max_process_mb']:.0f} MB max per process ({wk['total_mb']:.0f} MB for {wk['processes']})",
@@ -43,12 +48,12 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     f"{ps['lines']:,} lines: peak {ps['peak_rss_mb']:.0f} MB",
                     f"{pl['lines']:,} lines: peak {pl['peak_rss_mb']:.0f} MB", f"{m['producer_peak_growth']:.2f}x",
                     f"{m['producer_goal']}: {_yes(m['producer_met'])}"))
-    if c := res.get("cache"):
+    if c := _ok(res, "cache"):
         out.append((f"6. cache, {c['items']} items twice, new worker process each run",
                     f"first run {min(c['first_seconds']):.2f}-{max(c['first_seconds']):.2f} s",
                     f"second run {min(c['second_seconds']):.2f}-{max(c['second_seconds']):.2f} s, provider calls {c['provider_calls_second_run']}",
                     f"{c['speedup']:.1f}x", f"{c['goal']}: {_yes(c['met'])}"))
-    if o := res.get("overhead"):
+    if o := _ok(res, "overhead"):
         out.append(("7. wrapper overhead on the mock (CPU per call)", f"dspy.Predict {o['plain_predict_cpu_ms']} ms",
                     f"wrapper {o['wrapper_cpu_ms']} ms (no cache {o['wrapper_no_cache_cpu_ms']} ms, hit {o['wrapper_cache_hit_cpu_ms']} ms)",
                     f"+{o['overhead_pct']}% (no cache {o['overhead_no_cache_pct']:+}%)", f"{o['goal']}: {_yes(o['met'])}"))

@@ -88,6 +88,8 @@ def configure_logging(level: str | None = None, stream=None) -> None:
 
 
 def get_logger(**bind: Any):
-    if not _configured:
+    # Configure on first use, but never over a configuration someone else made (an embedding
+    # application, or structlog.testing.capture_logs in a test).
+    if not _configured and not structlog.is_configured():
         configure_logging()
     return structlog.get_logger("tidyq").bind(**bind)

@@ -387,8 +387,12 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
     first). Cheap when the job is still running. Returns the run id, or None."""
     s = settings or get_settings()
     r = redis_client or _redis()
-    flush(job_id, r)
     job = {_s(k): _s(v) for k, v in r.hgetall(keys.job(job_id)).items()}
+    if not job:  # expired or unknown: write nothing that would outlive it
+        with _buffers_lock:
+            _buffers.pop(job_id, None)
+        return None
+    flush(job_id, r, ttl_seconds=int(float(job["ttl"])) if job.get("ttl") else None)
     if job.get("status") not in ("completed", "failed", "cancelled") or job.get("kind") != "batch":
         return None  # optimize jobs write their own run; a one-item predict job gets none
     if not s.mlflow_tracking_uri or not r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):

@@ -22,7 +22,9 @@ from typing import Any
 from shared.config import Settings
 from shared.errors import AllTargetsOpen, RetryLater
 from shared.fallback import skipped_of
+from shared import tracking
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
+from shared.programs import resolve_program
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
@@ -125,8 +127,13 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         return ItemResult.failure(item.custom_id, "BadInput", f"item is {size} bytes; the limit is {max_item_bytes}",
                                   backend=spec.backend, model=spec.model)
     fallbacks = tuple(f"{t.backend}:{t.model or ''}" for t in spec.fallback)
+    served = None  # the registered version this item runs (rollout split per item id)
+    call = None
     try:
-        module = runtime.get_module(spec.backend, spec.model, spec.signature, spec.program, fallbacks)
+        if spec.program:
+            served = resolve_program(spec.program, item.custom_id)
+        module = runtime.get_module(spec.backend, spec.model, spec.signature, served.uri if served else None,
+                                    fallbacks)
         prediction, call = module.predict_with_stats(**item.inputs)
     except RetryLater:
         raise
@@ -136,14 +143,16 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc), backend=spec.backend,
                                     model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3))
         result.skipped = skipped_of(exc)
-        return result
-    backend, model = spec.backend, module.wrapper.model
-    if call.served_by and call.skipped:  # a fallback target answered
-        backend, _, model = call.served_by.partition(":")
-    return ItemResult(
-        custom_id=item.custom_id, status="succeeded", outputs=jsonable(dict(prediction.items())),
-        backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
-        latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
+    else:
+        backend, model = spec.backend, module.wrapper.model
+        if call.served_by and call.skipped:  # a fallback target answered
+            backend, _, model = call.served_by.partition(":")
+        result = ItemResult(
+            custom_id=item.custom_id, status="succeeded", outputs=jsonable(dict(prediction.items())),
+            backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
+    tracking.record_item(spec.id, result, call, served)
+    return result
 
 
 class ChunkRunner:

@@ -14,6 +14,7 @@ import redis
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
+from shared import tracking
 from shared.config import get_settings
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
 from shared.store import JobStore
@@ -118,4 +119,8 @@ def run_chunk(self, payload: Any) -> dict:
                 store.chunk_end(spec.id, chunk_id)
             except Exception as exc:
                 log.error("chunk_end_failed", error=error_message(exc))
+            try:  # this chunk's numbers to Redis; the job's one MLflow run once it has ended
+                tracking.finish_job(spec.id)
+            except Exception as exc:
+                log.warning("job_tracking_failed", error=error_message(exc))
     return {"recorded": outcome.recorded if outcome else 0}

@@ -49,6 +49,11 @@ def test_no_secret_reaches_logs_redis_results_status_or_mlflow(shipped_redis, wo
     mlflow_db = tmp_path / "mlflow" / "mlflow.db"
     mlflow_db.parent.mkdir()
     tracking = f"sqlite:///{mlflow_db}"
+    from mlflow import MlflowClient
+
+    # create the store's schema first: two pool processes creating a fresh sqlite store at once
+    # race on its migrations (one of them turns tracking off for a minute)
+    MlflowClient(tracking_uri=tracking).search_experiments()
     openai_fake.require_auth(API_KEY)  # the key is really used on every call
     env = direct_env(openai_fake, api_key=API_KEY, TIDYQ_CONCURRENCY_DIRECT=4, TIDYQ_MLFLOW_TRACKING_URI=tracking,
                      AWS_ACCESS_KEY_ID="AKIATIDYQEXAMPLE", AWS_SECRET_ACCESS_KEY=AWS_SECRET,
@@ -74,14 +79,21 @@ def test_no_secret_reaches_logs_redis_results_status_or_mlflow(shipped_redis, wo
     spec = client.store.spec(job.id).model_dump()
     assert not {"api_key", "password", "aws_secret_access_key", "credentials"} & {k.lower() for k in spec}
 
-    # one MLflow run per job, written the way a worker writes it (params from the job spec)
+    # one MLflow run per job: the worker writes it when the job ends (else written here the same way)
+    from shared import keys
     from shared import tracking as tracking_mod
 
-    run_id = tracking_mod.finish_job(job.id, redis.Redis.from_url(shipped_redis.url))
+    job_key = keys.job(job.id)
+    r = redis.Redis.from_url(shipped_redis.url)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not r.hget(job_key, "mlflow_run_id"):
+        time.sleep(0.2)
+    raw_run = r.hget(job_key, "mlflow_run_id")
+    written_by_worker = raw_run is not None
+    run_id = raw_run.decode() if raw_run else tracking_mod.finish_job(job.id, r)
     mlflow_params = {}
+    assert run_id, ("no MLflow run was written for the job", {k: v[:80] for k, v in r.hgetall(job_key).items()})
     if run_id:
-        from mlflow import MlflowClient
-
         mlflow_params = MlflowClient(tracking_uri=tracking).get_run(run_id).data.params
 
     # a message still in the queue (what Flower shows as task arguments): enqueue with no worker on it
@@ -103,7 +115,7 @@ def test_no_secret_reaches_logs_redis_results_status_or_mlflow(shipped_redis, wo
     leaks = [f"{name} in {where}" for where, data in haystacks.items() for name, value in secrets.items()
              if value.encode() in data]
     figures("secrets", {"places_grepped": len(haystacks), "bytes_grepped": sum(len(v) for v in haystacks.values()),
-                        "mlflow_run": bool(run_id), "mlflow_params": sorted(mlflow_params), "leaks": leaks})
+                        "mlflow_run": bool(run_id), "run_written_by_worker": written_by_worker, "mlflow_params": sorted(mlflow_params), "leaks": leaks})
     assert not leaks
     assert queued.status()["status"] == "queued"
     # the grep can find: the worker log really was written and names the key's effect
