@@ -75,6 +75,9 @@ class CacheConfig:
     ttl_seconds: int = 3600
     max_size_mb: int = 100
     memory_items: int = 2048
+    # the shared tier (Redis or disk); None = on, except for the mock backend, whose answers cost
+    # less than a shared-tier round trip (the shared tier exists to save paid provider calls)
+    shared: bool | None = None
 
     def __post_init__(self) -> None:
         if self.ttl_seconds <= 0 or self.max_size_mb <= 0 or self.memory_items < 0:

@@ -140,8 +140,11 @@ class UnifiedDSPyWrapper:
         steps: list = [MetricsStep(self.backend_name, self.model,
                                    pricing_provider=getattr(self.backend, "provider", None))]
         if self.config.cache.enabled:
+            shared = self.config.cache.shared
+            if shared is None:
+                shared = self.config.backend is not BackendType.MOCK
             steps.append(CacheStep(self.backend_name, self.config.cache, redis_url=self.config.redis_url,
-                                   cache_dir=self.config.cache_dir))
+                                   cache_dir=self.config.cache_dir, shared=shared))
         steps.append(RetryStep(self.config.retry))
         breaker = build_breaker_step(self.backend_name, self.config.model, self.config.redis_url, settings)
         if breaker is not None:  # inside retry: every attempt is gated (shared/breaker.py)

@@ -87,6 +87,16 @@ class MemoryTier:
         return len(self._data)
 
 
+class NoTier:
+    """Memory only: for a backend whose answer costs less than a shared-tier round trip."""
+
+    def get(self, key: str) -> str | None:
+        return None
+
+    def put(self, key: str, value: str) -> None:
+        pass
+
+
 class RedisTier:
     """Shared by every worker: SET with EX, values JSON. A Redis error is a miss, never a failure."""
 
@@ -227,12 +237,16 @@ class BackgroundWriter:
 class CacheStep:
     name = "cache"
 
-    def __init__(self, backend: str, config: CacheConfig, *, redis_url: str | None, cache_dir: str | None):
+    def __init__(self, backend: str, config: CacheConfig, *, redis_url: str | None, cache_dir: str | None,
+                 shared: bool = True):
         self.backend = backend
         self.config = config
         max_bytes = config.max_size_mb * 1024 * 1024
         self.memory = MemoryTier(config.memory_items, max_bytes)
-        if redis_url:
+        if not shared:
+            self.shared = NoTier()
+            self.shared_kind = None
+        elif redis_url:
             self.shared: Tier = RedisTier(redis_url, config.ttl_seconds)
             self.shared_kind = "redis"
         else:

@@ -103,7 +103,16 @@ def test_get_info_names_backend_model_engine_and_features(mock_wrapper):
     assert info["backend"] == "mock" and info["model"] == "mock/mock"
     assert "mock" in info["engine"]
     assert info["steps"] == ["metrics", "cache", "retry"]
-    assert info["features"]["cache"]["shared_tier"] == "disk"
+    # the mock answers faster than a shared-tier round trip: memory only unless asked for
+    assert info["features"]["cache"]["shared_tier"] is None
+
+
+def test_shared_cache_tier_can_be_asked_for_on_the_mock(tmp_path):
+    w = UnifiedDSPyWrapper(UnifiedConfig(backend="mock", cache_dir=str(tmp_path), cache=CacheConfig(shared=True)))
+    assert w.get_info()["features"]["cache"]["shared_tier"] == "disk"
+    w.create_module("question -> answer").predict(question="kept on disk")
+    w.close()
+    assert len(list(tmp_path.glob("*.json"))) == 1
 
 
 def test_environment_fills_unset_fields_and_arguments_win(monkeypatch, tmp_path):
