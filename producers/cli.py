@@ -17,7 +17,6 @@ import pkgutil
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer

@@ -142,7 +142,6 @@ class Settings(BaseSettings):
     max_item_bytes: int = 256 * 1024
     task_time_limit: int = 600
     concurrency_mock: int = 1
-    cache_mock: bool = False  # workers cache mock answers too (off: a mock call is cheaper than a lookup)
     concurrency_direct: int = 32
     concurrency_bedrock: int = 16
     concurrency_gateway: int = 32

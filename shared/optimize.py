@@ -269,7 +269,7 @@ def check_rows(rows: list[dict], input_fields, output_fields, where: str) -> lis
         try:
             row = ExampleRow.model_validate(raw)
         except Exception as exc:
-            errors = getattr(exc, "errors", lambda: [{"loc": (), "msg": str(exc)}])()
+            errors = exc.errors() if callable(getattr(exc, "errors", None)) else [{"loc": (), "msg": str(exc)}]
             first = errors[0]
             raise BadInput(first["msg"], where=f"{loc}: field '{'.'.join(map(str, first['loc'])) or 'line'}'") from None
         for name in row.inputs:

@@ -225,7 +225,7 @@ def start_job_run(job_id: str, kind: str, params: dict[str, Any], *, tags: dict[
     s = settings or get_settings()
 
     def create() -> JobRun:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         client = mlflow_client(s)
         exp = experiment_id(client, s)

@@ -108,6 +108,8 @@ class LeaseRenewal(bootsteps.StartStopStep):
         self._thread.start()
 
     def stop(self, c) -> None:
-        self._stop.set()
+        """Keep renewing while the consumer restarts or the worker drains its running chunks
+        (warm shutdown): the thread reads the current consumer on every beat."""
 
-    shutdown = stop
+    def shutdown(self, c) -> None:
+        self._stop.set()

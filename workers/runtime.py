@@ -7,29 +7,16 @@ Caches are keyed by nothing that crosses a fork: ``reset()`` runs in each new po
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.config import CacheConfig, Settings, UnifiedConfig, get_settings
+from shared.config import UnifiedConfig, get_settings
 
 _lock = threading.RLock()
 _wrappers: dict[tuple, Any] = {}
 _modules: dict[tuple, Any] = {}
 _executors: dict[str, ThreadPoolExecutor] = {}
-_settings: tuple[tuple, Settings] | None = None
-
-
-def settings() -> Settings:
-    """The worker's Settings, rebuilt only when a TIDYQ_* variable changed. Building Settings costs
-    ~5 ms of CPU (pydantic-settings), which per chunk was a large share of a small chunk's time."""
-    global _settings
-    snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k[:6].upper() == "TIDYQ_"))
-    cached = _settings
-    if cached is None or cached[0] != snapshot:
-        cached = _settings = (snapshot, get_settings())
-    return cached[1]
 
 
 def reset() -> None:
@@ -49,12 +36,8 @@ def get_wrapper(backend: str, model: str | None, fallbacks: tuple[str, ...] = ()
         if w is None:
             from shared.wrapper import UnifiedDSPyWrapper
 
-            extra = {}
-            if backend == "mock" and not fallbacks and not settings().cache_mock:
-                # the offline mock answers (~0.3 ms CPU) faster than a shared-cache miss costs (key
-                # hash, Redis GET, background SET): caching it only slows bulk mock jobs (bench/)
-                extra["cache"] = CacheConfig(enabled=False)
-            w = UnifiedDSPyWrapper(UnifiedConfig(backend=backend, model=model, fallbacks=fallbacks, **extra))
+            # (the wrapper keeps the mock's cache in memory only: CacheConfig.shared)
+            w = UnifiedDSPyWrapper(UnifiedConfig(backend=backend, model=model, fallbacks=fallbacks))
             _wrappers[key] = w
         return w
 
@@ -87,7 +70,7 @@ def get_module(backend: str, model: str | None, signature: str | None, program: 
 
 def concurrency_for(backend: str) -> int:
     """Items of one chunk in flight at once: 1 for the CPU-bound mock, many for I/O backends."""
-    return max(1, int(getattr(settings(), f"concurrency_{backend}", 1)))
+    return max(1, int(getattr(get_settings(), f"concurrency_{backend}", 1)))
 
 
 def executor_for(backend: str) -> ThreadPoolExecutor:

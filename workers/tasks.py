@@ -19,7 +19,7 @@ from shared.config import get_settings
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
-from workers import app, runtime
+from workers import app
 from workers.celery_app import broker_url
 from shared.fallback import job_deadline, requeue_delay
 from workers.chunk import ChunkRunner, error_message
@@ -73,7 +73,7 @@ def run_chunk(self, payload: Any) -> dict:
         chunk = ChunkPayload.model_validate(payload)
     except ValidationError as exc:
         return _poison(payload, exc)
-    settings = runtime.settings()
+    settings = get_settings()
     store = job_store()
     runner = ChunkRunner(store, settings)
     chunk_id = str(chunk.chunk)

@@ -4,7 +4,6 @@ served by the registered version whose prompts carry its demos. Plus cancel and 
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from producers.cli import app

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from shared import keys
-from shared.jobs import Item, ItemResult, JobSpec, JobState
+from shared.jobs import ItemResult, JobSpec, JobState
 from shared.store import JobNotFound, JobStore, JobTimeout
 
 
