@@ -131,7 +131,7 @@ def predict(
     with cli_errors():
         client = _client()
         job = client.submit_predict(signature, _parse_inputs(input), backend=backend, model=model, program=program,
-                                    fallback=_fallbacks(fallback), idempotency_key=idempotency_key,
+                                    fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key,
                                     deadline_seconds=deadline)
         from producers.client import JobFailed
 
@@ -165,7 +165,7 @@ def batch(
             raise BadInput("--out needs --wait (or use `tidyq results JOB --out FILE` later)", where="--out")
         client = _client()
         job = client.submit_file(file, signature, backend=backend, model=model, program=program,
-                                 fallback=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
+                                 fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
                                  deadline_seconds=deadline)
         if job.existing:
             err.print(f"tidyq: idempotency key matched existing job {job.id}", markup=False)

@@ -111,9 +111,9 @@ class Client:
 
     def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                        model: str | None = None, program: str | None = None,
-                       fallback: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
+                       fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                        deadline_seconds: float | None = None) -> Job:
-        target = self._target(signature, program, backend, model, fallback)
+        target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         if not isinstance(inputs, dict):
             raise BadInput("inputs must be a dict of input field -> value", where="inputs")
@@ -124,12 +124,12 @@ class Client:
 
     def submit_batch(self, rows: Iterable[dict | Item], signature: str | None = None, *, backend: str | None = None,
                      model: str | None = None, program: str | None = None,
-                     fallback: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
+                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                      chunk_size: int | None = None, deadline_seconds: float | None = None) -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
         target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS)."""
-        target = self._target(signature, program, backend, model, fallback)
+        target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
@@ -156,10 +156,10 @@ class Client:
 
     def submit_file(self, path: str | Path, signature: str | None = None, *, backend: str | None = None,
                     model: str | None = None, program: str | None = None,
-                    fallback: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
+                    fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                     chunk_size: int | None = None, deadline_seconds: float | None = None) -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
-        target = self._target(signature, program, backend, model, fallback)
+        target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing

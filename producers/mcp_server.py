@@ -301,7 +301,7 @@ class TidyqTools:
         with the job_id: then call job_status(job_id, wait_seconds=50) and job_results(job_id).
         """
         job = await self._run(self.client.submit_predict, signature, inputs, backend=backend, model=model,
-                              program=program, fallback=fallback or None, idempotency_key=idempotency_key)
+                              program=program, fallbacks=fallback or None, idempotency_key=idempotency_key)
         await self._progress(ctx, 0, 1, f"job {job.id} queued")
         status = await self._follow(ctx, job, wait_seconds)
         state = JobState(status["status"])
@@ -342,7 +342,7 @@ class TidyqTools:
         """
         if (rows is None) == (path is None):
             raise ToolError("give exactly one of rows (inline inputs) or path (a JSONL file under the server's root)")
-        kwargs = dict(backend=backend, model=model, program=program, fallback=fallback or None,
+        kwargs = dict(backend=backend, model=model, program=program, fallbacks=fallback or None,
                       idempotency_key=idempotency_key, chunk_size=chunk_size)
         if rows is not None:
             if not rows:

@@ -69,7 +69,7 @@ def breakers(redis_url):
 
 
 def submit(n, prefix="q", **kw):
-    return Client().submit_batch(rows(n, prefix), SIG, backend="direct", model="openai/a", fallback=[B],
+    return Client().submit_batch(rows(n, prefix), SIG, backend="direct", model="openai/a", fallbacks=[B],
                                  chunk_size=20, **kw)
 
 
