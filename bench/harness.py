@@ -13,6 +13,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from producers.local_worker import PROJECT_ROOT, LocalWorker
+from shared.processes import stop_process
 from shared.redis_server import RedisServer
 from tests.fakes.http_fake import FakeControl
 
@@ -99,14 +100,7 @@ class FakeProcess:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 class Env:

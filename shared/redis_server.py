@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from shared.errors import ConfigurationError
+from shared.processes import stop_process
 
 
 def free_port() -> int:
@@ -70,17 +71,7 @@ class RedisServer:
 
     def stop(self, *, kill: bool = False) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, kill=kill)
 
     def restart(self) -> "RedisServer":
         self.stop()

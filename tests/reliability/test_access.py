@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.processes import stop_process
 from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,9 +99,4 @@ def test_the_shipped_redis_launcher_requires_and_enforces_a_password(tmp_path):
         assert "launcher-pw-123" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
                                                          text=True).stdout  # not on any command line
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)

@@ -23,13 +23,19 @@ LATENCY = 0.1
 THREADS = 4
 
 
-def run_job(client, prefix, *, on_progress=None, timeout=180):
+def run_job(client, prefix, *, on_progress=None, timeout=120):
     inputs = rows(N, prefix)
     started = time.monotonic()
     job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=CHUNK)
     if on_progress:
         on_progress(job)
-    st = job.wait(timeout=timeout, poll=0.05)
+    try:
+        st = job.wait(timeout=timeout, poll=0.05)
+    except Exception as exc:  # say where the missing chunks are
+        r = redis.Redis.from_url(client.redis_url)
+        raise AssertionError(f"{exc}; now={time.time():.1f} queue={r.llen('predict.direct')} "
+                             f"unacked={r.hlen('unacked')} index={r.zrange('unacked_index', 0, -1, withscores=True)} "
+                             f"mutex={r.get('unacked_mutex')} status={job.status()['counts']}") from None
     return job, inputs, st, time.monotonic() - started
 
 
