@@ -25,8 +25,9 @@ def ride_out_outages(enabled: bool = True) -> None:
 
 def outage_retry() -> Retry:
     """Ride out a Redis restart (AOF reload takes seconds): connection errors and timeouts are
-    retried with backoff for about 15 s before they reach the caller. Every write tidyq repeats
-    this way is idempotent (HSETNX results, set-based chunk bookkeeping)."""
+    retried with backoff for about 15 s before they reach the caller. A command whose reply was
+    lost may run twice: results (HSETNX) and chunk bookkeeping (sets) are idempotent; a metrics
+    increment or a rate-limit reservation may count twice."""
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=20,
                  supported_errors=(redis.ConnectionError, redis.TimeoutError, ConnectionResetError))
 
