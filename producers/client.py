@@ -249,7 +249,8 @@ class Client:
 
     def _submit(self, kind: JobKind, target: dict, items: Callable[[], Iterator[Item]], total: int,
                 idempotency_key: str | None, *, chunk_size: int | None = None, retry_of: str | None = None) -> Job:
-        size = chunk_size or self.settings.chunk_size
+        size = chunk_size or (self.settings.chunk_size if target["backend"] == "mock"
+                              else self.settings.chunk_size_io)
         if size < 1:
             raise BadInput("chunk size must be >= 1", where="chunk_size")
         spec = JobSpec(id=new_job_id(), kind=kind, signature=target["signature"], program=target["program"],

@@ -137,7 +137,10 @@ class Settings(BaseSettings):
 
     # queue
     result_ttl_seconds: int = 7 * 24 * 3600
-    chunk_size: int = 50
+    chunk_size: int = 50  # items per chunk task for the CPU-bound mock
+    # I/O-bound backends run ``concurrency_<backend>`` items at once inside a chunk; a chunk of
+    # several waves keeps that pool full (a 50-item chunk with 32 in flight idles half its tail)
+    chunk_size_io: int = 128
     max_items_per_job: int = 1_000_000
     max_item_bytes: int = 256 * 1024
     task_time_limit: int = 600
