@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from urllib.request import urlopen
 
 import pytest
@@ -21,6 +20,7 @@ from producers.metrics_exporter import exposition
 from producers.ops_state import OpsReader
 from shared.metrics import MetricsRegistry
 from shared.redis_server import free_port
+from tests.waiting import wait_for
 from workers.metrics_publisher import Publisher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,16 +95,6 @@ def test_exporter_says_down_when_redis_is_unreachable():
     assert total(text, "tidyq_up") == 0
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_one_endpoint_reports_a_batch_served_by_two_prefork_workers(redis_url, start_worker):
     env = {"TIDYQ_METRICS_INTERVAL": "0.3", "TIDYQ_HEARTBEAT_INTERVAL": "1", "TIDYQ_MAX_ITEM_BYTES": "200"}
     start_worker(queues=["predict.mock"], concurrency=2, env=env)
@@ -131,7 +121,7 @@ def test_one_endpoint_reports_a_batch_served_by_two_prefork_workers(redis_url, s
             done = total(text, "tidyq_items_total", queue="predict.mock")
             return text if done == 120 else None
 
-        text = _wait(scrape, 30, "the exporter to report all 120 items")
+        text = wait_for(scrape, 30, "the exporter to report all 120 items")
         assert total(text, "tidyq_up") == 1
         assert total(text, "tidyq_items_total", backend="mock", status="succeeded") == 115
         assert total(text, "tidyq_items_total", backend="mock", status="failed") == 5

@@ -10,6 +10,7 @@ from producers import Client, Job, JobNotFound
 from shared import keys
 from shared.jobs import JobSpec, new_job_id
 from tests.fakes.answers import expected_outputs
+from tests.waiting import wait_for
 
 SIG = "question -> answer"
 SECRET = "sk-test-queue-secret-4242"
@@ -23,16 +24,6 @@ def direct_env(fake, **extra):
     env = {"TIDYQ_API_BASE": fake.base_url, "TIDYQ_API_KEY": SECRET, "TIDYQ_MODEL": "openai/gpt-4o-mini",
            "TIDYQ_CACHE_ENABLED": "false"}
     return env | {k: str(v) for k, v in extra.items()}
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_mock_batch_returns_one_result_per_input(redis_url, mock_worker):

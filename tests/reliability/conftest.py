@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for  # noqa: F401  (re-exported to the reliability tests)
+
 SIG = "question -> answer"
 FIGURES: dict[str, object] = {}
 
@@ -29,16 +31,6 @@ def direct_env(fake, api_key: str = "sk-reliability-test-key", **extra) -> dict[
     env = {"TIDYQ_API_BASE": fake.base_url, "TIDYQ_API_KEY": api_key, "TIDYQ_MODEL": "openai/gpt-4o-mini",
            "TIDYQ_CACHE_ENABLED": "false"}
     return env | {k: str(v) for k, v in extra.items()}
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def children(pid: int) -> list[int]:
