@@ -20,7 +20,7 @@ from shared.backends.auto import resolve_auto
 from shared.breaker import build_breaker_step
 from shared.config import BackendType, UnifiedConfig, get_settings
 from shared.fallback import apply_target_options, build_fallback_engine
-from shared.errors import BadInput, ConfigurationError, TidyqError
+from shared.errors import BadInput, TidyqError
 from shared.metrics import registry
 from shared.steps import stats
 from shared.steps.base import StepEngine
@@ -194,7 +194,3 @@ class UnifiedDSPyWrapper:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def configuration_error_types() -> tuple[type[BaseException], ...]:
-    return (ConfigurationError, BadInput)
