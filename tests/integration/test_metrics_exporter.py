@@ -6,6 +6,7 @@ a real `tidyq metrics` HTTP server.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -133,9 +134,12 @@ def test_one_endpoint_reports_a_batch_served_by_two_prefork_workers(redis_url, s
         assert total(text, "tidyq_queue_worker_processes", queue="predict.mock") == 4
         assert total(text, "tidyq_queue_workers", queue="predict.direct") == 0
         assert total(text, "tidyq_queue_depth", queue="predict.mock") == 0
-        # the counters come from several processes: each process flushes its own deltas
+        # the counters come from several processes: each process flushes its own deltas, and the
+        # sums stored in Redis are exact
         client = redis.Redis.from_url(redis_url)
-        assert client.hlen("tidyq:ops:counters") > 10
+        stored = {tuple(json.loads(k)): float(v) for k, v in client.hgetall("tidyq:ops:counters").items()}
+        assert stored[("items", "predict.mock", "mock", "succeeded")] == 115
+        assert stored[("items", "predict.mock", "mock", "failed")] == 5
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
