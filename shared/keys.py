@@ -40,6 +40,13 @@ def job_running_chunks(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:running"
 
 
+def jobs_index() -> str:
+    """Sorted set job id -> created_at (unix seconds) of every job: `tidyq jobs`, the jobs page and
+    the REST API list recent jobs from it. Jobs expire on their own TTL, so readers drop the entries
+    whose job hash is gone (JobStore.list_jobs) and create_job trims entries past the longest TTL."""
+    return f"{PREFIX}:jobs"
+
+
 def idempotency(digest: str) -> str:
     """String -> job id of the first submit with this idempotency key (sha256 of it)."""
     return f"{PREFIX}:idempotency:{digest}"

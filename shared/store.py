@@ -127,6 +127,10 @@ for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 return 'failed'
 """
 
+# Index entries older than this are trimmed at create_job: longer than any job's result TTL in use
+# (default 7 days), so only entries of long-expired jobs go; readers prune expired ones anyway.
+JOBS_INDEX_HORIZON_SECONDS = 90 * 24 * 3600
+
 
 def _job_keys(job_id: str) -> list[str]:
     return [keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id),
@@ -146,6 +150,23 @@ def _waiting(h: dict[str, str]) -> dict | None:
         return None
     note = json.loads(raw)
     return note if note.get("until", 0) > time.time() else None
+
+
+def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
+    h = {_s(k): _s(v) for k, v in raw.items()}
+    spec = JobSpec.model_validate_json(h["spec"])
+    ts = {name: iso(float(h[f"{name}_at"])) if h.get(f"{name}_at") else None
+          for name in ("created", "started", "finished")}
+    return JobStatus(
+        id=job_id, kind=h["kind"], status=JobState(h["status"]),
+        counts=Counts(total=int(h["total"]), succeeded=int(h.get("succeeded", 0)), failed=int(h.get("failed", 0))),
+        timestamps=ts, backend=spec.backend, model=spec.model, signature=spec.signature, program=spec.program,
+        retry_of=h.get("retry_of"), retried_by=h.get("retried_by"), error=h.get("error"),
+        expires_in_seconds=ttl if ttl and ttl > 0 else None,
+        progress=json.loads(h["progress"]) if h.get("progress") else None,
+        result=json.loads(h["result"]) if h.get("result") else None,
+        waiting_for_backend=_waiting(h),
+    )
 
 
 class JobStore:
@@ -178,6 +199,8 @@ class JobStore:
             p.exists(key)
             p.hset(key, mapping=mapping)
             p.expire(key, spec.ttl_seconds)
+            p.zadd(keys.jobs_index(), {spec.id: spec.created_at})
+            p.zremrangebyscore(keys.jobs_index(), "-inf", spec.created_at - JOBS_INDEX_HORIZON_SECONDS)
             existed = p.execute()[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")
@@ -267,20 +290,40 @@ class JobStore:
             raw, ttl = p.execute()
         if not raw:
             raise JobNotFound(job_id)
-        h = {_s(k): _s(v) for k, v in raw.items()}
-        spec = JobSpec.model_validate_json(h["spec"])
-        ts = {name: iso(float(h[f"{name}_at"])) if h.get(f"{name}_at") else None
-              for name in ("created", "started", "finished")}
-        return JobStatus(
-            id=job_id, kind=h["kind"], status=JobState(h["status"]),
-            counts=Counts(total=int(h["total"]), succeeded=int(h.get("succeeded", 0)), failed=int(h.get("failed", 0))),
-            timestamps=ts, backend=spec.backend, model=spec.model, signature=spec.signature, program=spec.program,
-            retry_of=h.get("retry_of"), retried_by=h.get("retried_by"), error=h.get("error"),
-            expires_in_seconds=ttl if ttl and ttl > 0 else None,
-            progress=json.loads(h["progress"]) if h.get("progress") else None,
-            result=json.loads(h["result"]) if h.get("result") else None,
-            waiting_for_backend=_waiting(h),
-        )
+        return _status_from_hash(job_id, raw, ttl)
+
+    def list_jobs(self, *, statuses: Iterable[str] | None = None, kind: str | None = None,
+                  limit: int = 50) -> list[JobStatus]:
+        """The newest jobs first (at most ``limit``), optionally only those in ``statuses`` / of ``kind``.
+
+        Reads the index in pages with one pipeline per page; entries whose job expired are removed."""
+        wanted = {JobState(s).value for s in statuses} if statuses else None
+        out: list[JobStatus] = []
+        index, start, page = keys.jobs_index(), 0, max(limit, 50)
+        while len(out) < limit:
+            ids = [_s(j) for j in self.r.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            start += len(ids)
+            with self.r.pipeline(transaction=False) as p:
+                for job_id in ids:
+                    p.hgetall(keys.job(job_id))
+                    p.ttl(keys.job(job_id))
+                replies = p.execute()
+            gone = []
+            for job_id, raw, ttl in zip(ids, replies[0::2], replies[1::2]):
+                if not raw:
+                    gone.append(job_id)
+                    continue
+                st = _status_from_hash(job_id, raw, ttl)
+                if (wanted is None or st.status.value in wanted) and (kind is None or st.kind == kind):
+                    out.append(st)
+                    if len(out) == limit:
+                        break
+            if gone:
+                self.r.zrem(index, *gone)
+                start -= len(gone)
+        return out
 
     def mark_waiting_for_backend(self, job_id: str, until: float, targets: list[str]) -> None:
         """The job's items wait for a circuit breaker to half-open (shown by status until then)."""

@@ -146,3 +146,29 @@ def test_fail_job_and_results_of_missing_job(store):
     assert store.record_results("gone", [ok("a")]) == -1
     with pytest.raises(JobNotFound):
         list(store.iter_results("gone"))
+
+
+def test_list_jobs_newest_first_filtered_and_pruned_of_expired_jobs(store):
+    for i in range(5):
+        spec = JobSpec(id=f"j{i}", kind="batch" if i % 2 else "predict", signature="q -> a", backend="mock",
+                       total=1, chunk_size=1, ttl_seconds=60, created_at=1000.0 + i)
+        store.create_job(spec)
+    assert store.chunk_start("j3", "0") == "run"
+    assert [s.id for s in store.list_jobs()] == ["j4", "j3", "j2", "j1", "j0"]
+    assert [s.id for s in store.list_jobs(limit=2)] == ["j4", "j3"]
+    assert [s.id for s in store.list_jobs(statuses=["running"])] == ["j3"]
+    assert [s.id for s in store.list_jobs(kind="batch")] == ["j3", "j1"]
+    # a job whose hash expired drops out of the listing and out of the index
+    store.r.delete(keys.job("j2"))
+    assert [s.id for s in store.list_jobs(limit=3)] == ["j4", "j3", "j1"]
+    assert store.r.zscore(keys.jobs_index(), "j2") is None
+    with pytest.raises(ValueError):
+        store.list_jobs(statuses=["bogus"])
+
+
+def test_create_job_trims_index_entries_past_the_horizon(store):
+    store.r.zadd(keys.jobs_index(), {"ancient": 1.0, "recent": time.time() - 3600})
+    make_job(store, "fresh")
+    assert store.r.zscore(keys.jobs_index(), "ancient") is None
+    assert store.r.zscore(keys.jobs_index(), "recent") is not None
+    assert store.r.zscore(keys.jobs_index(), "fresh") is not None
