@@ -22,6 +22,7 @@ from typing import Iterator, List, Optional
 import typer
 from rich.console import Console
 
+from producers.progress import follow_results
 from shared.errors import BadInput, ConfigurationError, TidyqError
 
 app = typer.Typer(name="tidyq", help="A job queue for DSPy programs.", add_completion=False, no_args_is_help=True,
@@ -80,27 +81,6 @@ def _parse_inputs(pairs: list[str]) -> dict:
 
 def _fallbacks(values: list[str] | None) -> list[str]:
     return [part for v in values or [] for part in v.split(",") if part.strip()]
-
-
-def follow_results(job, total: int, out: str | None, *, timeout: float | None, label: str = "items") -> int:
-    """Stream a job's results to ``out`` (or stdout) with a progress bar on stderr.
-    Returns how many results were written."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from producers.jsonl import JsonlWriter
-
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn()]
-    started = time.monotonic()
-    with JsonlWriter(out) as writer, Progress(*columns, console=err) as progress:
-        task = progress.add_task(f"job {job.id[:8]}", total=total, rate="")
-        for row in job.results(timeout=timeout):
-            writer.write(row)
-            if writer.count % 25 == 0 or writer.count == total:
-                rate = writer.count / max(1e-6, time.monotonic() - started)
-                progress.update(task, completed=writer.count, rate=f"{rate:,.0f} {label}/s")
-        progress.update(task, completed=writer.count)
-    return writer.count
 
 
 def _exit_for(status: dict) -> int:

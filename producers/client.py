@@ -17,12 +17,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from shared.celery_config import celery_app
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
 from shared.store import JobNotFound, JobStore, JobTimeout
 from producers import jsonl
-from workers.routing import CHUNK_TASK, queue_for
+from shared.queues import CHUNK_TASK, queue_for
 
 __all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
 
@@ -89,11 +90,9 @@ class Client:
 
     @property
     def app(self):
-        """A task-less Celery app on the same broker, built on first send."""
+        """A task-less Celery app on the same broker, built on first send (tasks go by name)."""
         if self._app is None:
-            from workers.celery_app import make_app
-
-            self._app = make_app(self.redis_url, settings=self.settings, with_tasks=False)
+            self._app = celery_app(self.redis_url, settings=self.settings)
         return self._app
 
     def job(self, job_id: str) -> Job:
@@ -107,7 +106,8 @@ class Client:
         """An optimize job (queue ``optimize``): see producers.optimize_client.submit_optimize."""
         from producers.optimize_client import submit_optimize
 
-        return submit_optimize(self, name=name, trainset=trainset, signature=signature, program=program, **options)
+        return Job(self, submit_optimize(self, name=name, trainset=trainset, signature=signature, program=program,
+                                         **options))
 
     def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                        model: str | None = None, program: str | None = None,
@@ -196,15 +196,12 @@ class Client:
             raise BadInput("a signature (e.g. 'question -> answer') or a program URI is required", where="signature")
         input_fields = signature_fields(signature)[0] if signature else None
         backend = self.resolve_backend(backend, model)
-        fallbacks = []
-        for f in fallback or ():
+        fallbacks: list[Target] = []
+        for f in [fallback] if isinstance(fallback, str) else fallback or ():
             try:
-                fallbacks.append(f if isinstance(f, Target) else Target.parse(f))
-            except BadInput as exc:
-                raise BadInput(str(exc).split(": ", 1)[-1], where=f"fallback {f!r}") from None
-            except ValueError as exc:
-                raise BadInput(f"expected BACKEND[:MODEL] ({exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc})",
-                               where=f"fallback {f!r}") from None
+                fallbacks.extend(Target.parse_list(f))
+            except (ConfigurationError, TypeError) as exc:
+                raise BadInput(f"expected BACKEND[:MODEL] ({exc})", where=f"fallback {f!r}") from None
         return {"signature": signature, "program": program, "backend": backend, "model": model or None,
                 "fallback": fallbacks, "input_fields": input_fields}
 

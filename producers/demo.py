@@ -42,7 +42,7 @@ def _raise_interrupt(signum, _frame):
 
 def run_demo(*, items: int | None = None, concurrency: int | None = None, out_dir: str | Path | None = None,
              console: Console | None = None) -> int:
-    from producers.cli import follow_results
+    from producers.progress import follow_results
     from producers.client import Client
     from producers.local_worker import LocalWorker
     from shared.redis_server import RedisServer

@@ -19,7 +19,7 @@ from typing import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from workers.routing import ALL_QUEUES, PREDICT_QUEUES
+from shared.queues import ALL_QUEUES, PREDICT_QUEUES
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 

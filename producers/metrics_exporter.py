@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from producers.ops_state import OpsReader
 from shared.metrics import LATENCY_BUCKETS_MS
-from workers.routing import ALL_QUEUES
+from shared.queues import ALL_QUEUES
 
 # counter metric in the Redis hash -> (Prometheus name without _total, help, label names)
 COUNTERS = {

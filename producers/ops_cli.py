@@ -12,7 +12,7 @@ from rich.console import Console
 
 from producers.cli import EXIT_BAD_INPUT, app, cli_errors, err
 from shared.errors import BadInput
-from workers.routing import ALL_QUEUES, PREDICT_QUEUES
+from shared.queues import ALL_QUEUES, PREDICT_QUEUES
 
 
 def _check_queues(queues: list[str] | None) -> list[str] | None:

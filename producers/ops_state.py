@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 import redis
 
 from shared import keys
-from workers.metrics_publisher import WINDOW_SECONDS
-from workers.routing import ALL_QUEUES
+from shared.keys import METRICS_WINDOW_SECONDS as WINDOW_SECONDS
+from shared.queues import ALL_QUEUES
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS (Celery's default)
 PRIORITY_SEP = "\x06\x16"  # kombu's Channel.sep

@@ -45,12 +45,11 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
                     program: str | None = None, kind: str = "predict", optimizer: str = "bootstrap-fewshot",
                     settings: dict | None = None, metric: str = "exact_match", metric_options: dict | None = None,
                     backend: str | None = None, model: str | None = None, time_limit: float | None = None,
-                    num_threads: int = 1):
-    """Check, write and enqueue an optimize job; returns a ``producers.client.Job``. Its single
-    result's outputs hold ``model_uri`` (models:/NAME/VERSION) and the scores."""
+                    num_threads: int = 1) -> str:
+    """Check, write and enqueue an optimize job; returns its id (``Client.submit_optimize`` wraps
+    it in a Job). Its single result's outputs hold ``model_uri`` (models:/NAME/VERSION) and the scores."""
     from shared.optimize import OptimizeRequest, check_settings, resolve_metric
-    from producers.client import Job
-    from workers.routing import OPTIMIZE_QUEUE, OPTIMIZE_TASK
+    from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
     if bool(signature) == bool(program):
         raise BadInput("give --signature or --program (a registered models:/NAME/VERSION), exactly one",
@@ -88,4 +87,4 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
     except BaseException as exc:
         client.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
         raise
-    return Job(client, spec.id)
+    return spec.id

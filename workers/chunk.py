@@ -28,7 +28,7 @@ from shared.programs import resolve_program
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
-from workers.routing import queue_for
+from shared.queues import queue_for
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
@@ -126,7 +126,7 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     if size > max_item_bytes:
         return ItemResult.failure(item.custom_id, "BadInput", f"item is {size} bytes; the limit is {max_item_bytes}",
                                   backend=spec.backend, model=spec.model)
-    fallbacks = tuple(f"{t.backend}:{t.model or ''}" for t in spec.fallback)
+    fallbacks = tuple(spec.fallback)
     served = None  # the registered version this item runs (rollout split per item id)
     call = None
     try:

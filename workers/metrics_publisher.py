@@ -33,7 +33,7 @@ from shared import keys
 from shared.metrics import LATENCY_BUCKETS_MS, MetricsRegistry, registry as default_registry
 from shared.telemetry import get_logger
 
-WINDOW_SECONDS = 10  # width of one rate bucket
+WINDOW_SECONDS = keys.METRICS_WINDOW_SECONDS  # width of one rate bucket
 WINDOW_TTL = 600  # buckets are kept this long
 
 

@@ -31,7 +31,7 @@ from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import ItemResult, JobSpec, JobState
 from shared.telemetry import get_logger, redact
 from workers import app
-from workers.routing import OPTIMIZE_QUEUE, OPTIMIZE_TASK
+from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
 RESULT_ID = "optimize"
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")

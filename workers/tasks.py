@@ -23,7 +23,7 @@ from workers import app
 from workers.celery_app import broker_url
 from shared.fallback import job_deadline, requeue_delay
 from workers.chunk import ChunkRunner, error_message
-from workers.routing import CHUNK_TASK, queue_for
+from shared.queues import CHUNK_TASK, queue_for
 
 _stores: dict[int, JobStore] = {}
 

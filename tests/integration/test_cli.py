@@ -12,7 +12,7 @@ import redis
 from typer.testing import CliRunner
 
 from producers.cli import app
-from workers.routing import ALL_QUEUES
+from shared.queues import ALL_QUEUES
 
 TIDYQ = str(Path(sys.executable).with_name("tidyq"))
 SIG = "question -> answer"

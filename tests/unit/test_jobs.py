@@ -5,8 +5,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from shared.errors import BadInput
-from shared.jobs import (ChunkPayload, ItemResult, JobKind, JobSpec, JobState, Target, check_inputs, parse_backend,
+from shared.config import Target
+from shared.errors import BadInput, ConfigurationError
+from shared.jobs import (ChunkPayload, ItemResult, JobKind, JobSpec, JobState, check_inputs, parse_backend,
                          signature_fields)
 
 CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached", "attempts"}
@@ -53,7 +54,7 @@ def test_target_parse_keeps_colons_in_model_ids():
     t = Target.parse("bedrock:anthropic.claude-3-haiku-20240307-v1:0")
     assert (t.backend, t.model) == ("bedrock", "anthropic.claude-3-haiku-20240307-v1:0")
     assert Target.parse("mock") == Target(backend="mock", model=None)
-    with pytest.raises(BadInput):
+    with pytest.raises(ConfigurationError, match="unknown backend 'nope'"):
         Target.parse("nope:model")
 
 
@@ -68,6 +69,20 @@ def test_job_spec_requires_a_program_and_a_concrete_backend():
     roundtrip = JobSpec.model_validate_json(spec(fallback=[Target.parse("direct:openai/x")]).model_dump_json())
     assert roundtrip.targets[1].model == "openai/x"
     assert roundtrip.kind is JobKind.BATCH
+
+
+def test_one_target_type_travels_in_the_job_and_a_bad_one_is_a_validation_error():
+    """The CLI's string, the job's JSON and the worker's config all carry the same frozen Target."""
+    sent = spec(fallback=list(Target.parse_list("bedrock:anthropic.claude-3-haiku-20240307-v1:0,mock")))
+    wire = json.loads(sent.model_dump_json())
+    assert wire["fallback"][0] == {"backend": "bedrock", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                                   "larger_context": False}
+    received = JobSpec.model_validate(wire)
+    assert received.fallback == [Target("bedrock", "anthropic.claude-3-haiku-20240307-v1:0"), Target("mock")]
+    assert hash(received.fallback[1]) == hash(Target("mock"))  # frozen: usable as a per-process cache key
+    for bad in ({"backend": "nope"}, {"backend": "auto"}, {"backend": "mock", "extra": 1}):
+        with pytest.raises(ValidationError):  # a poison message, never a crash of the chunk task
+            JobSpec.model_validate(wire | {"fallback": [bad]})
 
 
 def test_result_json_has_exactly_the_contract_keys():

@@ -22,7 +22,7 @@ import redis
 import yaml
 
 from shared.redis_server import free_port
-from workers.routing import ALL_QUEUES
+from shared.queues import ALL_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("TIDYQ_REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "MLFLOW_CRYPTO_KEK_PASSPHRASE")
