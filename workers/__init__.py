@@ -1,7 +1,8 @@
 """tidyq workers: ``celery -A workers worker [-Q predict.mock,...]``.
 
 ``app`` is built from the TIDYQ_* environment when this package is imported (Celery's -A needs a
-module attribute); producers build their own app with :func:`workers.celery_app.make_app`.
+module attribute); producers never import this package: they send tasks by name through
+:func:`shared.celery_config.celery_app`.
 """
 
 from workers.celery_app import make_app
