@@ -213,7 +213,7 @@ class Client:
         from shared.backends.auto import choose_backend
 
         try:
-            return choose_backend(UnifiedConfig(backend="auto", model=model).resolved(self.settings)).value
+            return choose_backend(UnifiedConfig(backend=BackendType.AUTO, model=model).resolved(self.settings)).value
         except ConfigurationError as exc:
             raise BadInput(f"{exc} (or pass --backend mock|direct|bedrock|gateway)", where="backend") from None
 

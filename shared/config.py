@@ -297,7 +297,7 @@ class Target:
 class UnifiedConfig:
     """What one wrapper talks to and how. ``None`` fields come from the environment."""
 
-    backend: BackendType | str = BackendType.AUTO
+    backend: BackendType = BackendType.AUTO  # a str ("mock") is parsed by __post_init__
     model: str | None = None
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)

@@ -56,8 +56,8 @@ def resolve_config(config: UnifiedConfig, settings: Settings) -> UnifiedConfig:
 def fallback_config(primary: UnifiedConfig, target: Target) -> UnifiedConfig:
     """A fallback target's config: the primary's policy (retry, cache, validation, generation
     settings) but none of its endpoint or credential (those belong to the primary's provider)."""
-    return dataclasses.replace(primary, backend=target.backend, model=target.model, api_base=None, api_key=None,
-                               region=None, fallbacks=())
+    return dataclasses.replace(primary, backend=BackendType.parse(target.backend), model=target.model,
+                               api_base=None, api_key=None, region=None, fallbacks=())
 
 
 def lm_model_string(backend: Any, config: UnifiedConfig) -> str:

@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.config import Target, UnifiedConfig, get_settings
+from shared.config import BackendType, Target, UnifiedConfig, get_settings
 
 _lock = threading.RLock()
 _wrappers: dict[tuple, Any] = {}
@@ -37,7 +37,7 @@ def get_wrapper(backend: str, model: str | None, fallbacks: tuple[Target, ...] =
             from shared.wrapper import UnifiedDSPyWrapper
 
             # (the wrapper keeps the mock's cache in memory only: CacheConfig.shared)
-            w = UnifiedDSPyWrapper(UnifiedConfig(backend=backend, model=model, fallbacks=fallbacks))
+            w = UnifiedDSPyWrapper(UnifiedConfig(backend=BackendType.parse(backend), model=model, fallbacks=fallbacks))
             _wrappers[key] = w
         return w
 
