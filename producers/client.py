@@ -13,17 +13,18 @@ sends its chunks; bad input raises BadInput and enqueues nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
+from producers import jsonl
 from shared.celery_config import celery_app
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
-from shared.store import JobNotFound, JobStore, JobTimeout
-from producers import jsonl
 from shared.queues import CHUNK_TASK, queue_for
+from shared.store import JobNotFound, JobStore, JobTimeout
 
 __all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
 
@@ -40,7 +41,7 @@ class JobFailed(TidyqError):
 class Job:
     """A handle on a submitted job. ``existing`` is True when an idempotency key matched."""
 
-    def __init__(self, client: "Client", job_id: str, *, existing: bool = False):
+    def __init__(self, client: Client, job_id: str, *, existing: bool = False):
         self.client, self.id, self.existing = client, job_id, existing
 
     def __repr__(self) -> str:
@@ -77,7 +78,7 @@ class Job:
         (or the terminal state the job had already reached)."""
         return self.client.store.cancel(self.id).value
 
-    def retry(self, **kwargs: Any) -> "Job | None":
+    def retry(self, **kwargs: Any) -> Job | None:
         return self.client.retry(self.id, **kwargs)
 
 
@@ -234,8 +235,9 @@ class Client:
                            where=where)
 
     def _existing(self, idempotency_key: str) -> Job | None:
-        from shared import keys
         import hashlib
+
+        from shared import keys
 
         other = self.store.r.get(keys.idempotency(hashlib.sha256(idempotency_key.encode()).hexdigest()))
         if other is not None:

@@ -42,9 +42,9 @@ def _raise_interrupt(signum, _frame):
 
 def run_demo(*, items: int | None = None, concurrency: int | None = None, out_dir: str | Path | None = None,
              console: Console | None = None) -> int:
-    from producers.progress import follow_results
     from producers.client import Client
     from producers.local_worker import LocalWorker
+    from producers.progress import follow_results
     from shared.redis_server import RedisServer
 
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)

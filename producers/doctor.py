@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Iterable
 
 from packaging.version import InvalidVersion, Version
 

@@ -7,12 +7,12 @@ is enqueued. Every error names the file, the line and the field.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any
 
 from shared.errors import BadInput
 from shared.jobs import Item, check_inputs
@@ -157,7 +157,7 @@ class JsonlWriter:
             self._tmp.unlink(missing_ok=True)
         self._tmp = None
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -167,7 +167,7 @@ class JsonlWriter:
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     """Plain JSONL reading for result files (tests, tools)."""
-    with io.open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 yield json.loads(line)

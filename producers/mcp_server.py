@@ -22,9 +22,10 @@ import binascii
 import functools
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.auth.provider import TokenVerifier

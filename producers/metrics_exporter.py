@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric

@@ -5,8 +5,6 @@ Registered on the shared typer app (producers/commands/ops.py imports this modul
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 from rich.console import Console
 
@@ -24,9 +22,9 @@ def _check_queues(queues: list[str] | None) -> list[str] | None:
 
 @app.command()
 def doctor(
-    queue: Optional[List[str]] = typer.Option(None, "--queue", "-q", help="queues that must have a worker "
+    queue: list[str] | None = typer.Option(None, "--queue", "-q", help="queues that must have a worker "
                                               "(default: all five)"),
-    backend: Optional[List[str]] = typer.Option(None, "--backend", "-b", help="backends to probe (default: every "
+    backend: list[str] | None = typer.Option(None, "--backend", "-b", help="backends to probe (default: every "
                                                 "backend whose queue has a live worker)"),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds each backend probe may take"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
@@ -68,7 +66,7 @@ def queues(
 
 @app.command()
 def metrics(
-    port: Optional[int] = typer.Option(None, "--port", help="listen port (default TIDYQ_METRICS_PORT, 9808)"),
+    port: int | None = typer.Option(None, "--port", help="listen port (default TIDYQ_METRICS_PORT, 9808)"),
     host: str = typer.Option("127.0.0.1", "--host", help="listen address; keep it private"),
     once: bool = typer.Option(False, "--once", help="print the exposition text once and exit"),
 ):

@@ -128,7 +128,7 @@ class OpsReader:
         self.stale_after = max(3.0, heartbeat_interval * 3)
 
     @classmethod
-    def from_settings(cls, redis_url: str | None = None) -> "OpsReader":
+    def from_settings(cls, redis_url: str | None = None) -> OpsReader:
         from shared.config import get_settings
 
         s = get_settings()

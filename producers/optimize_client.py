@@ -20,7 +20,7 @@ def _fields(signature: str | None, program: str | None, settings) -> tuple[list[
     if signature:
         ins, outs = signature_fields(signature)
         return list(ins), list(outs)
-    from shared.programs import parse_program_uri, resolve_program, load_version
+    from shared.programs import load_version, parse_program_uri, resolve_program
 
     parse_program_uri(program, where="--program")
     if not settings.mlflow_tracking_uri:

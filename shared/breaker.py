@@ -176,7 +176,7 @@ class BreakerSettings:
             raise ConfigurationError("breaker half_open_probes, close_after and probe_lease_seconds must be >= 1")
 
     @classmethod
-    def from_settings(cls, s: Settings | None = None) -> "BreakerSettings":
+    def from_settings(cls, s: Settings | None = None) -> BreakerSettings:
         s = s or get_settings()
         return cls(window_seconds=s.breaker_window_seconds, buckets=s.breaker_buckets, min_calls=s.breaker_min_calls,
                    failure_rate=s.breaker_failure_rate, consecutive_failures=s.breaker_consecutive_failures,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import ConfigDict, SecretStr
@@ -33,7 +33,7 @@ class BackendType(str, Enum):
     MOCK = "mock"
 
     @classmethod
-    def parse(cls, value: "BackendType | str") -> "BackendType":
+    def parse(cls, value: BackendType | str) -> BackendType:
         if isinstance(value, BackendType):
             return value
         try:
@@ -328,10 +328,10 @@ class UnifiedConfig:
             raise ConfigurationError("UnifiedConfig.engine is 'auto', 'lm15' or 'litellm'")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "UnifiedConfig":
+    def from_env(cls, **overrides: Any) -> UnifiedConfig:
         return cls(**overrides).resolved()
 
-    def resolved(self, settings: Settings | None = None) -> "UnifiedConfig":
+    def resolved(self, settings: Settings | None = None) -> UnifiedConfig:
         """Fill unset fields from TIDYQ_* settings. Arguments always win."""
         s = settings or get_settings()
         backend = self.backend

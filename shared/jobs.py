@@ -129,7 +129,7 @@ class ItemResult(BaseModel):
 
     @classmethod
     def failure(cls, custom_id: str, exc_type: str, message: str, *, backend: str | None = None,
-                model: str | None = None, latency_ms: float = 0.0, attempts: int = 0) -> "ItemResult":
+                model: str | None = None, latency_ms: float = 0.0, attempts: int = 0) -> ItemResult:
         return cls(custom_id=custom_id, status="failed", error=ErrorInfo(type=exc_type, message=message),
                    backend=backend, model=model, latency_ms=latency_ms, attempts=attempts)
 
@@ -175,7 +175,7 @@ class JobStatus(BaseModel):
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.UTC).isoformat(timespec="milliseconds")
 
 
 @lru_cache(maxsize=256)

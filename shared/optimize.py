@@ -23,9 +23,10 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -625,7 +626,7 @@ class OptimizeRequest(BaseModel):
         if self.kind not in ("predict", "chain_of_thought"):
             raise ValueError("kind is 'predict' or 'chain_of_thought'")
 
-    def check(self, input_fields, output_fields, allow_list: list[str] | None = None) -> "OptimizeRequest":
+    def check(self, input_fields, output_fields, allow_list: list[str] | None = None) -> OptimizeRequest:
         """Everything a producer can check before enqueueing (BadInput naming what is wrong)."""
         check_settings(self.optimizer, self.settings)
         if ":" not in self.metric:

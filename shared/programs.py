@@ -17,9 +17,10 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import BadInput
 
@@ -101,7 +102,7 @@ class ProgramSpec:
         return {"format": SPEC_FORMAT, "kind": self.kind, "signature": self.signature, "dspy_version": dspy.__version__}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = SPEC_FILE) -> "ProgramSpec":
+    def from_json(cls, data: Any, where: str = SPEC_FILE) -> ProgramSpec:
         if not isinstance(data, dict):
             raise BadInput("program spec must be a JSON object", where=where)
         kind, signature = data.get("kind"), data.get("signature")

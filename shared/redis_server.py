@@ -40,7 +40,7 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--daemonize", "no", "--loglevel", "warning", "--logfile", str(self.directory / "redis.log")]
@@ -73,7 +73,7 @@ class RedisServer:
         proc, self.process = self.process, None
         stop_process(proc, kill=kill)
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         self.stop()
         return self.start()
 
@@ -83,7 +83,7 @@ class RedisServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import redis
 
 from shared import keys
 from shared.errors import BadInput
-from shared.jobs import (Counts, Item, ItemResult, JobSpec, JobState, JobStatus, TERMINAL_STATES, iso)
+from shared.jobs import TERMINAL_STATES, Counts, Item, ItemResult, JobSpec, JobState, JobStatus, iso
 
 
 class JobNotFound(BadInput):
@@ -160,7 +160,7 @@ class JobStore:
         self._fail = client.register_script(_FAIL)
 
     @classmethod
-    def from_url(cls, url: str) -> "JobStore":
+    def from_url(cls, url: str) -> JobStore:
         from shared.redisconn import get_redis
 
         return cls(get_redis(url))

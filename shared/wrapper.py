@@ -63,7 +63,7 @@ def as_module(program: Any) -> dspy.Module:
 class UnifiedDSPyModule:
     """A DSPy module bound to a wrapper: ``predict(**inputs) -> dspy.Prediction``."""
 
-    def __init__(self, wrapper: "UnifiedDSPyWrapper", module: dspy.Module):
+    def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module):
         self.wrapper = wrapper
         self.module = module
         predictors = module.predictors() if hasattr(module, "predictors") else []
@@ -168,7 +168,7 @@ class UnifiedDSPyWrapper:
     def close(self) -> None:
         self.engine.close()
 
-    def __enter__(self) -> "UnifiedDSPyWrapper":
+    def __enter__(self) -> UnifiedDSPyWrapper:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -73,7 +73,7 @@ def mlflow_template(tmp_path_factory):
 @pytest.fixture
 def mlflow_uri(mlflow_template, tmp_path, monkeypatch):
     """A fresh real sqlite MLflow store for this test, exported as TIDYQ_MLFLOW_TRACKING_URI."""
-    from shared import registry, tracking, programs
+    from shared import programs, registry, tracking
 
     db = tmp_path / "mlflow" / "mlflow.db"
     db.parent.mkdir()

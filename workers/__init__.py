@@ -9,7 +9,9 @@ from workers.celery_app import make_app
 
 app = make_app()
 
-from workers import signals  # noqa: E402,F401  (worker boot: logging, readiness, per-process caches)
-from workers import metrics_publisher  # noqa: E402,F401  (metrics to Redis, worker heartbeats)
+from workers import (
+    metrics_publisher,  # noqa: E402,F401  (metrics to Redis, worker heartbeats)
+    signals,  # noqa: E402,F401  (worker boot: logging, readiness, per-process caches)
+)
 
 __all__ = ["app", "make_app"]

@@ -19,16 +19,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import tracking
 from shared.config import Settings
 from shared.errors import AllTargetsOpen, RetryLater
 from shared.fallback import skipped_of
-from shared import tracking
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.programs import resolve_program
+from shared.queues import queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
-from shared.queues import queue_for
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")

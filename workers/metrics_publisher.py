@@ -30,7 +30,8 @@ from typing import Any
 from celery import signals
 
 from shared import keys
-from shared.metrics import LATENCY_BUCKETS_MS, MetricsRegistry, registry as default_registry
+from shared.metrics import LATENCY_BUCKETS_MS, MetricsRegistry
+from shared.metrics import registry as default_registry
 from shared.telemetry import get_logger
 
 WINDOW_SECONDS = keys.METRICS_WINDOW_SECONDS  # width of one rate bucket
@@ -156,7 +157,7 @@ class Publisher:
         if time.monotonic() - self._last_flush >= self.interval:
             self.flush()
 
-    def start(self) -> "Publisher":
+    def start(self) -> Publisher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tidyq-metrics", daemon=True)
             self._thread.start()
@@ -220,7 +221,7 @@ class Heartbeat:
             p.zadd(keys.workers_seen(), {self.hostname: now})
             p.execute()
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="tidyq-heartbeat", daemon=True)
         self._thread.start()

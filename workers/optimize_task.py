@@ -21,7 +21,8 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from celery import signals
 
@@ -29,9 +30,9 @@ from shared import keys
 from shared.config import get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import ItemResult, JobSpec, JobState
+from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 from shared.telemetry import get_logger, redact
 from workers import app
-from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
 RESULT_ID = "optimize"
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
@@ -159,7 +160,7 @@ class _Heartbeat:
             except Exception:
                 pass
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 

@@ -19,8 +19,6 @@ import libcst as cst
 from shared.migrate.cstutil import code, expr, split_args, string_value
 from shared.migrate.transform import Rule
 
-
-
 RENAMES: dict[str, str] = {}
 for _old, _new, _modules in (
     ("TypedPredictor", "Predict", ("dspy", "dspy.functional", "dspy.functional.functional")),

@@ -7,8 +7,8 @@ when nothing uses them any more, so an unmigrated use keeps its import (and is r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import libcst as cst
 from libcst.codemod import CodemodContext

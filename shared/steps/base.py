@@ -7,8 +7,9 @@ A step is ``step(request, call_next) -> Response`` (httpx/structlog style: a pla
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from functools import reduce
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from dspy.lm15 import Request, Response, response_to_events
 

@@ -10,9 +10,9 @@ serialized and sent by a background thread, so a cache miss costs the caller onl
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
-import atexit
 import os
 import threading
 import time

@@ -7,8 +7,16 @@ from pydantic import ValidationError
 
 from shared.config import Target
 from shared.errors import BadInput, ConfigurationError
-from shared.jobs import (ChunkPayload, ItemResult, JobKind, JobSpec, JobState, check_inputs, parse_backend,
-                         signature_fields)
+from shared.jobs import (
+    ChunkPayload,
+    ItemResult,
+    JobKind,
+    JobSpec,
+    JobState,
+    check_inputs,
+    parse_backend,
+    signature_fields,
+)
 
 CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached", "attempts"}
 

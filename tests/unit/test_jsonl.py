@@ -4,7 +4,8 @@ import json
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producers.jsonl import FileCheck, JsonlWriter, iter_items, parse_item, read_jsonl
 from shared.errors import BadInput

@@ -9,9 +9,9 @@ import anyio
 import pytest
 import redis
 from mcp import Client
+from mcp.server.mcpserver.exceptions import ToolError
 
 from producers.mcp_server import build_server, decode_cursor, encode_cursor, resolve_under_root
-from mcp.server.mcpserver.exceptions import ToolError
 
 QA = "question -> answer"
 pytestmark = pytest.mark.timeout(60)

@@ -21,8 +21,8 @@ import pytest
 import redis
 import yaml
 
-from shared.redis_server import free_port
 from shared.queues import ALL_QUEUES
+from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("TIDYQ_REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "MLFLOW_CRYPTO_KEK_PASSPHRASE")

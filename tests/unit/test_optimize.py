@@ -10,8 +10,14 @@ import pytest
 
 from shared import UnifiedConfig, UnifiedDSPyWrapper
 from shared.errors import BadInput
-from shared.optimize import (OPTIMIZERS, check_settings, read_examples_file, resolve_metric, run_optimization,
-                             to_examples)
+from shared.optimize import (
+    OPTIMIZERS,
+    check_settings,
+    read_examples_file,
+    resolve_metric,
+    run_optimization,
+    to_examples,
+)
 from tests.optimize_support import icl_reply, sentiment_rows
 
 

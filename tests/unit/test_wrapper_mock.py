@@ -3,8 +3,17 @@
 import dspy
 import pytest
 
-from shared import (BackendType, BadInput, CacheConfig, ConfigurationError, RetryConfig, UnifiedConfig,
-                    UnifiedDSPyWrapper, ValidationConfig, ValidationFailed)
+from shared import (
+    BackendType,
+    BadInput,
+    CacheConfig,
+    ConfigurationError,
+    RetryConfig,
+    UnifiedConfig,
+    UnifiedDSPyWrapper,
+    ValidationConfig,
+    ValidationFailed,
+)
 
 
 @pytest.fixture
