@@ -22,7 +22,7 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
     """(scenario, baseline, tidyq, ratio, goal/verdict) per figure."""
     out = []
     if b := _ok(res, "bulk"):
-        out.append(("1. bulk, %d mock items, 1 worker -c 2" % b["items"],
+        out.append((f"1. bulk, {b['items']} mock items, 1 worker -c 2",
                     f"DSPy loop on DummyLM {b['loop_items_per_s']:.0f}/s", f"{b['queue_items_per_s']:.0f}/s",
                     f"{b['ratio']:.2f}x", f"{b['goal']}: {_yes(b['met'])}"))
     if r := _ok(res, "roundtrip"):
@@ -40,7 +40,7 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     " / ".join(f"{k}: {v:.2f}x" for k, v in s["speedup"].items()), f"{s['goal']}: {_yes(s['met'])}"))
     if m := _ok(res, "memory"):
         wk = next(v for k, v in m.items() if k.startswith("worker_after_") and k != f"worker_after_{m['producer_large']['lines']}")
-        out.append(("5a. memory, worker after a %d-item batch" % m["producer_small"]["lines"], "-",
+        out.append((f"5a. memory, worker after a {m['producer_small']['lines']}-item batch", "-",
                     f"{wk['max_process_mb']:.0f} MB max per process ({wk['total_mb']:.0f} MB for {wk['processes']})",
                     "-", f"{m['worker_goal']}: {_yes(m['worker_met'])}"))
         ps, pl = m["producer_small"], m["producer_large"]
@@ -87,7 +87,7 @@ def chart(scale: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     ax.plot(ks, ideal, "--", color="grey", label="ideal (workers x in-flight / latency)")
     ax.plot(ks, got, "o-", color="tab:blue", label="measured (median)")
-    for k, v, in zip(ks, got):
+    for k, v, in zip(ks, got, strict=False):
         ax.annotate(f"{v:.1f}/s", (k, v), textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xticks(ks)
     ax.set_xlabel("worker processes")

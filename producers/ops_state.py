@@ -117,7 +117,7 @@ class Snapshot:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for j, job in zip(d["jobs"], self.jobs):
+        for j, job in zip(d["jobs"], self.jobs, strict=False):
             j["done"], j["fraction"] = job.done, round(job.fraction, 4)
         return d
 
@@ -172,7 +172,7 @@ class OpsReader:
                 p.hgetall(keys.worker_heartbeat(h))
             rows = p.execute()
         out = []
-        for h, raw in zip(names, rows):
+        for h, raw in zip(names, rows, strict=True):
             if not raw:
                 continue
             d = {_s(k): _s(v) for k, v in raw.items()}
@@ -222,7 +222,7 @@ class OpsReader:
                 p.hmget(keys.job(j), fields)
             rows = p.execute()
         out, gone = [], []
-        for job_id, row in zip(ids, rows):
+        for job_id, row in zip(ids, rows, strict=True):
             st, kind, total, ok, bad, started, spec = (None if v is None else _s(v) for v in row)
             if st is None or st in ("completed", "failed", "cancelled"):
                 gone.append(job_id)

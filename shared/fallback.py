@@ -169,7 +169,8 @@ class FallbackEngine:
             except lm15.LM15Error as exc:
                 if not is_transient(exc):
                     self._finish(collector, skipped, None)
-                    raise _with_skipped(exc, skipped)
+                    _with_skipped(exc, skipped)
+                    raise
                 reason, may_recover, last_error = f"failed:{type(exc).__name__}", True, exc
                 retry_at.append(time.time() + self.retry_after_failure)
             else:

@@ -234,7 +234,7 @@ class JobStore:
         if not custom_ids:
             return set()
         present = self.r.hmget(keys.job_results(job_id), custom_ids)
-        return {cid for cid, v in zip(custom_ids, present) if v is not None}
+        return {cid for cid, v in zip(custom_ids, present, strict=True) if v is not None}
 
     def mark_worker_ready(self, hostname: str, queues: list[str], pid: int, ttl_seconds: int = 86400) -> None:
         key = keys.worker(hostname)

@@ -9,9 +9,7 @@ from workers.celery_app import make_app
 
 app = make_app()
 
-from workers import (
-    metrics_publisher,  # noqa: E402,F401  (metrics to Redis, worker heartbeats)
-    signals,  # noqa: E402,F401  (worker boot: logging, readiness, per-process caches)
-)
+# after ``app`` exists: worker boot (logging, readiness, per-process caches), metrics to Redis and heartbeats
+from workers import metrics_publisher, signals  # noqa: E402,F401
 
 __all__ = ["app", "make_app"]

@@ -61,7 +61,7 @@ def registry_totals(snapshot: list[dict]) -> dict[str, float]:
         out[field("cost_usd", b, m)] = float(row["cost_usd"])
         out[field("latency_ms_sum", b, m)] = float(row["latency_ms_sum"])
         bounds = [str(x) for x in LATENCY_BUCKETS_MS] + ["+Inf"]
-        for bound, n in zip(bounds, row["latency_buckets"]):
+        for bound, n in zip(bounds, row["latency_buckets"], strict=False):
             out[field("latency_bucket", b, m, bound)] = n
         out[field("validation_failures", b, m)] = row["validation_failures"]
         out[field("rate_limit_wait_seconds", b, m)] = float(row["rate_limit_wait_s"])
