@@ -141,7 +141,8 @@ class Client:
             if isinstance(row, Item):
                 row = row.model_dump()
             if not isinstance(row, dict):
-                raise BadInput(f"expected a dict like {{'custom_id': ..., 'inputs': {{...}}}}, got {type(row).__name__}",
+                raise BadInput("expected a dict like {'custom_id': ..., 'inputs': {...}}, "
+                               f"got {type(row).__name__}",
                                where=where)
             item = jsonl.item_from_row(row, where=where, line_no=index, input_fields=target["input_fields"],
                                        signature=signature)

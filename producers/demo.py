@@ -56,7 +56,8 @@ def run_demo(*, items: int | None = None, concurrency: int | None = None, out_di
     try:
         with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidyq-demo-")))
-            console.print(f"tidyq demo: starting a private redis-server and one worker ({processes} processes) in {tmp}")
+            console.print(f"tidyq demo: starting a private redis-server and one worker ({processes} processes) "
+                          f"in {tmp}")
             redis_server = RedisServer(directory=tmp)
             stack.callback(redis_server.close)  # registered before start: an interrupt mid-start still stops it
             redis_server.start()

@@ -51,7 +51,8 @@ job_status (wait_seconds to wait with progress) and job_results (pass next_curso
 done is true). cancel_job stops a job; finished results are kept. backend 'mock' answers
 instantly with placeholder text, for trying things out."""
 
-JobId = Annotated[str, Field(min_length=1, max_length=128, description="The job id returned when the job was submitted.")]
+JobId = Annotated[str, Field(min_length=1, max_length=128,
+                             description="The job id returned when the job was submitted.")]
 Signature = Annotated[str | None, Field(description="DSPy signature 'inputs -> outputs', e.g. 'question -> answer' or "
                                                     "'context, question -> answer'. Give this or program.")]
 Program = Annotated[str | None, Field(description="A registered program URI instead of a signature, e.g. "
@@ -147,7 +148,8 @@ class ProgramInfo(BaseModel):
     uri: str | None = None
     versions: list[Any] = Field(default_factory=list)
     aliases: dict[str, Any] = Field(default_factory=dict)
-    rollout: dict[str, Any] | None = Field(None, description="Live traffic split, e.g. {'champion': 90, 'challenger': 10}.")
+    rollout: dict[str, Any] | None = Field(None,
+                                           description="Live traffic split, e.g. {'champion': 90, 'challenger': 10}.")
 
 
 class ProgramList(BaseModel):
@@ -271,7 +273,8 @@ class TidyqTools:
             c = status["counts"]
             done = c["succeeded"] + c["failed"]
             if done > reported:
-                await self._progress(ctx, done, c["total"], f"job {job.id} {status['status']}: {done}/{c['total']} items done")
+                await self._progress(ctx, done, c["total"],
+                                     f"job {job.id} {status['status']}: {done}/{c['total']} items done")
                 reported = done
             left = deadline - time.monotonic()
             if JobState(status["status"]).terminal or left <= 0:
@@ -285,7 +288,8 @@ class TidyqTools:
     # --- tools ------------------------------------------------------------------------------------
     async def predict(
         self,
-        inputs: Annotated[dict[str, Any], Field(description="One value per input field, e.g. {'question': 'What is 2+2?'}.")],
+        inputs: Annotated[dict[str, Any],
+                          Field(description="One value per input field, e.g. {'question': 'What is 2+2?'}.")],
         signature: Signature = None,
         program: Program = None,
         backend: Backend = None,
@@ -322,7 +326,8 @@ class TidyqTools:
         self,
         signature: Signature = None,
         program: Program = None,
-        rows: Annotated[list[BatchRow] | None, Field(description="Inline inputs, one per item. Give rows or path.")] = None,
+        rows: Annotated[list[BatchRow] | None,
+                        Field(description="Inline inputs, one per item. Give rows or path.")] = None,
         path: Annotated[str | None, Field(description="A JSONL file on the server, one {\"custom_id\", \"inputs\"} per "
                                                       "line, under the server's root directory (relative paths are "
                                                       "relative to it). Give rows or path.")] = None,
@@ -369,13 +374,15 @@ class TidyqTools:
         job = await self._run(self._job, job_id)
         status = await self._follow(ctx, job, wait_seconds) if wait_seconds > 0 else await self._run(job.status)
         done = JobState(status["status"]).terminal
-        hint = f"read the results with job_results(job_id={job_id!r})" if done else _follow_hint(job_id, status["status"])
+        hint = (f"read the results with job_results(job_id={job_id!r})" if done
+                else _follow_hint(job_id, status["status"]))
         return JobView(**status, done=done, next_step=hint)
 
     async def job_results(
         self,
         job_id: JobId,
-        cursor: Annotated[str | None, Field(description="next_cursor from the previous page; omit for the first page.")] = None,
+        cursor: Annotated[str | None,
+                          Field(description="next_cursor from the previous page; omit for the first page.")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description="Results per page.")] = 100,
     ) -> ResultsPage:
         """One page of a job's per-item results (custom_id, status, outputs, error, backend,
@@ -417,8 +424,9 @@ class TidyqTools:
 
     async def submit_optimize(
         self,
-        name: Annotated[str, Field(min_length=1, max_length=128, description="Registered model name the optimized "
-                                                                            "program is stored under (models:/NAME/N).")],
+        name: Annotated[str, Field(min_length=1, max_length=128,
+                                   description="Registered model name the optimized program is stored under "
+                                               "(models:/NAME/N).")],
         signature: Signature = None,
         program: Program = None,
         trainset: Annotated[list[TrainExample] | None, Field(description="Inline examples {'inputs': {...}, "
@@ -430,11 +438,13 @@ class TidyqTools:
         valset_path: Annotated[str | None, Field(description="Optional validation JSONL under the root.")] = None,
         optimizer: Annotated[str, Field(description="labeled-fewshot, bootstrap-fewshot, bootstrap-random-search, "
                                                     "mipro-v2, copro, simba or gepa.")] = "bootstrap-fewshot",
-        optimizer_settings: Annotated[dict[str, Any] | None, Field(description="Optimizer options, e.g. "
-                                                                               "{'max_bootstrapped_demos': 4}.")] = None,
+        optimizer_settings: Annotated[dict[str, Any] | None,
+                                      Field(description="Optimizer options, "
+                                                        "e.g. {'max_bootstrapped_demos': 4}.")] = None,
         metric: Annotated[str, Field(description="exact_match, contains, f1, numeric, or an allow-listed "
                                                  "'package.module:function'.")] = "exact_match",
-        kind: Annotated[Literal["predict", "chain_of_thought"], Field(description="Program type to optimize.")] = "predict",
+        kind: Annotated[Literal["predict", "chain_of_thought"],
+                        Field(description="Program type to optimize.")] = "predict",
         backend: Backend = None,
         model: Model = None,
         time_limit: Annotated[float | None, Field(gt=0, description="Stop optimizing after this many seconds.")] = None,
@@ -447,7 +457,8 @@ class TidyqTools:
         if submit is None:
             raise ToolError("optimize jobs are not available on this server; use predict or submit_batch")
         if (trainset is None) == (trainset_path is None):
-            raise ToolError("give exactly one of trainset (inline examples) or trainset_path (a JSONL file under the root)")
+            raise ToolError("give exactly one of trainset (inline examples) "
+                            "or trainset_path (a JSONL file under the root)")
         if valset is not None and valset_path is not None:
             raise ToolError("give valset or valset_path, not both")
         train: Any = ([ex.model_dump() for ex in trainset] if trainset is not None

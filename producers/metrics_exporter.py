@@ -109,7 +109,8 @@ class TidyqCollector:
                 if len(c.labels) == len(labels):
                     families[c.metric].add_metric(list(c.labels), c.value)
             elif c.metric == "latency_bucket" and len(c.labels) == 3:
-                latency.setdefault(c.labels[:2], {"buckets": {}, "sum": 0.0})["buckets"][_bound_key(c.labels[2])] = c.value
+                entry = latency.setdefault(c.labels[:2], {"buckets": {}, "sum": 0.0})
+                entry["buckets"][_bound_key(c.labels[2])] = c.value
             elif c.metric == "latency_ms_sum" and len(c.labels) == 2:
                 latency.setdefault(c.labels, {"buckets": {}, "sum": 0.0})["sum"] = c.value / 1000
         yield from families.values()

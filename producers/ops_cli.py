@@ -39,7 +39,8 @@ def doctor(
         queues = _check_queues(queue)
         for b in backend or []:
             if b not in PREDICT_QUEUES:
-                raise BadInput(f"unknown backend {b!r}; expected one of: {', '.join(PREDICT_QUEUES)}", where="--backend")
+                raise BadInput(f"unknown backend {b!r}; expected one of: {', '.join(PREDICT_QUEUES)}",
+                               where="--backend")
         rows = doc.run_checks(queues=queues, backends=backend, probe_timeout=timeout)
         if as_json:
             typer.echo(json.dumps({"ok": doc.exit_code(rows) == 0, "checks": doc.rows_json(rows)}, ensure_ascii=False))

@@ -49,7 +49,8 @@ def render(snap: Snapshot) -> Group:
         jobs.add_column(col, justify=justify)
     for j in snap.jobs:
         jobs.add_row(j.id[:12], j.kind, j.backend or "-", j.status, f"{_bar(j.fraction)} {j.fraction:4.0%}",
-                     f"{j.done}/{j.total}", str(j.failed), "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
+                     f"{j.done}/{j.total}", str(j.failed),
+                     "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
     if not snap.jobs:
         jobs.add_row("(none)", "", "", "", "", "", "", "")
     footer = Text(f"{len(snap.workers)} worker node(s) live; {time.strftime('%H:%M:%S', time.localtime(snap.at))}",

@@ -388,7 +388,8 @@ def build_breaker_step(backend: str, model: str | None, redis_url: str | None,
     from shared.config import Target
     from shared.redisconn import get_redis
 
-    return BreakerStep(CircuitBreaker(get_redis(redis_url), Target(backend, model).id, BreakerSettings.from_settings(s)))
+    breaker = CircuitBreaker(get_redis(redis_url), Target(backend, model).id, BreakerSettings.from_settings(s))
+    return BreakerStep(breaker)
 
 
 # ---- status and operations (tidyq queues / doctor / breaker reset, Prometheus) ----------------

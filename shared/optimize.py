@@ -184,7 +184,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
     "labeled-fewshot": OptimizerInfo("dspy.teleprompt:LabeledFewShot", {"k": int}, uses_valset=False,
                                      needs_metric=False, summary="the first k training examples as demos"),
     "bootstrap-fewshot": OptimizerInfo(
-        "dspy.teleprompt:BootstrapFewShot", {**_COMMON, "max_rounds": int, "max_errors": int, "metric_threshold": float},
+        "dspy.teleprompt:BootstrapFewShot",
+        {**_COMMON, "max_rounds": int, "max_errors": int, "metric_threshold": float},
         uses_valset=False, summary="demos from the program's own successful runs on the trainset"),
     "bootstrap-random-search": OptimizerInfo(
         "dspy.teleprompt:BootstrapFewShotWithRandomSearch",
@@ -218,7 +219,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
 def check_settings(optimizer: str, settings: dict | None) -> dict:
     """Settings coerced to their types; BadInput naming an unknown optimizer or key."""
     if optimizer not in OPTIMIZERS:
-        raise BadInput(f"unknown optimizer {optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}", where="--optimizer")
+        raise BadInput(f"unknown optimizer {optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}",
+                       where="--optimizer")
     info = OPTIMIZERS[optimizer]
     allowed = {**info.init, **info.compile}
     out = dict(info.defaults)

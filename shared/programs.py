@@ -47,7 +47,9 @@ class ProgramRef:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}" if self.version is not None else f"models:/{self.name}@{self.alias}"
+        if self.version is not None:
+            return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}@{self.alias}"
 
     @property
     def follows_rollout(self) -> bool:
@@ -117,7 +119,9 @@ class ProgramSpec:
         import dspy
 
         try:
-            return dspy.ChainOfThought(self.signature) if self.kind == "chain_of_thought" else dspy.Predict(self.signature)
+            if self.kind == "chain_of_thought":
+                return dspy.ChainOfThought(self.signature)
+            return dspy.Predict(self.signature)
         except Exception as exc:
             raise BadInput(f"bad signature {self.signature!r}: {exc}", where="signature") from None
 

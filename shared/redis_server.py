@@ -27,7 +27,8 @@ class RedisServer:
                  appendonly: bool = False, password: str | None = None):
         self.binary = shutil.which("redis-server")
         if not self.binary:
-            raise ConfigurationError("redis-server is not installed; run scripts/ensure-redis.sh (or apt-get install redis-server)")
+            raise ConfigurationError("redis-server is not installed; "
+                                     "run scripts/ensure-redis.sh (or apt-get install redis-server)")
         self.port = port or free_port()
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="tidyq-redis-")
         self.directory = Path(directory or self._tmp.name)

@@ -221,7 +221,8 @@ class JobStore:
         args: list[str] = [repr(time.time()), "0"]
         n = 0
         for result, inputs in results:
-            failed_inputs = json.dumps(inputs, ensure_ascii=False) if result.status == "failed" and inputs is not None else ""
+            failed = result.status == "failed" and inputs is not None
+            failed_inputs = json.dumps(inputs, ensure_ascii=False) if failed else ""
             args += [result.custom_id, result.status, result.to_json(), failed_inputs]
             n += 1
         if n == 0:
@@ -360,7 +361,8 @@ class JobStore:
         if st is None:
             raise JobNotFound(job_id)
         ids = self.r.lrange(order_key, offset, offset + limit - 1) if limit > 0 else []
-        rows = [json.loads(raw) for raw in self.r.hmget(keys.job_results(job_id), ids) if raw is not None] if ids else []
+        raws = self.r.hmget(keys.job_results(job_id), ids) if ids else []
+        rows = [json.loads(raw) for raw in raws if raw is not None]
         state, nxt = JobState(_s(st)), offset + len(ids)
         return rows, nxt, state, state in TERMINAL_STATES and nxt >= self.result_count(job_id)
 

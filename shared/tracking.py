@@ -306,7 +306,8 @@ def record_item(job_id: str, result: Any, stats: Any = None, program: Any = None
             b.add(prefix + "items", 1)
             b.add(prefix + ("ok" if ok else "failed"), 1)
             b.add(prefix + "latency_ms_sum", latency)
-            vf = (stats.validation_failures if stats is not None else 0) or (1 if error_type == "ValidationFailed" else 0)
+            vf = ((stats.validation_failures if stats is not None else 0)
+                  or (1 if error_type == "ValidationFailed" else 0))
             b.add(prefix + "validation_failures", vf)
 
 
@@ -366,7 +367,8 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
         "output_tokens": _num(agg, "output_tokens"),
         "cost_usd": _num(agg, "cost_usd"),
         "lm_calls": calls,
-        "cache_hit_rate": _num(agg, "cache_hits") / calls if calls else (_num(agg, "cached_items") / items if items else 0.0),
+        "cache_hit_rate": (_num(agg, "cache_hits") / calls if calls
+                           else (_num(agg, "cached_items") / items if items else 0.0)),
         "retries": _num(agg, "retries"),
         "validation_failures": _num(agg, "validation_failures"),
         "duration_s": finished - created if finished and created else None,
@@ -404,7 +406,8 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
     spec = json.loads(job.get("spec") or "{}")
     params = {"job_id": job_id, "kind": job.get("kind"), "backend": spec.get("backend"), "model": spec.get("model"),
               "signature": spec.get("signature"), "program": spec.get("program"), "chunk_size": spec.get("chunk_size"),
-              "fallback": ",".join(f"{t['backend']}:{t.get('model') or ''}" for t in spec.get("fallback") or []) or None}
+              "fallback": ",".join(f"{t['backend']}:{t.get('model') or ''}"
+                                   for t in spec.get("fallback") or []) or None}
     run = start_job_run(job_id, job.get("kind", "batch"), params, tags={"tidyq.status": job.get("status")}, settings=s)
     if not run.active:
         return None

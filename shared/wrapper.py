@@ -2,10 +2,11 @@
 
     metrics -> cache (memory, then Redis or disk) -> retry -> breaker -> rate limit -> backend -> provider
 
-The engine is assembled in one place (shared/engine.py); the wrapper owns the config and the LM; DSPy keeps doing what it is good at (adapters,
-modules, optimizers). Its own cache and retries are off (cache=False, num_retries=0) so that there
-is exactly one cache and one retry layer. Modules run under ``dspy.context(lm=...)`` per call, never
-``dspy.configure``, so one process can hold wrappers for many backends and threads.
+The engine is assembled in one place (shared/engine.py); the wrapper owns the config and the LM;
+DSPy keeps doing what it is good at (adapters, modules, optimizers). Its own cache and retries are
+off (cache=False, num_retries=0) so that there is exactly one cache and one retry layer. Modules
+run under ``dspy.context(lm=...)`` per call, never ``dspy.configure``, so one process can hold
+wrappers for many backends and threads.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def as_module(program: Any) -> dspy.Module:
             raise BadInput(f"bad signature {program!r}: it needs input and output fields, e.g. 'question -> answer'",
                            where="signature")
         return module
-    raise BadInput(f"expected a signature string, a dspy.Signature class or a dspy.Module, got {type(program).__name__}",
+    raise BadInput("expected a signature string, a dspy.Signature class or a dspy.Module, "
+                   f"got {type(program).__name__}",
                    where="program")
 
 

@@ -79,13 +79,15 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     wrapper = runtime.get_wrapper(job.backend, job.model)
 
     settings_used = optimize.check_settings(req.optimizer, req.settings)
-    params = {"optimizer": req.optimizer, "metric": req.metric, "signature": pspec.signature, "program_kind": pspec.kind,
+    params = {"optimizer": req.optimizer, "metric": req.metric, "signature": pspec.signature,
+              "program_kind": pspec.kind,
               "backend": job.backend, "model": wrapper.model, "trainset_size": len(req.trainset),
               "valset_size": len(req.valset) if req.valset else "trainset", "time_limit_s": time_limit,
               "num_threads": req.num_threads, "started_from": started_from, "registered_model": req.name,
               **{f"optimizer.{k}": v for k, v in settings_used.items()},
               **{f"metric.{k}": v for k, v in req.metric_options.items()}}
-    run = tracking.start_job_run(job.id, "optimize", params, settings=settings, run_name=f"optimize-{req.name}-{job.id[:8]}")
+    run = tracking.start_job_run(job.id, "optimize", params, settings=settings,
+                                 run_name=f"optimize-{req.name}-{job.id[:8]}")
     if not run.active:
         raise ConfigurationError("could not create an MLflow run for the optimize job (MLflow unreachable)")
 
@@ -128,7 +130,8 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     version = registry.register(req.name, run.run_id, "program", description=f"tidyq optimize job {job.id}", tags={
         "tidyq.job_id": job.id, "tidyq.optimizer": req.optimizer, "tidyq.metric": req.metric,
         "tidyq.signature": pspec.signature, "tidyq.program_kind": pspec.kind,
-        "tidyq.baseline_score": round(outcome.baseline_score, 6), "tidyq.optimized_score": round(outcome.optimized_score, 6),
+        "tidyq.baseline_score": round(outcome.baseline_score, 6),
+        "tidyq.optimized_score": round(outcome.optimized_score, 6),
         "tidyq.stopped": outcome.stopped or ""})
     uri = f"models:/{req.name}/{version}"
     run.set_tags({"tidyq.model_uri": uri, "tidyq.stopped": outcome.stopped or ""})

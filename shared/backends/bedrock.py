@@ -2,8 +2,8 @@
 
 Credentials, region and endpoint come from AWS's own chain (AWS_* variables, profiles, instance
 roles; AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME). botocore's retries are off
-(total_max_attempts=1: botocore counts max_attempts as retries): the retry step is the only retry layer. botocore errors are mapped to
-dspy.lm15 errors here, at the boundary.
+(total_max_attempts=1: botocore counts max_attempts as retries): the retry step is the only retry
+layer. botocore errors are mapped to dspy.lm15 errors here, at the boundary.
 """
 
 from __future__ import annotations

@@ -342,7 +342,8 @@ class AssertionRules(Rule):
             cls = module.func.value
             self.activation_targets.add(id(module))
         elif isinstance(module, (cst.Name, cst.Attribute)):
-            candidates = {c for c in self.name_class.get(code(module), ()) if self.asserting(c) or c in self.local_classes}
+            candidates = {c for c in self.name_class.get(code(module), ())
+                          if self.asserting(c) or c in self.local_classes}
             cls = candidates.pop() if len(candidates) == 1 else None
         if cls is None or not (self.asserting(cls) or cls in self.local_classes):
             self.m.report(call, f"cannot tell which module class {code(module)} is, so not which assertions this "

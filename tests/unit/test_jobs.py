@@ -18,7 +18,8 @@ from shared.jobs import (
     signature_fields,
 )
 
-CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached", "attempts"}
+CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached",
+                        "attempts"}
 
 
 def spec(**kw):
@@ -105,7 +106,8 @@ def test_result_json_has_exactly_the_contract_keys():
 
 
 def test_chunk_payload_rejects_poison():
-    good = {"job": spec().model_dump(mode="json"), "chunk": 0, "items": [{"custom_id": "1", "inputs": {"question": "q"}}]}
+    good = {"job": spec().model_dump(mode="json"), "chunk": 0,
+            "items": [{"custom_id": "1", "inputs": {"question": "q"}}]}
     assert ChunkPayload.model_validate(good).items[0].custom_id == "1"
     for broken in ({**good, "items": [{"inputs": {}}]}, {**good, "chunk": -1}, {**good, "job": {"id": "x"}}, "text"):
         with pytest.raises(ValidationError):
