@@ -35,8 +35,9 @@ from dspy import lm15
 from dspy.lm15 import Request, Response
 
 from shared import keys
-from shared.config import Settings, get_settings
+from shared.config import Settings, Target, get_settings
 from shared.errors import BreakerOpen, RetryLater
+from shared.redisconn import get_redis
 from shared.steps.base import CallNext
 from shared.telemetry import get_logger
 
@@ -383,11 +384,8 @@ def build_breaker_step(backend: str, model: str | None, redis_url: str | None,
                        settings: Settings | None = None) -> BreakerStep | None:
     """The breaker step for one target, or None (no Redis, disabled, or a backend without one)."""
     s = settings or get_settings()
-    if not breaker_enabled_for(backend, redis_url, s):
+    if redis_url is None or not breaker_enabled_for(backend, redis_url, s):
         return None
-    from shared.config import Target
-    from shared.redisconn import get_redis
-
     breaker = CircuitBreaker(get_redis(redis_url), Target(backend, model).id, BreakerSettings.from_settings(s))
     return BreakerStep(breaker)
 

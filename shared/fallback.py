@@ -105,7 +105,7 @@ def requeue_delay(exc: AllTargetsOpen, *, deadline: float | None, now: float | N
 
 
 def _with_skipped(exc: BaseException, skipped: list[dict]) -> BaseException:
-    exc.fallback_skipped = list(skipped)  # read back by skipped_of() after DSPy wrapped the error
+    exc.fallback_skipped = list(skipped)  # type: ignore[attr-defined]  # read back by skipped_of() after DSPy wraps it
     return exc
 
 

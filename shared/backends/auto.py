@@ -19,7 +19,9 @@ BEDROCK_ID = re.compile(
 
 
 def is_bedrock_model(model: str | None) -> bool:
-    return bool(model) and (model.startswith("bedrock/") or bool(BEDROCK_ID.match(model)))
+    if not model:
+        return False
+    return model.startswith("bedrock/") or bool(BEDROCK_ID.match(model))
 
 
 def aws_credentials_resolve() -> bool:

@@ -54,7 +54,7 @@ def from_converse(data: dict, model: str) -> Response:
     usage = data.get("usage", {}) or {}
     return Response(id=data.get("ResponseMetadata", {}).get("RequestId"), model=model,
                     message=Message.assistant([TextPart(text)]),
-                    finish_reason=STOP_REASONS.get(data.get("stopReason"), "stop"),
+                    finish_reason=STOP_REASONS.get(data.get("stopReason") or "", "stop"),
                     usage=Usage(input_tokens=usage.get("inputTokens"), output_tokens=usage.get("outputTokens"),
                                 total_tokens=usage.get("totalTokens")))
 
