@@ -242,7 +242,7 @@ class Client:
 
         other = self.store.r.get(keys.idempotency(hashlib.sha256(idempotency_key.encode()).hexdigest()))
         if other is not None:
-            job_id = other.decode()
+            job_id = other.decode() if isinstance(other, bytes) else str(other)
             if self.store.state(job_id) is not None:
                 return Job(self, job_id, existing=True)
         return None

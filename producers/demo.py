@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -68,7 +69,7 @@ def run_demo(*, items: int | None = None, concurrency: int | None = None, out_di
             source = bundled_batch()
             started = time.perf_counter()
             if items:
-                rows = []
+                rows: list[dict[str, Any]] = []
                 with open(source, encoding="utf-8") as fh:
                     for line in fh:
                         if len(rows) >= items:
@@ -86,7 +87,7 @@ def run_demo(*, items: int | None = None, concurrency: int | None = None, out_di
             status = job.status()
             counts = status["counts"]
             rate = counts["total"] / elapsed if elapsed > 0 else 0.0
-            metrics = {
+            metrics: dict[str, Any] = {
                 "job": status, "items_per_second": round(rate, 1), "elapsed_seconds": round(elapsed, 3),
                 "latency_ms": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95),
                                "mean": round(statistics.fmean(latencies), 3) if latencies else None},

@@ -155,6 +155,7 @@ class JsonlWriter:
             return
         self._fh.close()
         if keep:
+            assert self.path is not None  # a temporary file exists only when writing to a path
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)

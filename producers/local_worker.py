@@ -93,6 +93,8 @@ class LocalWorker:
             return ""
 
     def _signal_group(self, sig: int) -> None:
+        if self.process is None:
+            return
         try:
             os.killpg(self.process.pid, sig)
         except (ProcessLookupError, PermissionError):

@@ -297,7 +297,7 @@ class TidyqTools:
         fallback: Fallback = None,
         wait_seconds: Annotated[float, wait_field(45.0, "the answer")] = 45.0,
         idempotency_key: IdempotencyKey = None,
-        ctx: Context = None,
+        ctx: Context | None = None,
     ) -> PredictResult:
         """Run a DSPy program on one input and return its outputs.
 
@@ -338,7 +338,7 @@ class TidyqTools:
                                                                              "server setting).")] = None,
         idempotency_key: IdempotencyKey = None,
         wait_seconds: Annotated[float, wait_field(0.0, "the batch to finish")] = 0.0,
-        ctx: Context = None,
+        ctx: Context | None = None,
     ) -> Submitted:
         """Submit many inputs as one batch job and return its job_id at once.
 
@@ -356,6 +356,7 @@ class TidyqTools:
             plain = [row.model_dump(exclude_none=True) for row in rows]
             job = await self._run(self.client.submit_batch, plain, signature, **kwargs)
         else:
+            assert path is not None  # exactly one of rows or path, checked above
             real = resolve_under_root(path, self.root)
             job = await self._run(self.client.submit_file, real, signature, **kwargs)
         status = await self._follow(ctx, job, wait_seconds) if wait_seconds > 0 else await self._run(job.status)
@@ -367,7 +368,7 @@ class TidyqTools:
 
     async def job_status(self, job_id: JobId,
                          wait_seconds: Annotated[float, wait_field(0.0, "the job to end")] = 0.0,
-                         ctx: Context = None) -> JobView:
+                         ctx: Context | None = None) -> JobView:
         """A job's state (queued, running, completed, failed, cancelling, cancelled), item counts
         and timestamps. With wait_seconds > 0, waits for the job to end, reporting progress; it
         returns early with done=false when the wait is over (call again)."""
@@ -462,7 +463,7 @@ class TidyqTools:
         if valset is not None and valset_path is not None:
             raise ToolError("give valset or valset_path, not both")
         train: Any = ([ex.model_dump() for ex in trainset] if trainset is not None
-                      else resolve_under_root(trainset_path, self.root))
+                      else resolve_under_root(trainset_path or "", self.root))
         val: Any = ([ex.model_dump() for ex in valset] if valset is not None
                     else resolve_under_root(valset_path, self.root) if valset_path else None)
         job = await self._run(submit, name=name, trainset=train, valset=val, signature=signature, program=program,
@@ -553,7 +554,7 @@ def build_server(*, settings: Settings | None = None, redis_url: str | None = No
     server.add_tool(tools.list_programs, name="list_programs", title="Registered programs", annotations=READ_ONLY)
     server.add_tool(tools.submit_optimize, name="submit_optimize", title="Submit an optimize job",
                     annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
-    server.tidyq = tools  # type: ignore[attr-defined]  (tests and the CLI reach the Client through it)
+    server.tidyq = tools  # type: ignore[attr-defined]  # tests and the CLI reach the Client through it
     return server
 
 

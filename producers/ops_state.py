@@ -253,7 +253,7 @@ class OpsReader:
             serving = [w for w in workers if q in w.queues]
             ok, bad = counts.get((q, "succeeded"), 0), counts.get((q, "failed"), 0)
             states.append(QueueState(
-                name=q, depth=depths[q], oldest_age_seconds=None if ages[q] is None else round(ages[q], 3),
+                name=q, depth=depths[q], oldest_age_seconds=_rounded(ages[q]),
                 workers=len(serving), processes=sum(w.processes for w in serving),
                 items_per_second=round((ok + bad) / span, 3), failed_per_second=round(bad / span, 3),
                 error_rate=round(bad / (ok + bad), 6) if ok + bad else None))
@@ -267,3 +267,7 @@ class OpsReader:
         except ImportError:
             return []
         return breaker_states(self.r)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -22,6 +22,8 @@ def _fields(signature: str | None, program: str | None, settings) -> tuple[list[
         return list(ins), list(outs)
     from shared.programs import load_version, parse_program_uri, resolve_program
 
+    if not program:
+        raise BadInput("give --signature or --program", where="--program")
     parse_program_uri(program, where="--program")
     if not settings.mlflow_tracking_uri:
         raise BadInput("optimizing a registered program needs TIDYQ_MLFLOW_TRACKING_URI here too (to read its "

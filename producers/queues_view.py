@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Literal
 
 from rich.console import Group
 from rich.table import Table
@@ -33,6 +34,7 @@ def _bar(fraction: float, width: int = 20) -> str:
 
 def render(snap: Snapshot) -> Group:
     queues = Table(title=f"tidyq queues (rates over the last {snap.window_seconds}s)", expand=False)
+    justify: Literal["left", "right"]
     for col, justify in (("queue", "left"), ("depth", "right"), ("oldest", "right"), ("workers", "right"),
                          ("procs", "right"), ("items/s", "right"), ("errors", "right")):
         queues.add_column(col, justify=justify)

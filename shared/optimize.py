@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import BadInput
 
@@ -271,9 +271,8 @@ def check_rows(rows: list[dict], input_fields, output_fields, where: str) -> lis
         loc = f"{where}:{index}"
         try:
             row = ExampleRow.model_validate(raw)
-        except Exception as exc:
-            errors = exc.errors() if callable(getattr(exc, "errors", None)) else [{"loc": (), "msg": str(exc)}]
-            first = errors[0]
+        except ValidationError as exc:
+            first = exc.errors()[0]
             raise BadInput(first["msg"], where=f"{loc}: field '{'.'.join(map(str, first['loc'])) or 'line'}'") from None
         for name in row.inputs:
             if name not in input_fields:
@@ -312,7 +311,8 @@ def read_examples_file(path: str | Path, input_fields, output_fields, *, max_row
             try:
                 check_rows([data], input_fields, output_fields, where=str(path))
             except BadInput as exc:
-                raise BadInput(str(exc).split(": ", 2)[-1], where=f"{where}: " + exc.where.split(": ", 1)[-1]) from None
+                raise BadInput(str(exc).split(": ", 2)[-1],
+                               where=f"{where}: " + (exc.where or "").split(": ", 1)[-1]) from None
             rows.append(data)
             if len(rows) > max_rows:
                 raise BadInput(f"more than {max_rows} examples", where=str(path))

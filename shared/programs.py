@@ -301,6 +301,7 @@ def resolve_program(uri: str, item_id: str | None = None, *, registry=None) -> R
         state = reg.rollout_state(ref.name)
         version, role = choose(state, ref.name, item_id or "")
         return ResolvedProgram(ref.name, version, role)
+    assert ref.alias is not None  # a parsed URI has a version or an alias
     return ResolvedProgram(ref.name, reg.alias_version(ref.name, ref.alias))
 
 

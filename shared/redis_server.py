@@ -25,13 +25,17 @@ class RedisServer:
 
     def __init__(self, *, port: int | None = None, directory: str | Path | None = None,
                  appendonly: bool = False, password: str | None = None):
-        self.binary = shutil.which("redis-server")
-        if not self.binary:
+        binary = shutil.which("redis-server")
+        if not binary:
             raise ConfigurationError("redis-server is not installed; "
                                      "run scripts/ensure-redis.sh (or apt-get install redis-server)")
+        self.binary: str = binary
         self.port = port or free_port()
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="tidyq-redis-")
-        self.directory = Path(directory or self._tmp.name)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="tidyq-redis-")
+            directory = self._tmp.name
+        self.directory = Path(directory)
         self.appendonly = appendonly
         self.password = password
         self.process: subprocess.Popen | None = None

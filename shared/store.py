@@ -19,6 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any, overload
 
 import redis
 
@@ -133,7 +134,11 @@ def _job_keys(job_id: str) -> list[str]:
             keys.job_order(job_id), keys.job_failed_inputs(job_id)]
 
 
-def _s(value) -> str | None:
+@overload
+def _s(value: None) -> None: ...
+@overload
+def _s(value: bytes | str | int | float) -> str: ...
+def _s(value: bytes | str | int | float | None) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -168,9 +173,9 @@ class JobStore:
     # --- producer side -------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:
         """Write a new job (status queued). Raises if the id exists (ids are uuid4)."""
-        mapping = {"spec": spec.model_dump_json(), "kind": spec.kind.value, "status": JobState.QUEUED.value,
-                   "total": spec.total, "succeeded": 0, "failed": 0, "ttl": spec.ttl_seconds,
-                   "created_at": repr(spec.created_at)}
+        mapping: dict[Any, Any] = {"spec": spec.model_dump_json(), "kind": spec.kind.value,
+                                   "status": JobState.QUEUED.value, "total": spec.total, "succeeded": 0, "failed": 0,
+                                   "ttl": spec.ttl_seconds, "created_at": repr(spec.created_at)}
         if spec.retry_of:
             mapping["retry_of"] = spec.retry_of
         key = keys.job(spec.id)
@@ -309,7 +314,7 @@ class JobStore:
         offset, wait = 0, poll_min
         if not self.r.exists(job_key):
             raise JobNotFound(job_id)
-        sub = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
+        sub: Any = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
         try:
             while True:
                 # Read the state BEFORE the page (one round trip, in order): the final result and the

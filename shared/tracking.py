@@ -379,9 +379,9 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
             m[f"version.{model}.{version}.{counter}"] = float(value)
     for name in [k for k in m if k.startswith("version.") and k.endswith(".items")]:
         base = name[: -len("items")]
-        n = m[name]
-        m[base + "error_rate"] = m.get(base + "failed", 0.0) / n if n else 0.0
-        m[base + "latency_mean_ms"] = m.get(base + "latency_ms_sum", 0.0) / n if n else 0.0
+        n = m[name] or 0.0
+        m[base + "error_rate"] = (m.get(base + "failed") or 0.0) / n if n else 0.0
+        m[base + "latency_mean_ms"] = (m.get(base + "latency_ms_sum") or 0.0) / n if n else 0.0
     return {k: v for k, v in m.items() if v is not None}
 
 
@@ -434,7 +434,8 @@ def init_worker_tracing(settings: Settings | None = None) -> bool:
     s = settings or get_settings()
     if _tracing_started:
         return True
-    if not s.mlflow_tracking_uri or s.trace_sample_rate <= 0:
+    uri = s.mlflow_tracking_uri
+    if not uri or s.trace_sample_rate <= 0:
         return False
     rate = min(1.0, max(0.0, s.trace_sample_rate))
 
@@ -443,7 +444,7 @@ def init_worker_tracing(settings: Settings | None = None) -> bool:
 
         configure_mlflow_client(s)
         os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = str(rate)
-        mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+        mlflow.set_tracking_uri(uri)
         client = mlflow_client(s)
         mlflow.set_experiment(experiment_id=experiment_id(client, s))
         mlflow.dspy.autolog(log_traces=True, log_traces_from_compile=False, log_traces_from_eval=False, silent=True)

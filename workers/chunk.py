@@ -189,9 +189,12 @@ class ChunkRunner:
                 log.error("item_crashed", item=item.custom_id, error=error_message(exc), error_type=type(exc).__name__)
                 result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc),
                                             backend=spec.backend, model=spec.model)
-            if result.status == "failed":
+            assert result is not None  # the runner hands over a result or an exception
+            if result.status == "failed" and result.error is not None:
                 log.warning("item_failed", item=item.custom_id, error_type=result.error.type,
                             error=result.error.message)
+            elif result.status == "failed":
+                log.warning("item_failed", item=item.custom_id)
             else:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             buffer.add(result, item.inputs)

@@ -88,7 +88,7 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
               **{f"metric.{k}": v for k, v in req.metric_options.items()}}
     run = tracking.start_job_run(job.id, "optimize", params, settings=settings,
                                  run_name=f"optimize-{req.name}-{job.id[:8]}")
-    if not run.active:
+    if not run.active or run.run_id is None:
         raise ConfigurationError("could not create an MLflow run for the optimize job (MLflow unreachable)")
 
     last_logged = [0.0]
