@@ -36,8 +36,9 @@ from dspy.lm15 import Request, Response
 
 from shared import keys
 from shared.config import Settings, Target, get_settings
-from shared.errors import BreakerOpen, RetryLater
+from shared.errors import BreakerOpen, ConfigurationError, RetryLater
 from shared.redisconn import get_redis
+from shared.steps import stats
 from shared.steps.base import CallNext
 from shared.telemetry import get_logger
 
@@ -165,8 +166,6 @@ class BreakerSettings:
     ttl_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
-        from shared.errors import ConfigurationError
-
         if self.window_seconds <= 0 or self.buckets < 1 or self.min_calls < 1:
             raise ConfigurationError("breaker window_seconds > 0, buckets >= 1 and min_calls >= 1 are required")
         if not 0 < self.failure_rate <= 1:
@@ -348,8 +347,6 @@ class BreakerStep:
         self.breaker = breaker
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
-        from shared.steps import stats
-
         try:
             permit = self.breaker.acquire()
         except BreakerOpen:
@@ -443,8 +440,6 @@ def breaker_states(client, settings: BreakerSettings | None = None) -> list[dict
 
 def reset_breaker(client, target: str) -> dict[str, Any]:
     """`tidyq breaker reset TARGET`: close the breaker now (window and probes cleared)."""
-    from shared.config import Target
-
     target = Target.parse(target).id
     before = breaker_status(client, target)
     with client.pipeline(transaction=True) as p:
