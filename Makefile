@@ -3,7 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tidyq-installed
 
-.PHONY: setup demo test test-fast bench up clean
+COV_FLOOR ?= 88
+
+.PHONY: setup demo lint test test-fast bench up clean
 
 setup: $(STAMP)
 	@scripts/ensure-redis.sh
@@ -18,9 +20,15 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/tidyq demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# the coverage floor is the total of the whole suite; PYTEST_ARGS that select a subset need COV_FLOOR=0
+test: lint
 	@scripts/ensure-tools.sh
-	$(PY) -m pytest -q -p no:cacheprovider --cov=shared --cov=workers --cov=producers --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --cov=tidyq --cov=shared --cov=workers --cov=producers \
+		--cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -x tests/unit $(PYTEST_ARGS)

@@ -76,7 +76,7 @@ class FakeProcess:
         self.process: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self, timeout: float = 30.0) -> "FakeProcess":
+    def start(self, timeout: float = 30.0) -> FakeProcess:
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         self.process = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
                                          "--latency", str(self.latency)], cwd=str(PROJECT_ROOT), env=env,
@@ -159,7 +159,7 @@ class Env:
     def close(self) -> None:
         self._stack.close()
 
-    def __enter__(self) -> "Env":
+    def __enter__(self) -> Env:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -17,13 +17,15 @@ from producers.local_worker import PROJECT_ROOT
 def write_jsonl(path, n: int, tag: str) -> None:
     with open(path, "w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"custom_id": f"{tag}-{i}", "inputs": {"question": f"[{tag}] What is {i} plus {i}?"}}) + "\n")
+            row = {"custom_id": f"{tag}-{i}", "inputs": {"question": f"[{tag}] What is {i} plus {i}?"}}
+            fh.write(json.dumps(row) + "\n")
 
 
 def producer(env: Env, n: int, tag: str) -> dict:
     src, out = env.workdir / f"{tag}.jsonl", env.workdir / f"{tag}-results.jsonl"
     write_jsonl(src, n, tag)
-    proc = subprocess.run([sys.executable, "-m", "bench.producer_rss", str(src), str(out), "--redis-url", env.redis_url],
+    proc = subprocess.run([sys.executable, "-m", "bench.producer_rss", str(src), str(out),
+                           "--redis-url", env.redis_url],
                           cwd=str(PROJECT_ROOT), env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
                           capture_output=True, text=True, timeout=1200)
     if proc.returncode != 0:

@@ -67,7 +67,8 @@ def run(env=None, n: int = 400, rounds: int = 5, redis_url: str | None = None) -
     over = (cpu["wrapper"] / cpu["plain"] - 1) * 100
     return {"plain_predict_cpu_ms": round(cpu["plain"], 3), "wrapper_cpu_ms": round(cpu["wrapper"], 3),
             "wrapper_no_cache_cpu_ms": round(cpu["no_cache"], 3), "wrapper_cache_hit_cpu_ms": round(cpu["hit"], 3),
-            "overhead_pct": round(over, 1), "overhead_no_cache_pct": round((cpu["no_cache"] / cpu["plain"] - 1) * 100, 1),
+            "overhead_pct": round(over, 1),
+            "overhead_no_cache_pct": round((cpu["no_cache"] / cpu["plain"] - 1) * 100, 1),
             "wall_ms": {k: round(v, 3) for k, v in wall.items()},
             "wall_overhead_pct": round((wall["wrapper"] / wall["plain"] - 1) * 100, 1),
             "calls_per_round": n, "rounds": rounds, "shared_tier": "redis" if redis_url else "disk",

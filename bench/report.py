@@ -22,15 +22,17 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
     """(scenario, baseline, tidyq, ratio, goal/verdict) per figure."""
     out = []
     if b := _ok(res, "bulk"):
-        out.append(("1. bulk, %d mock items, 1 worker -c 2" % b["items"],
+        out.append((f"1. bulk, {b['items']} mock items, 1 worker -c 2",
                     f"DSPy loop on DummyLM {b['loop_items_per_s']:.0f}/s", f"{b['queue_items_per_s']:.0f}/s",
                     f"{b['ratio']:.2f}x", f"{b['goal']}: {_yes(b['met'])}"))
     if r := _ok(res, "roundtrip"):
-        out.append(("2. round trip, one predict", f"bare Celery no-op p50 {r['celery_noop_p50_ms']} ms, p99 {r['celery_noop_p99_ms']} ms",
+        out.append(("2. round trip, one predict",
+                    f"bare Celery no-op p50 {r['celery_noop_p50_ms']} ms, p99 {r['celery_noop_p99_ms']} ms",
                     f"p50 {r['tidyq_p50_ms']} ms, p99 {r['tidyq_p99_ms']} ms", f"{r['ratio_p50']:.2f}x",
                     f"{r['goal']}: {_yes(r['met'])}"))
     if i := _ok(res, "io_bound"):
-        out.append((f"3. I/O-bound, {i['latency_s']*1000:.0f} ms provider, 1 worker process, {i['concurrency']} in flight",
+        out.append((f"3. I/O-bound, {i['latency_s']*1000:.0f} ms provider, 1 worker process, "
+                    f"{i['concurrency']} in flight",
                     f"threaded DSPy (lm15) {i['dspy_threaded_items_per_s']:.0f}/s", f"{i['queue_items_per_s']:.0f}/s",
                     f"{i['ratio']:.2f}x", f"{i['goal']}: {_yes(i['met'])}"))
     if s := _ok(res, "scale"):
@@ -39,8 +41,9 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     f"1 worker {ips['1']:.1f}/s", " / ".join(f"{k}: {v:.1f}/s" for k, v in ips.items()),
                     " / ".join(f"{k}: {v:.2f}x" for k, v in s["speedup"].items()), f"{s['goal']}: {_yes(s['met'])}"))
     if m := _ok(res, "memory"):
-        wk = next(v for k, v in m.items() if k.startswith("worker_after_") and k != f"worker_after_{m['producer_large']['lines']}")
-        out.append(("5a. memory, worker after a %d-item batch" % m["producer_small"]["lines"], "-",
+        large = f"worker_after_{m['producer_large']['lines']}"
+        wk = next(v for k, v in m.items() if k.startswith("worker_after_") and k != large)
+        out.append((f"5a. memory, worker after a {m['producer_small']['lines']}-item batch", "-",
                     f"{wk['max_process_mb']:.0f} MB max per process ({wk['total_mb']:.0f} MB for {wk['processes']})",
                     "-", f"{m['worker_goal']}: {_yes(m['worker_met'])}"))
         ps, pl = m["producer_small"], m["producer_large"]
@@ -51,18 +54,22 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
     if c := _ok(res, "cache"):
         out.append((f"6. cache, {c['items']} items twice, new worker process each run",
                     f"first run {min(c['first_seconds']):.2f}-{max(c['first_seconds']):.2f} s",
-                    f"second run {min(c['second_seconds']):.2f}-{max(c['second_seconds']):.2f} s, provider calls {c['provider_calls_second_run']}",
+                    f"second run {min(c['second_seconds']):.2f}-{max(c['second_seconds']):.2f} s, "
+                    f"provider calls {c['provider_calls_second_run']}",
                     f"{c['speedup']:.1f}x", f"{c['goal']}: {_yes(c['met'])}"))
     if o := _ok(res, "overhead"):
         out.append(("7. wrapper overhead on the mock (CPU per call)", f"dspy.Predict {o['plain_predict_cpu_ms']} ms",
-                    f"wrapper {o['wrapper_cpu_ms']} ms (no cache {o['wrapper_no_cache_cpu_ms']} ms, hit {o['wrapper_cache_hit_cpu_ms']} ms)",
-                    f"+{o['overhead_pct']}% (no cache {o['overhead_no_cache_pct']:+}%)", f"{o['goal']}: {_yes(o['met'])}"))
+                    f"wrapper {o['wrapper_cpu_ms']} ms (no cache {o['wrapper_no_cache_cpu_ms']} ms, "
+                    f"hit {o['wrapper_cache_hit_cpu_ms']} ms)",
+                    f"+{o['overhead_pct']}% (no cache {o['overhead_no_cache_pct']:+}%)",
+                    f"{o['goal']}: {_yes(o['met'])}"))
     return out
 
 
 def markdown(res: dict) -> str:
     meta = res["meta"]
-    lines = [f"# tidyq benchmark ({meta['started']}, {meta['cpus']} CPUs, load average at start {meta['load_avg']})", "",
+    lines = [f"# tidyq benchmark ({meta['started']}, {meta['cpus']} CPUs, "
+             f"load average at start {meta['load_avg']})", "",
              f"`{meta['command']}`: {meta['seconds']:.0f} s. Medians over interleaved repeats; every ratio is "
              "against a baseline measured in the same run.", "",
              "| scenario | baseline | tidyq | ratio | goal |", "|---|---|---|---|---|"]
@@ -87,12 +94,13 @@ def chart(scale: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     ax.plot(ks, ideal, "--", color="grey", label="ideal (workers x in-flight / latency)")
     ax.plot(ks, got, "o-", color="tab:blue", label="measured (median)")
-    for k, v, in zip(ks, got):
+    for k, v, in zip(ks, got, strict=False):
         ax.annotate(f"{v:.1f}/s", (k, v), textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xticks(ks)
     ax.set_xlabel("worker processes")
     ax.set_ylabel("items / s")
-    ax.set_title(f"Horizontal scale: {scale['latency_s']:.0f} s provider, {scale['per_worker_concurrency']} in flight per worker",
+    ax.set_title(f"Horizontal scale: {scale['latency_s']:.0f} s provider, "
+                 f"{scale['per_worker_concurrency']} in flight per worker",
                  fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

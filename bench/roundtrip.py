@@ -78,6 +78,7 @@ def run(env: Env, n: int = 300, block: int = 50) -> dict:
     worker.close()
     app.close()
     p50, c50 = median(t_ours), median(t_celery)
-    return {"calls_each": len(t_ours), "tidyq_p50_ms": round(p50, 2), "tidyq_p99_ms": round(percentile(t_ours, 0.99), 2),
+    return {"calls_each": len(t_ours), "tidyq_p50_ms": round(p50, 2),
+            "tidyq_p99_ms": round(percentile(t_ours, 0.99), 2),
             "celery_noop_p50_ms": round(c50, 2), "celery_noop_p99_ms": round(percentile(t_celery, 0.99), 2),
             "ratio_p50": round(p50 / c50, 3), "goal": "p50 ratio <= 1.3", "met": p50 / c50 <= 1.3}

@@ -15,13 +15,13 @@ import importlib
 import json
 import pkgutil
 import sys
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
+from producers.progress import follow_results
 from shared.errors import BadInput, ConfigurationError, TidyqError
 
 app = typer.Typer(name="tidyq", help="A job queue for DSPy programs.", add_completion=False, no_args_is_help=True,
@@ -82,27 +82,6 @@ def _fallbacks(values: list[str] | None) -> list[str]:
     return [part for v in values or [] for part in v.split(",") if part.strip()]
 
 
-def follow_results(job, total: int, out: str | None, *, timeout: float | None, label: str = "items") -> int:
-    """Stream a job's results to ``out`` (or stdout) with a progress bar on stderr.
-    Returns how many results were written."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from producers.jsonl import JsonlWriter
-
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn()]
-    started = time.monotonic()
-    with JsonlWriter(out) as writer, Progress(*columns, console=err) as progress:
-        task = progress.add_task(f"job {job.id[:8]}", total=total, rate="")
-        for row in job.results(timeout=timeout):
-            writer.write(row)
-            if writer.count % 25 == 0 or writer.count == total:
-                rate = writer.count / max(1e-6, time.monotonic() - started)
-                progress.update(task, completed=writer.count, rate=f"{rate:,.0f} {label}/s")
-        progress.update(task, completed=writer.count)
-    return writer.count
-
-
 def _exit_for(status: dict) -> int:
     if status["status"] != "completed" or status["counts"]["failed"] > 0:
         return EXIT_FAILED
@@ -116,15 +95,15 @@ def _summary(status: dict) -> str:
 
 @app.command()
 def predict(
-    signature: Optional[str] = typer.Option(None, "--signature", "-s", help="DSPy signature, e.g. 'question -> answer'"),
-    program: Optional[str] = typer.Option(None, "--program", help="a registered program URI (models:/NAME/N)"),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="mock, direct, bedrock, gateway or auto"),
-    model: Optional[str] = typer.Option(None, "--model", "-m"),
-    input: List[str] = typer.Option([], "--input", "-i", help="KEY=VALUE, repeatable"),
-    fallback: Optional[List[str]] = typer.Option(None, "--fallback", help="B:M[,B:M...] tried after the job's target"),
-    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
+    signature: str | None = typer.Option(None, "--signature", "-s", help="DSPy signature, e.g. 'question -> answer'"),
+    program: str | None = typer.Option(None, "--program", help="a registered program URI (models:/NAME/N)"),
+    backend: str | None = typer.Option(None, "--backend", "-b", help="mock, direct, bedrock, gateway or auto"),
+    model: str | None = typer.Option(None, "--model", "-m"),
+    input: list[str] = typer.Option([], "--input", "-i", help="KEY=VALUE, repeatable"),
+    fallback: list[str] | None = typer.Option(None, "--fallback", help="B:M[,B:M...] tried after the job's target"),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
     timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the answer"),
-    deadline: Optional[float] = typer.Option(None, "--deadline", help="seconds the job may wait for a backend "
+    deadline: float | None = typer.Option(None, "--deadline", help="seconds the job may wait for a backend "
                                              "when every target's circuit breaker is open"),
 ):
     """One prediction through the queue; prints the outputs as JSON."""
@@ -146,17 +125,17 @@ def predict(
 @app.command()
 def batch(
     file: str = typer.Argument(..., help="JSONL input: {\"custom_id\": ..., \"inputs\": {...}} per line"),
-    signature: Optional[str] = typer.Option(None, "--signature", "-s"),
-    program: Optional[str] = typer.Option(None, "--program"),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b"),
-    model: Optional[str] = typer.Option(None, "--model", "-m"),
-    fallback: Optional[List[str]] = typer.Option(None, "--fallback"),
+    signature: str | None = typer.Option(None, "--signature", "-s"),
+    program: str | None = typer.Option(None, "--program"),
+    backend: str | None = typer.Option(None, "--backend", "-b"),
+    model: str | None = typer.Option(None, "--model", "-m"),
+    fallback: list[str] | None = typer.Option(None, "--fallback"),
     wait: bool = typer.Option(False, "--wait", help="follow progress and write the results"),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="results JSONL (default stdout) with --wait"),
-    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="with --wait: give up after this many seconds"),
-    deadline: Optional[float] = typer.Option(None, "--deadline", help="seconds items may wait for a backend "
+    out: str | None = typer.Option(None, "--out", "-o", help="results JSONL (default stdout) with --wait"),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1),
+    timeout: float | None = typer.Option(None, "--timeout", help="with --wait: give up after this many seconds"),
+    deadline: float | None = typer.Option(None, "--deadline", help="seconds items may wait for a backend "
                                              "when every target's circuit breaker is open"),
 ):
     """Submit a JSONL file as one batch job. Prints the job id (or, with --wait, the results)."""
@@ -189,9 +168,9 @@ def status(job_id: str = typer.Argument(..., metavar="JOB")):
 @app.command()
 def results(
     job_id: str = typer.Argument(..., metavar="JOB"),
-    out: Optional[str] = typer.Option(None, "--out", "-o"),
+    out: str | None = typer.Option(None, "--out", "-o"),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="wait for the job to end (default)"),
-    timeout: Optional[float] = typer.Option(None, "--timeout"),
+    timeout: float | None = typer.Option(None, "--timeout"),
 ):
     """The job's result JSONL (streamed as results arrive until the job ends)."""
     with cli_errors():
@@ -219,8 +198,8 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB")):
 def retry(
     job_id: str = typer.Argument(..., metavar="JOB"),
     wait: bool = typer.Option(False, "--wait"),
-    out: Optional[str] = typer.Option(None, "--out", "-o"),
-    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key"),
+    out: str | None = typer.Option(None, "--out", "-o"),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
 ):
     """Resubmit only the failed items of JOB as a new job linked to it (prints the new id)."""
     with cli_errors():
@@ -241,8 +220,8 @@ def retry(
 
 @app.command()
 def demo(
-    items: Optional[int] = typer.Option(None, "--items", help="use only the first N bundled questions"),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="worker processes (default: CPUs, max 4)"),
+    items: int | None = typer.Option(None, "--items", help="use only the first N bundled questions"),
+    concurrency: int | None = typer.Option(None, "--concurrency", "-c", help="worker processes (default: CPUs, max 4)"),
 ):
     """Run the bundled example batch end to end with nothing installed but this package:
     a private redis-server, one worker, the mock backend. Everything started is stopped."""
@@ -253,7 +232,7 @@ def demo(
 
 
 @app.command()
-def migrate(paths: List[str] = typer.Argument(..., metavar="PATH..."),
+def migrate(paths: list[str] = typer.Argument(..., metavar="PATH..."),
             write: bool = typer.Option(False, "--write", help="rewrite files in place (default: show a diff)")):
     """Rewrite code written for the old wrapper to the tidyq API."""
     with cli_errors():

@@ -13,16 +13,18 @@ sends its chunks; bad input raises BadInput and enqueues nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
+from producers import jsonl
+from shared.celery_config import celery_app
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
+from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobNotFound, JobStore, JobTimeout
-from producers import jsonl
-from workers.routing import CHUNK_TASK, queue_for
 
 __all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
 
@@ -39,7 +41,7 @@ class JobFailed(TidyqError):
 class Job:
     """A handle on a submitted job. ``existing`` is True when an idempotency key matched."""
 
-    def __init__(self, client: "Client", job_id: str, *, existing: bool = False):
+    def __init__(self, client: Client, job_id: str, *, existing: bool = False):
         self.client, self.id, self.existing = client, job_id, existing
 
     def __repr__(self) -> str:
@@ -76,7 +78,7 @@ class Job:
         (or the terminal state the job had already reached)."""
         return self.client.store.cancel(self.id).value
 
-    def retry(self, **kwargs: Any) -> "Job | None":
+    def retry(self, **kwargs: Any) -> Job | None:
         return self.client.retry(self.id, **kwargs)
 
 
@@ -89,11 +91,9 @@ class Client:
 
     @property
     def app(self):
-        """A task-less Celery app on the same broker, built on first send."""
+        """A task-less Celery app on the same broker, built on first send (tasks go by name)."""
         if self._app is None:
-            from workers.celery_app import make_app
-
-            self._app = make_app(self.redis_url, settings=self.settings, with_tasks=False)
+            self._app = celery_app(self.redis_url, settings=self.settings)
         return self._app
 
     def job(self, job_id: str) -> Job:
@@ -107,7 +107,8 @@ class Client:
         """An optimize job (queue ``optimize``): see producers.optimize_client.submit_optimize."""
         from producers.optimize_client import submit_optimize
 
-        return submit_optimize(self, name=name, trainset=trainset, signature=signature, program=program, **options)
+        return Job(self, submit_optimize(self, name=name, trainset=trainset, signature=signature, program=program,
+                                         **options))
 
     def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                        model: str | None = None, program: str | None = None,
@@ -140,7 +141,8 @@ class Client:
             if isinstance(row, Item):
                 row = row.model_dump()
             if not isinstance(row, dict):
-                raise BadInput(f"expected a dict like {{'custom_id': ..., 'inputs': {{...}}}}, got {type(row).__name__}",
+                raise BadInput("expected a dict like {'custom_id': ..., 'inputs': {...}}, "
+                               f"got {type(row).__name__}",
                                where=where)
             item = jsonl.item_from_row(row, where=where, line_no=index, input_fields=target["input_fields"],
                                        signature=signature)
@@ -196,15 +198,12 @@ class Client:
             raise BadInput("a signature (e.g. 'question -> answer') or a program URI is required", where="signature")
         input_fields = signature_fields(signature)[0] if signature else None
         backend = self.resolve_backend(backend, model)
-        fallbacks = []
-        for f in fallback or ():
+        fallbacks: list[Target] = []
+        for f in [fallback] if isinstance(fallback, str) else fallback or ():
             try:
-                fallbacks.append(f if isinstance(f, Target) else Target.parse(f))
-            except BadInput as exc:
-                raise BadInput(str(exc).split(": ", 1)[-1], where=f"fallback {f!r}") from None
-            except ValueError as exc:
-                raise BadInput(f"expected BACKEND[:MODEL] ({exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc})",
-                               where=f"fallback {f!r}") from None
+                fallbacks.extend(Target.parse_list(f))
+            except (ConfigurationError, TypeError) as exc:
+                raise BadInput(f"expected BACKEND[:MODEL] ({exc})", where=f"fallback {f!r}") from None
         return {"signature": signature, "program": program, "backend": backend, "model": model or None,
                 "fallback": fallbacks, "input_fields": input_fields}
 
@@ -216,7 +215,7 @@ class Client:
         from shared.backends.auto import choose_backend
 
         try:
-            return choose_backend(UnifiedConfig(backend="auto", model=model).resolved(self.settings)).value
+            return choose_backend(UnifiedConfig(backend=BackendType.AUTO, model=model).resolved(self.settings)).value
         except ConfigurationError as exc:
             raise BadInput(f"{exc} (or pass --backend mock|direct|bedrock|gateway)", where="backend") from None
 
@@ -237,12 +236,13 @@ class Client:
                            where=where)
 
     def _existing(self, idempotency_key: str) -> Job | None:
-        from shared import keys
         import hashlib
+
+        from shared import keys
 
         other = self.store.r.get(keys.idempotency(hashlib.sha256(idempotency_key.encode()).hexdigest()))
         if other is not None:
-            job_id = other.decode()
+            job_id = other.decode() if isinstance(other, bytes) else str(other)
             if self.store.state(job_id) is not None:
                 return Job(self, job_id, existing=True)
         return None

@@ -17,6 +17,7 @@ import time
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -42,9 +43,9 @@ def _raise_interrupt(signum, _frame):
 
 def run_demo(*, items: int | None = None, concurrency: int | None = None, out_dir: str | Path | None = None,
              console: Console | None = None) -> int:
-    from producers.cli import follow_results
     from producers.client import Client
     from producers.local_worker import LocalWorker
+    from producers.progress import follow_results
     from shared.redis_server import RedisServer
 
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
@@ -56,7 +57,8 @@ def run_demo(*, items: int | None = None, concurrency: int | None = None, out_di
     try:
         with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tidyq-demo-")))
-            console.print(f"tidyq demo: starting a private redis-server and one worker ({processes} processes) in {tmp}")
+            console.print(f"tidyq demo: starting a private redis-server and one worker ({processes} processes) "
+                          f"in {tmp}")
             redis_server = RedisServer(directory=tmp)
             stack.callback(redis_server.close)  # registered before start: an interrupt mid-start still stops it
             redis_server.start()
@@ -67,7 +69,7 @@ def run_demo(*, items: int | None = None, concurrency: int | None = None, out_di
             source = bundled_batch()
             started = time.perf_counter()
             if items:
-                rows = []
+                rows: list[dict[str, Any]] = []
                 with open(source, encoding="utf-8") as fh:
                     for line in fh:
                         if len(rows) >= items:
@@ -85,7 +87,7 @@ def run_demo(*, items: int | None = None, concurrency: int | None = None, out_di
             status = job.status()
             counts = status["counts"]
             rate = counts["total"] / elapsed if elapsed > 0 else 0.0
-            metrics = {
+            metrics: dict[str, Any] = {
                 "job": status, "items_per_second": round(rate, 1), "elapsed_seconds": round(elapsed, 3),
                 "latency_ms": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95),
                                "mean": round(statistics.fmean(latencies), 3) if latencies else None},

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from workers.routing import ALL_QUEUES, PREDICT_QUEUES
+from shared.queues import ALL_QUEUES, PREDICT_QUEUES
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -160,7 +160,8 @@ def check_mlflow(timeout: float = 5.0) -> Row:
                 body = resp.read(64)
         except (HTTPError, URLError, OSError) as exc:
             return Row("mlflow", FAIL, f"{_safe_url(uri)}: {exc}",
-                       "start the MLflow server (`make up`, `docker compose up -d mlflow`) or fix TIDYQ_MLFLOW_TRACKING_URI")
+                       "start the MLflow server (`make up`, `docker compose up -d mlflow`) "
+                       "or fix TIDYQ_MLFLOW_TRACKING_URI")
         ms = (time.perf_counter() - t0) * 1000
         return Row("mlflow", OK, f"{_safe_url(uri)} /health {body.decode(errors='replace').strip()} ({ms:.0f} ms)")
     if uri.startswith("sqlite:///"):
@@ -254,7 +255,8 @@ def run_checks(*, queues: Iterable[str] | None = None, backends: Iterable[str] |
         client = Client()
         probeable = [b for b in wanted if PREDICT_QUEUES[b] in served]
         rows += [Row(f"backend {b}", FAIL, f"no worker on {PREDICT_QUEUES[b]} to run the probe",
-                     f"start one: celery -A workers worker -Q {PREDICT_QUEUES[b]}") for b in wanted if b not in probeable]
+                     f"start one: celery -A workers worker -Q {PREDICT_QUEUES[b]}")
+                 for b in wanted if b not in probeable]
         if probeable:
             with ThreadPoolExecutor(max_workers=len(probeable)) as pool:
                 rows += list(pool.map(lambda b: probe_backend(client, b, probe_timeout), probeable))

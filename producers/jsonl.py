@@ -7,12 +7,12 @@ is enqueued. Every error names the file, the line and the field.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any
 
 from shared.errors import BadInput
 from shared.jobs import Item, check_inputs
@@ -43,7 +43,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise BadInput(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=f"{path}:{line_no}") from None
+                raise BadInput(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                               where=f"{path}:{line_no}") from None
             if line.strip():
                 yield line_no, line
 
@@ -59,7 +60,8 @@ def parse_item(text: str, *, where: str, line_no: int, input_fields: tuple[str, 
     except json.JSONDecodeError as exc:
         raise BadInput(f"not JSON: {exc.msg} at column {exc.colno}", where=where) from None
     if not isinstance(row, dict):
-        raise BadInput(f"expected a JSON object like {{\"custom_id\": ..., \"inputs\": {{...}}}}, got {type(row).__name__}",
+        raise BadInput('expected a JSON object like {"custom_id": ..., "inputs": {...}}, '
+                       f"got {type(row).__name__}",
                        where=where)
     return item_from_row(row, where=where, line_no=line_no, input_fields=input_fields, signature=signature)
 
@@ -68,7 +70,8 @@ def item_from_row(row: dict, *, where: str, line_no: int | None, input_fields: t
                   signature: str | None = None) -> Item:
     for key in row:
         if key not in TOP_LEVEL_KEYS:
-            raise BadInput(f"unknown field {key!r} (a line has 'custom_id' and 'inputs')", where=f"{where}: field '{key}'")
+            raise BadInput(f"unknown field {key!r} (a line has 'custom_id' and 'inputs')",
+                           where=f"{where}: field '{key}'")
     if "inputs" not in row:
         raise BadInput("missing field 'inputs'", where=f"{where}: field 'inputs'")
     inputs = row["inputs"]
@@ -152,12 +155,13 @@ class JsonlWriter:
             return
         self._fh.close()
         if keep:
+            assert self.path is not None  # a temporary file exists only when writing to a path
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
         self._tmp = None
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -167,7 +171,7 @@ class JsonlWriter:
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     """Plain JSONL reading for result files (tests, tools)."""
-    with io.open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 yield json.loads(line)

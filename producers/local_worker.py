@@ -15,8 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from shared.errors import ConfigurationError
 from shared.store import JobStore
@@ -57,7 +57,7 @@ class LocalWorker:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 60.0) -> "LocalWorker":
+    def start(self, timeout: float = 60.0) -> LocalWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
@@ -93,6 +93,8 @@ class LocalWorker:
             return ""
 
     def _signal_group(self, sig: int) -> None:
+        if self.process is None:
+            return
         try:
             os.killpg(self.process.pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -131,7 +133,7 @@ class LocalWorker:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "LocalWorker":
+    def __enter__(self) -> LocalWorker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -48,7 +48,8 @@ class StaticTokenVerifier:
         for n, token in enumerate(tokens, start=1):
             if len(token) < MIN_TOKEN_LENGTH:
                 raise ConfigurationError(f"TIDYQ_MCP_TOKENS: token #{n} is shorter than {MIN_TOKEN_LENGTH} characters; "
-                                         "use a long random one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+                                         "use a long random one, e.g. "
+                                         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
         self._digests = [_digest(t) for t in tokens]
         self._scopes = list(scopes or [])
 

@@ -15,7 +15,6 @@ import signal
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -64,10 +63,10 @@ def _quiet_logging(level: str) -> None:
 
 @app.command("mcp")
 def mcp(
-    http: Optional[str] = typer.Option(None, "--http", metavar="HOST:PORT",
+    http: str | None = typer.Option(None, "--http", metavar="HOST:PORT",
                                        help="serve streamable HTTP on HOST:PORT (default: stdio); needs a bearer "
                                             "token (TIDYQ_MCP_TOKENS or TIDYQ_MCP_OAUTH_*)"),
-    root: Optional[str] = typer.Option(None, "--root", help="directory JSONL paths are read from (default: "
+    root: str | None = typer.Option(None, "--root", help="directory JSONL paths are read from (default: "
                                                             "TIDYQ_MCP_ROOT; unset: paths are refused)"),
     embedded: bool = typer.Option(False, "--embedded", help="start a private redis-server and one worker for "
                                                             "this session (try-out; stopped on exit)"),

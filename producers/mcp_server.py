@@ -22,9 +22,10 @@ import binascii
 import functools
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.auth.provider import TokenVerifier
@@ -50,7 +51,8 @@ job_status (wait_seconds to wait with progress) and job_results (pass next_curso
 done is true). cancel_job stops a job; finished results are kept. backend 'mock' answers
 instantly with placeholder text, for trying things out."""
 
-JobId = Annotated[str, Field(min_length=1, max_length=128, description="The job id returned when the job was submitted.")]
+JobId = Annotated[str, Field(min_length=1, max_length=128,
+                             description="The job id returned when the job was submitted.")]
 Signature = Annotated[str | None, Field(description="DSPy signature 'inputs -> outputs', e.g. 'question -> answer' or "
                                                     "'context, question -> answer'. Give this or program.")]
 Program = Annotated[str | None, Field(description="A registered program URI instead of a signature, e.g. "
@@ -146,7 +148,8 @@ class ProgramInfo(BaseModel):
     uri: str | None = None
     versions: list[Any] = Field(default_factory=list)
     aliases: dict[str, Any] = Field(default_factory=dict)
-    rollout: dict[str, Any] | None = Field(None, description="Live traffic split, e.g. {'champion': 90, 'challenger': 10}.")
+    rollout: dict[str, Any] | None = Field(None,
+                                           description="Live traffic split, e.g. {'champion': 90, 'challenger': 10}.")
 
 
 class ProgramList(BaseModel):
@@ -270,7 +273,8 @@ class TidyqTools:
             c = status["counts"]
             done = c["succeeded"] + c["failed"]
             if done > reported:
-                await self._progress(ctx, done, c["total"], f"job {job.id} {status['status']}: {done}/{c['total']} items done")
+                await self._progress(ctx, done, c["total"],
+                                     f"job {job.id} {status['status']}: {done}/{c['total']} items done")
                 reported = done
             left = deadline - time.monotonic()
             if JobState(status["status"]).terminal or left <= 0:
@@ -284,7 +288,8 @@ class TidyqTools:
     # --- tools ------------------------------------------------------------------------------------
     async def predict(
         self,
-        inputs: Annotated[dict[str, Any], Field(description="One value per input field, e.g. {'question': 'What is 2+2?'}.")],
+        inputs: Annotated[dict[str, Any],
+                          Field(description="One value per input field, e.g. {'question': 'What is 2+2?'}.")],
         signature: Signature = None,
         program: Program = None,
         backend: Backend = None,
@@ -292,7 +297,7 @@ class TidyqTools:
         fallback: Fallback = None,
         wait_seconds: Annotated[float, wait_field(45.0, "the answer")] = 45.0,
         idempotency_key: IdempotencyKey = None,
-        ctx: Context = None,
+        ctx: Context | None = None,
     ) -> PredictResult:
         """Run a DSPy program on one input and return its outputs.
 
@@ -321,7 +326,8 @@ class TidyqTools:
         self,
         signature: Signature = None,
         program: Program = None,
-        rows: Annotated[list[BatchRow] | None, Field(description="Inline inputs, one per item. Give rows or path.")] = None,
+        rows: Annotated[list[BatchRow] | None,
+                        Field(description="Inline inputs, one per item. Give rows or path.")] = None,
         path: Annotated[str | None, Field(description="A JSONL file on the server, one {\"custom_id\", \"inputs\"} per "
                                                       "line, under the server's root directory (relative paths are "
                                                       "relative to it). Give rows or path.")] = None,
@@ -332,7 +338,7 @@ class TidyqTools:
                                                                              "server setting).")] = None,
         idempotency_key: IdempotencyKey = None,
         wait_seconds: Annotated[float, wait_field(0.0, "the batch to finish")] = 0.0,
-        ctx: Context = None,
+        ctx: Context | None = None,
     ) -> Submitted:
         """Submit many inputs as one batch job and return its job_id at once.
 
@@ -350,6 +356,7 @@ class TidyqTools:
             plain = [row.model_dump(exclude_none=True) for row in rows]
             job = await self._run(self.client.submit_batch, plain, signature, **kwargs)
         else:
+            assert path is not None  # exactly one of rows or path, checked above
             real = resolve_under_root(path, self.root)
             job = await self._run(self.client.submit_file, real, signature, **kwargs)
         status = await self._follow(ctx, job, wait_seconds) if wait_seconds > 0 else await self._run(job.status)
@@ -361,20 +368,22 @@ class TidyqTools:
 
     async def job_status(self, job_id: JobId,
                          wait_seconds: Annotated[float, wait_field(0.0, "the job to end")] = 0.0,
-                         ctx: Context = None) -> JobView:
+                         ctx: Context | None = None) -> JobView:
         """A job's state (queued, running, completed, failed, cancelling, cancelled), item counts
         and timestamps. With wait_seconds > 0, waits for the job to end, reporting progress; it
         returns early with done=false when the wait is over (call again)."""
         job = await self._run(self._job, job_id)
         status = await self._follow(ctx, job, wait_seconds) if wait_seconds > 0 else await self._run(job.status)
         done = JobState(status["status"]).terminal
-        hint = f"read the results with job_results(job_id={job_id!r})" if done else _follow_hint(job_id, status["status"])
+        hint = (f"read the results with job_results(job_id={job_id!r})" if done
+                else _follow_hint(job_id, status["status"]))
         return JobView(**status, done=done, next_step=hint)
 
     async def job_results(
         self,
         job_id: JobId,
-        cursor: Annotated[str | None, Field(description="next_cursor from the previous page; omit for the first page.")] = None,
+        cursor: Annotated[str | None,
+                          Field(description="next_cursor from the previous page; omit for the first page.")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description="Results per page.")] = 100,
     ) -> ResultsPage:
         """One page of a job's per-item results (custom_id, status, outputs, error, backend,
@@ -416,8 +425,9 @@ class TidyqTools:
 
     async def submit_optimize(
         self,
-        name: Annotated[str, Field(min_length=1, max_length=128, description="Registered model name the optimized "
-                                                                            "program is stored under (models:/NAME/N).")],
+        name: Annotated[str, Field(min_length=1, max_length=128,
+                                   description="Registered model name the optimized program is stored under "
+                                               "(models:/NAME/N).")],
         signature: Signature = None,
         program: Program = None,
         trainset: Annotated[list[TrainExample] | None, Field(description="Inline examples {'inputs': {...}, "
@@ -429,11 +439,13 @@ class TidyqTools:
         valset_path: Annotated[str | None, Field(description="Optional validation JSONL under the root.")] = None,
         optimizer: Annotated[str, Field(description="labeled-fewshot, bootstrap-fewshot, bootstrap-random-search, "
                                                     "mipro-v2, copro, simba or gepa.")] = "bootstrap-fewshot",
-        optimizer_settings: Annotated[dict[str, Any] | None, Field(description="Optimizer options, e.g. "
-                                                                               "{'max_bootstrapped_demos': 4}.")] = None,
+        optimizer_settings: Annotated[dict[str, Any] | None,
+                                      Field(description="Optimizer options, "
+                                                        "e.g. {'max_bootstrapped_demos': 4}.")] = None,
         metric: Annotated[str, Field(description="exact_match, contains, f1, numeric, or an allow-listed "
                                                  "'package.module:function'.")] = "exact_match",
-        kind: Annotated[Literal["predict", "chain_of_thought"], Field(description="Program type to optimize.")] = "predict",
+        kind: Annotated[Literal["predict", "chain_of_thought"],
+                        Field(description="Program type to optimize.")] = "predict",
         backend: Backend = None,
         model: Model = None,
         time_limit: Annotated[float | None, Field(gt=0, description="Stop optimizing after this many seconds.")] = None,
@@ -446,11 +458,12 @@ class TidyqTools:
         if submit is None:
             raise ToolError("optimize jobs are not available on this server; use predict or submit_batch")
         if (trainset is None) == (trainset_path is None):
-            raise ToolError("give exactly one of trainset (inline examples) or trainset_path (a JSONL file under the root)")
+            raise ToolError("give exactly one of trainset (inline examples) "
+                            "or trainset_path (a JSONL file under the root)")
         if valset is not None and valset_path is not None:
             raise ToolError("give valset or valset_path, not both")
         train: Any = ([ex.model_dump() for ex in trainset] if trainset is not None
-                      else resolve_under_root(trainset_path, self.root))
+                      else resolve_under_root(trainset_path or "", self.root))
         val: Any = ([ex.model_dump() for ex in valset] if valset is not None
                     else resolve_under_root(valset_path, self.root) if valset_path else None)
         job = await self._run(submit, name=name, trainset=train, valset=val, signature=signature, program=program,
@@ -541,7 +554,7 @@ def build_server(*, settings: Settings | None = None, redis_url: str | None = No
     server.add_tool(tools.list_programs, name="list_programs", title="Registered programs", annotations=READ_ONLY)
     server.add_tool(tools.submit_optimize, name="submit_optimize", title="Submit an optimize job",
                     annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True))
-    server.tidyq = tools  # type: ignore[attr-defined]  (tests and the CLI reach the Client through it)
+    server.tidyq = tools  # type: ignore[attr-defined]  # tests and the CLI reach the Client through it
     return server
 
 

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from producers.ops_state import OpsReader
 from shared.metrics import LATENCY_BUCKETS_MS
-from workers.routing import ALL_QUEUES
+from shared.queues import ALL_QUEUES
 
 # counter metric in the Redis hash -> (Prometheus name without _total, help, label names)
 COUNTERS = {
@@ -109,7 +109,8 @@ class TidyqCollector:
                 if len(c.labels) == len(labels):
                     families[c.metric].add_metric(list(c.labels), c.value)
             elif c.metric == "latency_bucket" and len(c.labels) == 3:
-                latency.setdefault(c.labels[:2], {"buckets": {}, "sum": 0.0})["buckets"][_bound_key(c.labels[2])] = c.value
+                entry = latency.setdefault(c.labels[:2], {"buckets": {}, "sum": 0.0})
+                entry["buckets"][_bound_key(c.labels[2])] = c.value
             elif c.metric == "latency_ms_sum" and len(c.labels) == 2:
                 latency.setdefault(c.labels, {"buckets": {}, "sum": 0.0})["sum"] = c.value / 1000
         yield from families.values()

@@ -5,14 +5,12 @@ Registered on the shared typer app (producers/commands/ops.py imports this modul
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 from rich.console import Console
 
 from producers.cli import EXIT_BAD_INPUT, app, cli_errors, err
 from shared.errors import BadInput
-from workers.routing import ALL_QUEUES, PREDICT_QUEUES
+from shared.queues import ALL_QUEUES, PREDICT_QUEUES
 
 
 def _check_queues(queues: list[str] | None) -> list[str] | None:
@@ -24,9 +22,9 @@ def _check_queues(queues: list[str] | None) -> list[str] | None:
 
 @app.command()
 def doctor(
-    queue: Optional[List[str]] = typer.Option(None, "--queue", "-q", help="queues that must have a worker "
+    queue: list[str] | None = typer.Option(None, "--queue", "-q", help="queues that must have a worker "
                                               "(default: all five)"),
-    backend: Optional[List[str]] = typer.Option(None, "--backend", "-b", help="backends to probe (default: every "
+    backend: list[str] | None = typer.Option(None, "--backend", "-b", help="backends to probe (default: every "
                                                 "backend whose queue has a live worker)"),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds each backend probe may take"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
@@ -41,7 +39,8 @@ def doctor(
         queues = _check_queues(queue)
         for b in backend or []:
             if b not in PREDICT_QUEUES:
-                raise BadInput(f"unknown backend {b!r}; expected one of: {', '.join(PREDICT_QUEUES)}", where="--backend")
+                raise BadInput(f"unknown backend {b!r}; expected one of: {', '.join(PREDICT_QUEUES)}",
+                               where="--backend")
         rows = doc.run_checks(queues=queues, backends=backend, probe_timeout=timeout)
         if as_json:
             typer.echo(json.dumps({"ok": doc.exit_code(rows) == 0, "checks": doc.rows_json(rows)}, ensure_ascii=False))
@@ -68,7 +67,7 @@ def queues(
 
 @app.command()
 def metrics(
-    port: Optional[int] = typer.Option(None, "--port", help="listen port (default TIDYQ_METRICS_PORT, 9808)"),
+    port: int | None = typer.Option(None, "--port", help="listen port (default TIDYQ_METRICS_PORT, 9808)"),
     host: str = typer.Option("127.0.0.1", "--host", help="listen address; keep it private"),
     once: bool = typer.Option(False, "--once", help="print the exposition text once and exit"),
 ):

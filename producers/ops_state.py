@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 import redis
 
 from shared import keys
-from workers.metrics_publisher import WINDOW_SECONDS
-from workers.routing import ALL_QUEUES
+from shared.keys import METRICS_WINDOW_SECONDS as WINDOW_SECONDS
+from shared.queues import ALL_QUEUES
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS (Celery's default)
 PRIORITY_SEP = "\x06\x16"  # kombu's Channel.sep
@@ -117,7 +117,7 @@ class Snapshot:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for j, job in zip(d["jobs"], self.jobs):
+        for j, job in zip(d["jobs"], self.jobs, strict=False):
             j["done"], j["fraction"] = job.done, round(job.fraction, 4)
         return d
 
@@ -128,7 +128,7 @@ class OpsReader:
         self.stale_after = max(3.0, heartbeat_interval * 3)
 
     @classmethod
-    def from_settings(cls, redis_url: str | None = None) -> "OpsReader":
+    def from_settings(cls, redis_url: str | None = None) -> OpsReader:
         from shared.config import get_settings
 
         s = get_settings()
@@ -172,7 +172,7 @@ class OpsReader:
                 p.hgetall(keys.worker_heartbeat(h))
             rows = p.execute()
         out = []
-        for h, raw in zip(names, rows):
+        for h, raw in zip(names, rows, strict=True):
             if not raw:
                 continue
             d = {_s(k): _s(v) for k, v in raw.items()}
@@ -222,7 +222,7 @@ class OpsReader:
                 p.hmget(keys.job(j), fields)
             rows = p.execute()
         out, gone = [], []
-        for job_id, row in zip(ids, rows):
+        for job_id, row in zip(ids, rows, strict=True):
             st, kind, total, ok, bad, started, spec = (None if v is None else _s(v) for v in row)
             if st is None or st in ("completed", "failed", "cancelled"):
                 gone.append(job_id)
@@ -253,7 +253,7 @@ class OpsReader:
             serving = [w for w in workers if q in w.queues]
             ok, bad = counts.get((q, "succeeded"), 0), counts.get((q, "failed"), 0)
             states.append(QueueState(
-                name=q, depth=depths[q], oldest_age_seconds=None if ages[q] is None else round(ages[q], 3),
+                name=q, depth=depths[q], oldest_age_seconds=_rounded(ages[q]),
                 workers=len(serving), processes=sum(w.processes for w in serving),
                 items_per_second=round((ok + bad) / span, 3), failed_per_second=round(bad / span, 3),
                 error_rate=round(bad / (ok + bad), 6) if ok + bad else None))
@@ -267,3 +267,7 @@ class OpsReader:
         except ImportError:
             return []
         return breaker_states(self.r)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import List, Optional
 
 import typer
 
@@ -69,24 +68,24 @@ def wait_for_optimize(job, timeout: float | None, poll: float = 0.5) -> dict:
 def optimize(
     name: str = typer.Option(..., "--name", help="registered model name the result is saved under"),
     trainset: str = typer.Option(..., "--trainset", help="JSONL: {\"inputs\": {...}, \"outputs\": {...}} per line"),
-    signature: Optional[str] = typer.Option(None, "--signature", "-s"),
-    program: Optional[str] = typer.Option(None, "--program", help="start from models:/NAME/VERSION instead"),
-    valset: Optional[str] = typer.Option(None, "--valset", help="JSONL scored before and after (default: trainset)"),
+    signature: str | None = typer.Option(None, "--signature", "-s"),
+    program: str | None = typer.Option(None, "--program", help="start from models:/NAME/VERSION instead"),
+    valset: str | None = typer.Option(None, "--valset", help="JSONL scored before and after (default: trainset)"),
     optimizer: str = typer.Option("bootstrap-fewshot", "--optimizer",
                                   help="labeled-fewshot, bootstrap-fewshot, bootstrap-random-search, mipro-v2, "
                                        "copro, simba, gepa"),
     metric: str = typer.Option("exact_match", "--metric",
                                help="exact_match, contains, f1, numeric, or an allow-listed package.module:function"),
-    setting: Optional[List[str]] = typer.Option(None, "--set", help="optimizer setting KEY=VALUE, repeatable"),
-    metric_option: Optional[List[str]] = typer.Option(None, "--metric-option", help="e.g. tolerance=0.01"),
+    setting: list[str] | None = typer.Option(None, "--set", help="optimizer setting KEY=VALUE, repeatable"),
+    metric_option: list[str] | None = typer.Option(None, "--metric-option", help="e.g. tolerance=0.01"),
     kind: str = typer.Option("predict", "--kind", help="predict or chain_of_thought (with --signature)"),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b"),
-    model: Optional[str] = typer.Option(None, "--model", "-m"),
-    time_limit: Optional[float] = typer.Option(None, "--time-limit",
+    backend: str | None = typer.Option(None, "--backend", "-b"),
+    model: str | None = typer.Option(None, "--model", "-m"),
+    time_limit: float | None = typer.Option(None, "--time-limit",
                                                help="seconds of search; then the best program so far is kept"),
     threads: int = typer.Option(1, "--threads", min=1, max=64, help="parallel evaluations inside the job"),
     wait: bool = typer.Option(False, "--wait", help="follow progress and print models:/NAME/VERSION"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="with --wait: stop waiting after this many s"),
+    timeout: float | None = typer.Option(None, "--timeout", help="with --wait: stop waiting after this many s"),
 ):
     """Run a DSPy optimizer on the optimize queue and register the result as a model version."""
     with cli_errors():
@@ -129,8 +128,8 @@ def _report(state, warning: str | None) -> None:
 @app.command()
 def rollout(
     name: str = typer.Argument(..., metavar="NAME"),
-    candidate: Optional[int] = typer.Option(None, "--candidate", min=1, help="version to send traffic to"),
-    percent: Optional[float] = typer.Option(None, "--percent", min=0.0, max=100.0, help="share of items, 0-100"),
+    candidate: int | None = typer.Option(None, "--candidate", min=1, help="version to send traffic to"),
+    percent: float | None = typer.Option(None, "--percent", min=0.0, max=100.0, help="share of items, 0-100"),
 ):
     """Send PERCENT % of items asking for NAME (or models:/NAME@live) to CANDIDATE; without options,
     show the rollout state and per-version counts, error rate, validation failures and latency."""

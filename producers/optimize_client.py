@@ -20,8 +20,10 @@ def _fields(signature: str | None, program: str | None, settings) -> tuple[list[
     if signature:
         ins, outs = signature_fields(signature)
         return list(ins), list(outs)
-    from shared.programs import parse_program_uri, resolve_program, load_version
+    from shared.programs import load_version, parse_program_uri, resolve_program
 
+    if not program:
+        raise BadInput("give --signature or --program", where="--program")
     parse_program_uri(program, where="--program")
     if not settings.mlflow_tracking_uri:
         raise BadInput("optimizing a registered program needs TIDYQ_MLFLOW_TRACKING_URI here too (to read its "
@@ -45,12 +47,11 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
                     program: str | None = None, kind: str = "predict", optimizer: str = "bootstrap-fewshot",
                     settings: dict | None = None, metric: str = "exact_match", metric_options: dict | None = None,
                     backend: str | None = None, model: str | None = None, time_limit: float | None = None,
-                    num_threads: int = 1):
-    """Check, write and enqueue an optimize job; returns a ``producers.client.Job``. Its single
-    result's outputs hold ``model_uri`` (models:/NAME/VERSION) and the scores."""
+                    num_threads: int = 1) -> str:
+    """Check, write and enqueue an optimize job; returns its id (``Client.submit_optimize`` wraps
+    it in a Job). Its single result's outputs hold ``model_uri`` (models:/NAME/VERSION) and the scores."""
     from shared.optimize import OptimizeRequest, check_settings, resolve_metric
-    from producers.client import Job
-    from workers.routing import OPTIMIZE_QUEUE, OPTIMIZE_TASK
+    from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
     if bool(signature) == bool(program):
         raise BadInput("give --signature or --program (a registered models:/NAME/VERSION), exactly one",
@@ -88,4 +89,4 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
     except BaseException as exc:
         client.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
         raise
-    return Job(client, spec.id)
+    return spec.id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Literal
 
 from rich.console import Group
 from rich.table import Table
@@ -33,6 +34,7 @@ def _bar(fraction: float, width: int = 20) -> str:
 
 def render(snap: Snapshot) -> Group:
     queues = Table(title=f"tidyq queues (rates over the last {snap.window_seconds}s)", expand=False)
+    justify: Literal["left", "right"]
     for col, justify in (("queue", "left"), ("depth", "right"), ("oldest", "right"), ("workers", "right"),
                          ("procs", "right"), ("items/s", "right"), ("errors", "right")):
         queues.add_column(col, justify=justify)
@@ -49,7 +51,8 @@ def render(snap: Snapshot) -> Group:
         jobs.add_column(col, justify=justify)
     for j in snap.jobs:
         jobs.add_row(j.id[:12], j.kind, j.backend or "-", j.status, f"{_bar(j.fraction)} {j.fraction:4.0%}",
-                     f"{j.done}/{j.total}", str(j.failed), "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
+                     f"{j.done}/{j.total}", str(j.failed),
+                     "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
     if not snap.jobs:
         jobs.add_row("(none)", "", "", "", "", "", "", "")
     footer = Text(f"{len(snap.workers)} worker node(s) live; {time.strftime('%H:%M:%S', time.localtime(snap.at))}",

@@ -4,7 +4,7 @@ Names are resolved lazily: `import shared.config` (every CLI command, the produc
 for importing DSPy (~4 s); only code that touches the wrapper does.
 """
 
-from importlib import import_module
+from shared.lazy import lazy_exports
 
 _EXPORTS = {
     "BackendType": "shared.config", "CacheConfig": "shared.config", "RetryConfig": "shared.config",
@@ -17,14 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shared' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

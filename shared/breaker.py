@@ -35,8 +35,10 @@ from dspy import lm15
 from dspy.lm15 import Request, Response
 
 from shared import keys
-from shared.config import Settings, get_settings
-from shared.errors import BreakerOpen, RetryLater
+from shared.config import Settings, Target, get_settings
+from shared.errors import BreakerOpen, ConfigurationError, RetryLater
+from shared.redisconn import get_redis
+from shared.steps import stats
 from shared.steps.base import CallNext
 from shared.telemetry import get_logger
 
@@ -164,8 +166,6 @@ class BreakerSettings:
     ttl_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
-        from shared.errors import ConfigurationError
-
         if self.window_seconds <= 0 or self.buckets < 1 or self.min_calls < 1:
             raise ConfigurationError("breaker window_seconds > 0, buckets >= 1 and min_calls >= 1 are required")
         if not 0 < self.failure_rate <= 1:
@@ -176,7 +176,7 @@ class BreakerSettings:
             raise ConfigurationError("breaker half_open_probes, close_after and probe_lease_seconds must be >= 1")
 
     @classmethod
-    def from_settings(cls, s: Settings | None = None) -> "BreakerSettings":
+    def from_settings(cls, s: Settings | None = None) -> BreakerSettings:
         s = s or get_settings()
         return cls(window_seconds=s.breaker_window_seconds, buckets=s.breaker_buckets, min_calls=s.breaker_min_calls,
                    failure_rate=s.breaker_failure_rate, consecutive_failures=s.breaker_consecutive_failures,
@@ -347,8 +347,6 @@ class BreakerStep:
         self.breaker = breaker
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
-        from shared.steps import stats
-
         try:
             permit = self.breaker.acquire()
         except BreakerOpen:
@@ -383,12 +381,10 @@ def build_breaker_step(backend: str, model: str | None, redis_url: str | None,
                        settings: Settings | None = None) -> BreakerStep | None:
     """The breaker step for one target, or None (no Redis, disabled, or a backend without one)."""
     s = settings or get_settings()
-    if not breaker_enabled_for(backend, redis_url, s):
+    if redis_url is None or not breaker_enabled_for(backend, redis_url, s):
         return None
-    from shared.config import Target
-    from shared.redisconn import get_redis
-
-    return BreakerStep(CircuitBreaker(get_redis(redis_url), Target(backend, model).id, BreakerSettings.from_settings(s)))
+    breaker = CircuitBreaker(get_redis(redis_url), Target(backend, model).id, BreakerSettings.from_settings(s))
+    return BreakerStep(breaker)
 
 
 # ---- status and operations (tidyq queues / doctor / breaker reset, Prometheus) ----------------
@@ -444,8 +440,6 @@ def breaker_states(client, settings: BreakerSettings | None = None) -> list[dict
 
 def reset_breaker(client, target: str) -> dict[str, Any]:
     """`tidyq breaker reset TARGET`: close the breaker now (window and probes cleared)."""
-    from shared.config import Target
-
     target = Target.parse(target).id
     before = breaker_status(client, target)
     with client.pipeline(transaction=True) as p:

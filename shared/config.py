@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
-from pydantic import SecretStr
+from pydantic import ConfigDict, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.errors import ConfigurationError
+from shared.errors import BadTarget, ConfigurationError
 
 
 class BackendType(str, Enum):
@@ -32,7 +33,7 @@ class BackendType(str, Enum):
     MOCK = "mock"
 
     @classmethod
-    def parse(cls, value: "BackendType | str") -> "BackendType":
+    def parse(cls, value: BackendType | str) -> BackendType:
         if isinstance(value, BackendType):
             return value
         try:
@@ -232,23 +233,31 @@ TARGET_OPTION_KEYS = ("api_base", "api_key_env", "region", "gateway_url", "large
 class Target:
     """One (backend, model) a call may go to: the config's own, or a fallback after it.
 
+    The one target type end to end: parsed from the CLI's ``--fallback B:M``, carried in
+    ``JobSpec.fallback`` (pydantic validates and dumps it as ``{"backend", "model",
+    "larger_context"}``), and routed by the worker's engine (shared/engine.py).
     Text form ``backend:model``, split at the FIRST colon (Bedrock ids contain colons).
     ``larger_context`` marks a target worth trying after a context-window error.
     """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     backend: str
     model: str | None = None
     larger_context: bool = False
 
     def __post_init__(self) -> None:
-        backend = BackendType.parse(self.backend)
-        if backend in (BackendType.AUTO,):
-            raise ConfigurationError("a fallback target needs a concrete backend, not 'auto'")
+        try:
+            backend = BackendType.parse(self.backend)
+        except ConfigurationError as exc:
+            raise BadTarget(str(exc)) from None
+        if backend is BackendType.AUTO:
+            raise BadTarget("a fallback target needs a concrete backend, not 'auto'")
         object.__setattr__(self, "backend", backend.value)
         object.__setattr__(self, "model", (self.model or "").strip() or None)
 
     @classmethod
-    def parse(cls, value: "Target | str | tuple | dict") -> "Target":
+    def parse(cls, value: Target | str | tuple | dict) -> Target:
         if isinstance(value, Target):
             return value
         if isinstance(value, dict):
@@ -257,8 +266,24 @@ class Target:
             return cls(*value)
         backend, _, model = str(value).strip().partition(":")
         if not backend:
-            raise ConfigurationError(f"bad target {value!r}: expected backend:model, e.g. bedrock:anthropic.claude-3-haiku-20240307-v1:0")
+            raise BadTarget(f"bad target {value!r}: expected backend:model, "
+                            "e.g. bedrock:anthropic.claude-3-haiku-20240307-v1:0")
         return cls(backend=backend, model=model or None)
+
+    @classmethod
+    def parse_list(cls, values: str | Target | Iterable[str | Target | tuple | dict] | None) -> tuple[Target, ...]:
+        """``"gateway:NAME,bedrock:MODEL:0"``, or an iterable of such strings or targets."""
+        if values is None:
+            return ()
+        if isinstance(values, (str, Target)):
+            values = [values]
+        out: list[Target] = []
+        for value in values:
+            if isinstance(value, str):
+                out.extend(cls.parse(part) for part in value.split(",") if part.strip())
+            else:
+                out.append(cls.parse(value))
+        return tuple(out)
 
     @property
     def id(self) -> str:
@@ -272,7 +297,7 @@ class Target:
 class UnifiedConfig:
     """What one wrapper talks to and how. ``None`` fields come from the environment."""
 
-    backend: BackendType | str = BackendType.AUTO
+    backend: BackendType = BackendType.AUTO  # a str ("mock") is parsed by __post_init__
     model: str | None = None
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -292,8 +317,7 @@ class UnifiedConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", BackendType.parse(self.backend))
-        fallbacks = self.fallbacks.split(",") if isinstance(self.fallbacks, str) else (self.fallbacks or ())
-        object.__setattr__(self, "fallbacks", tuple(Target.parse(t) for t in fallbacks if str(t).strip()))
+        object.__setattr__(self, "fallbacks", Target.parse_list(self.fallbacks))
         if self.retry is None:
             object.__setattr__(self, "retry", RetryConfig())
         if self.cache is None:
@@ -304,10 +328,10 @@ class UnifiedConfig:
             raise ConfigurationError("UnifiedConfig.engine is 'auto', 'lm15' or 'litellm'")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "UnifiedConfig":
+    def from_env(cls, **overrides: Any) -> UnifiedConfig:
         return cls(**overrides).resolved()
 
-    def resolved(self, settings: Settings | None = None) -> "UnifiedConfig":
+    def resolved(self, settings: Settings | None = None) -> UnifiedConfig:
         """Fill unset fields from TIDYQ_* settings. Arguments always win."""
         s = settings or get_settings()
         backend = self.backend

@@ -12,6 +12,11 @@ class ConfigurationError(TidyqError):
     """Settings are missing or contradictory; the message says what was looked for."""
 
 
+class BadTarget(ConfigurationError, ValueError):
+    """A (backend, model) target that cannot exist. Also a ValueError, so pydantic reports it as a
+    validation error of the job message carrying it (a poison message, not a crashed task)."""
+
+
 class BadInput(TidyqError):
     """User input is wrong. ``where`` names the file/line/field; the CLI exits 2."""
 

@@ -2,8 +2,9 @@
 
 The wrapper's own backend and model stay the first target; ``UnifiedConfig.fallbacks`` (the
 CLI's ``--fallback``, the client's ``fallbacks=[...]``) follow in order. Each target has its own
-full step stack (metrics -> cache -> retry -> breaker -> rate limit -> backend), so the whole
-chain is ONE engine object handed to ``dspy.LM``: modules and optimizers do not change.
+full step stack (metrics -> cache -> retry -> breaker -> rate limit -> backend), built by
+shared/engine.py as a list of routes; the whole chain is ONE engine object handed to ``dspy.LM``:
+modules and optimizers do not change.
 
 A call moves to the next target
 - when the retry step gives up on a transient failure (5xx, 429, timeout, connection),
@@ -24,39 +25,25 @@ variable holding its key: credentials stay in the worker's environment), ``regio
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from dspy import lm15
 from dspy.lm15 import Request, Response, response_to_events
 
-from shared.config import BackendType, Settings, Target, TARGET_OPTION_KEYS, UnifiedConfig, get_settings
+from shared.backends.auto import provider_key_env
+from shared.breaker import CircuitBreaker, record_fallbacks
+from shared.config import TARGET_OPTION_KEYS, BackendType, Settings, Target, get_settings
 from shared.errors import AllTargetsOpen, BreakerOpen, ConfigurationError, CredentialsRejected, RetryLater
 from shared.steps import stats
+from shared.steps.base import StepEngine
 from shared.steps.retry import is_transient
 from shared.telemetry import get_logger
 
-__all__ = ["Target", "parse_targets", "FallbackEngine", "Route", "target_options", "apply_target_options",
-           "fallback_config", "credential_hint", "requeue_delay", "build_fallback_engine", "skipped_of", "job_deadline"]
-
-
-def parse_targets(values: str | Iterable[str | Target] | None) -> tuple[Target, ...]:
-    """``"gateway:NAME,bedrock:MODEL:0"`` or a list of such -> targets (split at the first colon)."""
-    if values is None:
-        return ()
-    if isinstance(values, str):
-        values = [values]
-    out: list[Target] = []
-    for value in values:
-        if isinstance(value, Target):
-            out.append(value)
-            continue
-        for part in str(value).split(","):
-            if part.strip():
-                out.append(Target.parse(part))
-    return tuple(out)
+__all__ = ["FallbackEngine", "Route", "target_options", "credential_hint", "requeue_delay", "skipped_of",
+           "job_deadline"]
 
 
 def target_options(target: Target | str, settings: Settings | None = None) -> dict[str, Any]:
@@ -71,33 +58,6 @@ def target_options(target: Target | str, settings: Settings | None = None) -> di
     return options
 
 
-def apply_target_options(config: UnifiedConfig, settings: Settings | None = None) -> UnifiedConfig:
-    """Fill the endpoint fields a config leaves unset from its target's options (arguments win)."""
-    if config.backend is BackendType.AUTO:
-        return config
-    options = target_options(Target(config.backend.value, config.model), settings)
-    if not options:
-        return config
-    updates: dict[str, Any] = {}
-    for name in ("api_base", "region", "gateway_url"):
-        if options.get(name) and getattr(config, name) is None:
-            updates[name] = options[name]
-    env = options.get("api_key_env")
-    if env and config.api_key is None:
-        if not os.environ.get(env):
-            raise ConfigurationError(f"TIDYQ_TARGET_OPTIONS[{Target(config.backend.value, config.model).id!r}] "
-                                     f"names api_key_env {env!r}, which is not set in this worker's environment")
-        updates["api_key"] = os.environ[env]
-    return dataclasses.replace(config, **updates) if updates else config
-
-
-def fallback_config(primary: UnifiedConfig, target: Target) -> UnifiedConfig:
-    """A fallback target's config: the primary's policy (retry, cache, validation, generation
-    settings) but none of its endpoint or credential (those belong to the primary's provider)."""
-    return dataclasses.replace(primary, backend=target.backend, model=target.model, api_base=None, api_key=None,
-                               region=None, fallbacks=())
-
-
 def credential_hint(target: Target, exc: BaseException | None = None) -> str:
     """Which credentials a worker should check when ``target`` rejected them."""
     if target.backend == BackendType.BEDROCK.value:
@@ -109,23 +69,20 @@ def credential_hint(target: Target, exc: BaseException | None = None) -> str:
     options = target_options(target)
     if options.get("api_key_env"):
         return f"check {options['api_key_env']} (api_key_env of TIDYQ_TARGET_OPTIONS[{target.id!r}])"
-    from shared.backends.auto import provider_key_env
-
     names = [n for n in (provider_key_env(target.model), "TIDYQ_API_KEY") if n]
     env_keys = getattr(exc, "env_keys", ()) or ()
     names += [n for n in env_keys if n not in names]
     return f"check {' or '.join(names)} in the worker's environment"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Route:
-    """One target and the engine (its full step stack) that serves it."""
+    """One target and the engine (its full step stack) that serves it (built by shared/engine.py)."""
 
     target: Target
-    engine: Any  # StepEngine
+    engine: StepEngine
     model: str  # the model string this engine expects in Request.model
-    breaker: Any = None  # CircuitBreaker or None
-    owner: Any = None  # the wrapper that built the engine (closed with the chain)
+    breaker: CircuitBreaker | None = None
 
     @property
     def id(self) -> str:
@@ -148,7 +105,7 @@ def requeue_delay(exc: AllTargetsOpen, *, deadline: float | None, now: float | N
 
 
 def _with_skipped(exc: BaseException, skipped: list[dict]) -> BaseException:
-    exc.fallback_skipped = list(skipped)  # read back by skipped_of() after DSPy wrapped the error
+    exc.fallback_skipped = list(skipped)  # type: ignore[attr-defined]  # read back by skipped_of() after DSPy wraps it
     return exc
 
 
@@ -174,19 +131,6 @@ class FallbackEngine:
         self.redis = redis
         self.retry_after_failure = retry_after_failure  # countdown when targets failed but no breaker says when
         self.log = get_logger(targets=[r.id for r in self.routes])
-
-    # the wrapper's get_info() and tests read these from "the engine"
-    @property
-    def steps(self) -> list:
-        return self.routes[0].engine.steps
-
-    @property
-    def step_names(self) -> list[str]:
-        return self.routes[0].engine.step_names
-
-    @property
-    def backend(self):
-        return self.routes[0].engine.backend
 
     @property
     def targets(self) -> list[str]:
@@ -225,7 +169,8 @@ class FallbackEngine:
             except lm15.LM15Error as exc:
                 if not is_transient(exc):
                     self._finish(collector, skipped, None)
-                    raise _with_skipped(exc, skipped)
+                    _with_skipped(exc, skipped)
+                    raise
                 reason, may_recover, last_error = f"failed:{type(exc).__name__}", True, exc
                 retry_at.append(time.time() + self.retry_after_failure)
             else:
@@ -253,8 +198,6 @@ class FallbackEngine:
 
     def _finish(self, collector, skipped: list[dict], served: Route | None) -> None:
         if skipped:
-            from shared.breaker import record_fallbacks
-
             record_fallbacks(self.redis, skipped, served.id if served is not None else None)
         if collector is not None:
             collector.skipped.extend(skipped)
@@ -266,38 +209,5 @@ class FallbackEngine:
 
     def close(self) -> None:
         for route in self.routes:
-            owner = route.owner
-            if owner is not None and owner.engine is not self:
-                owner.close()
-            else:
-                route.engine.close()
+            route.engine.close()
 
-
-def _breaker_of(engine) -> Any:
-    from shared.breaker import BreakerStep
-
-    step = next((s for s in getattr(engine, "steps", []) if isinstance(s, BreakerStep)), None)
-    return step.breaker if step is not None else None
-
-
-def build_fallback_engine(wrapper, settings: Settings | None = None) -> FallbackEngine:
-    """The chain for a wrapper: its own stack first, then one stack per fallback target."""
-    from shared.wrapper import UnifiedDSPyWrapper
-
-    s = settings or get_settings()
-    config = wrapper.config
-    primary = Target(config.backend.value, config.model)
-    routes = [Route(primary, wrapper.engine, wrapper.model, _breaker_of(wrapper.engine), None)]
-    for target in config.fallbacks:
-        options = target_options(target, s)
-        if options.get("larger_context") and not target.larger_context:
-            target = dataclasses.replace(target, larger_context=True)
-        sub = UnifiedDSPyWrapper(fallback_config(config, target))
-        engine = sub.engine.routes[0].engine if isinstance(sub.engine, FallbackEngine) else sub.engine
-        routes.append(Route(target, engine, sub.model, _breaker_of(engine), sub))
-    redis = None
-    if config.redis_url:
-        from shared.redisconn import get_redis
-
-        redis = get_redis(config.redis_url)
-    return FallbackEngine(routes, redis=redis, retry_after_failure=s.breaker_open_seconds)

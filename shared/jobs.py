@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import BackendType
+from shared.config import BackendType, Target
 from shared.errors import BadInput
 
 
@@ -45,25 +45,6 @@ class JobKind(str, Enum):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
-
-
-class Target(BaseModel):
-    """One backend/model pair: the job's own, or a fallback tried after it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    backend: str
-    model: str | None = None
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, v: str) -> str:
-        return parse_backend(v, allow_auto=False)
-
-    @classmethod
-    def parse(cls, text: str) -> "Target":
-        """``B`` or ``B:M`` (the model may itself contain ':', e.g. bedrock ids)."""
-        backend, _, model = text.strip().partition(":")
-        return cls(backend=backend, model=model or None)
 
 
 def parse_backend(value: str, *, allow_auto: bool = True) -> str:
@@ -110,7 +91,7 @@ class JobSpec(BaseModel):
 
     @property
     def targets(self) -> list[Target]:
-        return [Target(backend=self.backend, model=self.model), *self.fallback]
+        return [Target(self.backend, self.model), *self.fallback]
 
 
 class Item(BaseModel):
@@ -148,7 +129,7 @@ class ItemResult(BaseModel):
 
     @classmethod
     def failure(cls, custom_id: str, exc_type: str, message: str, *, backend: str | None = None,
-                model: str | None = None, latency_ms: float = 0.0, attempts: int = 0) -> "ItemResult":
+                model: str | None = None, latency_ms: float = 0.0, attempts: int = 0) -> ItemResult:
         return cls(custom_id=custom_id, status="failed", error=ErrorInfo(type=exc_type, message=message),
                    backend=backend, model=model, latency_ms=latency_ms, attempts=attempts)
 
@@ -194,7 +175,7 @@ class JobStatus(BaseModel):
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.UTC).isoformat(timespec="milliseconds")
 
 
 @lru_cache(maxsize=256)

@@ -110,6 +110,9 @@ def metrics_counters() -> str:
     return f"{PREFIX}:ops:counters"
 
 
+METRICS_WINDOW_SECONDS = 10  # width of one metrics_window bucket (bucket = int(time // this))
+
+
 def metrics_window(bucket: int) -> str:
     """Hash of item counts in one 10-second bucket (field "queue|status"): `tidyq queues` and
     `tidyq doctor` read recent rates from these without sampling twice. Expires after 10 min."""

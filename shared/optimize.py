@@ -23,11 +23,12 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import BadInput
 
@@ -183,7 +184,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
     "labeled-fewshot": OptimizerInfo("dspy.teleprompt:LabeledFewShot", {"k": int}, uses_valset=False,
                                      needs_metric=False, summary="the first k training examples as demos"),
     "bootstrap-fewshot": OptimizerInfo(
-        "dspy.teleprompt:BootstrapFewShot", {**_COMMON, "max_rounds": int, "max_errors": int, "metric_threshold": float},
+        "dspy.teleprompt:BootstrapFewShot",
+        {**_COMMON, "max_rounds": int, "max_errors": int, "metric_threshold": float},
         uses_valset=False, summary="demos from the program's own successful runs on the trainset"),
     "bootstrap-random-search": OptimizerInfo(
         "dspy.teleprompt:BootstrapFewShotWithRandomSearch",
@@ -217,7 +219,8 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
 def check_settings(optimizer: str, settings: dict | None) -> dict:
     """Settings coerced to their types; BadInput naming an unknown optimizer or key."""
     if optimizer not in OPTIMIZERS:
-        raise BadInput(f"unknown optimizer {optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}", where="--optimizer")
+        raise BadInput(f"unknown optimizer {optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}",
+                       where="--optimizer")
     info = OPTIMIZERS[optimizer]
     allowed = {**info.init, **info.compile}
     out = dict(info.defaults)
@@ -268,9 +271,8 @@ def check_rows(rows: list[dict], input_fields, output_fields, where: str) -> lis
         loc = f"{where}:{index}"
         try:
             row = ExampleRow.model_validate(raw)
-        except Exception as exc:
-            errors = exc.errors() if callable(getattr(exc, "errors", None)) else [{"loc": (), "msg": str(exc)}]
-            first = errors[0]
+        except ValidationError as exc:
+            first = exc.errors()[0]
             raise BadInput(first["msg"], where=f"{loc}: field '{'.'.join(map(str, first['loc'])) or 'line'}'") from None
         for name in row.inputs:
             if name not in input_fields:
@@ -309,7 +311,8 @@ def read_examples_file(path: str | Path, input_fields, output_fields, *, max_row
             try:
                 check_rows([data], input_fields, output_fields, where=str(path))
             except BadInput as exc:
-                raise BadInput(str(exc).split(": ", 2)[-1], where=f"{where}: " + exc.where.split(": ", 1)[-1]) from None
+                raise BadInput(str(exc).split(": ", 2)[-1],
+                               where=f"{where}: " + (exc.where or "").split(": ", 1)[-1]) from None
             rows.append(data)
             if len(rows) > max_rows:
                 raise BadInput(f"more than {max_rows} examples", where=str(path))
@@ -625,7 +628,7 @@ class OptimizeRequest(BaseModel):
         if self.kind not in ("predict", "chain_of_thought"):
             raise ValueError("kind is 'predict' or 'chain_of_thought'")
 
-    def check(self, input_fields, output_fields, allow_list: list[str] | None = None) -> "OptimizeRequest":
+    def check(self, input_fields, output_fields, allow_list: list[str] | None = None) -> OptimizeRequest:
         """Everything a producer can check before enqueueing (BadInput naming what is wrong)."""
         check_settings(self.optimizer, self.settings)
         if ":" not in self.metric:

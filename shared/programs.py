@@ -17,9 +17,10 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shared.errors import BadInput
 
@@ -46,7 +47,9 @@ class ProgramRef:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}" if self.version is not None else f"models:/{self.name}@{self.alias}"
+        if self.version is not None:
+            return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}@{self.alias}"
 
     @property
     def follows_rollout(self) -> bool:
@@ -101,7 +104,7 @@ class ProgramSpec:
         return {"format": SPEC_FORMAT, "kind": self.kind, "signature": self.signature, "dspy_version": dspy.__version__}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = SPEC_FILE) -> "ProgramSpec":
+    def from_json(cls, data: Any, where: str = SPEC_FILE) -> ProgramSpec:
         if not isinstance(data, dict):
             raise BadInput("program spec must be a JSON object", where=where)
         kind, signature = data.get("kind"), data.get("signature")
@@ -116,7 +119,9 @@ class ProgramSpec:
         import dspy
 
         try:
-            return dspy.ChainOfThought(self.signature) if self.kind == "chain_of_thought" else dspy.Predict(self.signature)
+            if self.kind == "chain_of_thought":
+                return dspy.ChainOfThought(self.signature)
+            return dspy.Predict(self.signature)
         except Exception as exc:
             raise BadInput(f"bad signature {self.signature!r}: {exc}", where="signature") from None
 
@@ -296,6 +301,7 @@ def resolve_program(uri: str, item_id: str | None = None, *, registry=None) -> R
         state = reg.rollout_state(ref.name)
         version, role = choose(state, ref.name, item_id or "")
         return ResolvedProgram(ref.name, version, role)
+    assert ref.alias is not None  # a parsed URI has a version or an alias
     return ResolvedProgram(ref.name, reg.alias_version(ref.name, ref.alias))
 
 

@@ -25,12 +25,17 @@ class RedisServer:
 
     def __init__(self, *, port: int | None = None, directory: str | Path | None = None,
                  appendonly: bool = False, password: str | None = None):
-        self.binary = shutil.which("redis-server")
-        if not self.binary:
-            raise ConfigurationError("redis-server is not installed; run scripts/ensure-redis.sh (or apt-get install redis-server)")
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise ConfigurationError("redis-server is not installed; "
+                                     "run scripts/ensure-redis.sh (or apt-get install redis-server)")
+        self.binary: str = binary
         self.port = port or free_port()
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="tidyq-redis-")
-        self.directory = Path(directory or self._tmp.name)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="tidyq-redis-")
+            directory = self._tmp.name
+        self.directory = Path(directory)
         self.appendonly = appendonly
         self.password = password
         self.process: subprocess.Popen | None = None
@@ -40,7 +45,7 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--daemonize", "no", "--loglevel", "warning", "--logfile", str(self.directory / "redis.log")]
@@ -73,7 +78,7 @@ class RedisServer:
         proc, self.process = self.process, None
         stop_process(proc, kill=kill)
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         self.stop()
         return self.start()
 
@@ -83,7 +88,7 @@ class RedisServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -261,8 +261,8 @@ class Registry:
 def record_version_stats(versions: dict[tuple[str, int], dict[str, float]], *, redis_client=None) -> None:
     """Add counters per (model, version) in one pipeline (called per chunk by tracking.flush)."""
     if redis_client is None:
-        from shared.redisconn import get_redis
         from shared.config import get_settings
+        from shared.redisconn import get_redis
 
         s = get_settings()
         redis_client = get_redis(s.redis_url or s.default_redis_url)

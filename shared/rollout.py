@@ -42,7 +42,7 @@ def bucket(name: str, item_id: str) -> float:
 
 def choose(state: RolloutState, name: str, item_id: str) -> tuple[int, str]:
     """(version, 'live' | 'candidate') for one item; BadInput when the model has no live version."""
-    if state.active and bucket(name, item_id) < state.percent:
+    if state.candidate is not None and state.active and bucket(name, item_id) < state.percent:
         return state.candidate, "candidate"
     if state.live is None:
         if state.candidate is not None and state.percent >= 100:

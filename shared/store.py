@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, overload
 
 import redis
 
 from shared import keys
 from shared.errors import BadInput
-from shared.jobs import (Counts, Item, ItemResult, JobSpec, JobState, JobStatus, TERMINAL_STATES, iso)
+from shared.jobs import TERMINAL_STATES, Counts, Item, ItemResult, JobSpec, JobState, JobStatus, iso
 
 
 class JobNotFound(BadInput):
@@ -137,7 +138,11 @@ def _job_keys(job_id: str) -> list[str]:
             keys.job_order(job_id), keys.job_failed_inputs(job_id)]
 
 
-def _s(value) -> str | None:
+@overload
+def _s(value: None) -> None: ...
+@overload
+def _s(value: bytes | str | int | float) -> str: ...
+def _s(value: bytes | str | int | float | None) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -181,7 +186,7 @@ class JobStore:
         self._fail = client.register_script(_FAIL)
 
     @classmethod
-    def from_url(cls, url: str) -> "JobStore":
+    def from_url(cls, url: str) -> JobStore:
         from shared.redisconn import get_redis
 
         return cls(get_redis(url))
@@ -189,9 +194,9 @@ class JobStore:
     # --- producer side -------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:
         """Write a new job (status queued). Raises if the id exists (ids are uuid4)."""
-        mapping = {"spec": spec.model_dump_json(), "kind": spec.kind.value, "status": JobState.QUEUED.value,
-                   "total": spec.total, "succeeded": 0, "failed": 0, "ttl": spec.ttl_seconds,
-                   "created_at": repr(spec.created_at)}
+        mapping: dict[Any, Any] = {"spec": spec.model_dump_json(), "kind": spec.kind.value,
+                                   "status": JobState.QUEUED.value, "total": spec.total, "succeeded": 0, "failed": 0,
+                                   "ttl": spec.ttl_seconds, "created_at": repr(spec.created_at)}
         if spec.retry_of:
             mapping["retry_of"] = spec.retry_of
         key = keys.job(spec.id)
@@ -244,7 +249,8 @@ class JobStore:
         args: list[str] = [repr(time.time()), "0"]
         n = 0
         for result, inputs in results:
-            failed_inputs = json.dumps(inputs, ensure_ascii=False) if result.status == "failed" and inputs is not None else ""
+            failed = result.status == "failed" and inputs is not None
+            failed_inputs = json.dumps(inputs, ensure_ascii=False) if failed else ""
             args += [result.custom_id, result.status, result.to_json(), failed_inputs]
             n += 1
         if n == 0:
@@ -257,7 +263,7 @@ class JobStore:
         if not custom_ids:
             return set()
         present = self.r.hmget(keys.job_results(job_id), custom_ids)
-        return {cid for cid, v in zip(custom_ids, present) if v is not None}
+        return {cid for cid, v in zip(custom_ids, present, strict=True) if v is not None}
 
     def mark_worker_ready(self, hostname: str, queues: list[str], pid: int, ttl_seconds: int = 86400) -> None:
         key = keys.worker(hostname)
@@ -351,7 +357,7 @@ class JobStore:
         offset, wait = 0, poll_min
         if not self.r.exists(job_key):
             raise JobNotFound(job_id)
-        sub = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
+        sub: Any = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
         try:
             while True:
                 # Read the state BEFORE the page (one round trip, in order): the final result and the
@@ -403,7 +409,8 @@ class JobStore:
         if st is None:
             raise JobNotFound(job_id)
         ids = self.r.lrange(order_key, offset, offset + limit - 1) if limit > 0 else []
-        rows = [json.loads(raw) for raw in self.r.hmget(keys.job_results(job_id), ids) if raw is not None] if ids else []
+        raws = self.r.hmget(keys.job_results(job_id), ids) if ids else []
+        rows = [json.loads(raw) for raw in raws if raw is not None]
         state, nxt = JobState(_s(st)), offset + len(ids)
         return rows, nxt, state, state in TERMINAL_STATES and nxt >= self.result_count(job_id)
 

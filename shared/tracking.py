@@ -20,9 +20,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from shared import keys
@@ -305,7 +306,8 @@ def record_item(job_id: str, result: Any, stats: Any = None, program: Any = None
             b.add(prefix + "items", 1)
             b.add(prefix + ("ok" if ok else "failed"), 1)
             b.add(prefix + "latency_ms_sum", latency)
-            vf = (stats.validation_failures if stats is not None else 0) or (1 if error_type == "ValidationFailed" else 0)
+            vf = ((stats.validation_failures if stats is not None else 0)
+                  or (1 if error_type == "ValidationFailed" else 0))
             b.add(prefix + "validation_failures", vf)
 
 
@@ -365,7 +367,8 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
         "output_tokens": _num(agg, "output_tokens"),
         "cost_usd": _num(agg, "cost_usd"),
         "lm_calls": calls,
-        "cache_hit_rate": _num(agg, "cache_hits") / calls if calls else (_num(agg, "cached_items") / items if items else 0.0),
+        "cache_hit_rate": (_num(agg, "cache_hits") / calls if calls
+                           else (_num(agg, "cached_items") / items if items else 0.0)),
         "retries": _num(agg, "retries"),
         "validation_failures": _num(agg, "validation_failures"),
         "duration_s": finished - created if finished and created else None,
@@ -376,9 +379,9 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
             m[f"version.{model}.{version}.{counter}"] = float(value)
     for name in [k for k in m if k.startswith("version.") and k.endswith(".items")]:
         base = name[: -len("items")]
-        n = m[name]
-        m[base + "error_rate"] = m.get(base + "failed", 0.0) / n if n else 0.0
-        m[base + "latency_mean_ms"] = m.get(base + "latency_ms_sum", 0.0) / n if n else 0.0
+        n = m[name] or 0.0
+        m[base + "error_rate"] = (m.get(base + "failed") or 0.0) / n if n else 0.0
+        m[base + "latency_mean_ms"] = (m.get(base + "latency_ms_sum") or 0.0) / n if n else 0.0
     return {k: v for k, v in m.items() if v is not None}
 
 
@@ -403,7 +406,8 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
     spec = json.loads(job.get("spec") or "{}")
     params = {"job_id": job_id, "kind": job.get("kind"), "backend": spec.get("backend"), "model": spec.get("model"),
               "signature": spec.get("signature"), "program": spec.get("program"), "chunk_size": spec.get("chunk_size"),
-              "fallback": ",".join(f"{t['backend']}:{t.get('model') or ''}" for t in spec.get("fallback") or []) or None}
+              "fallback": ",".join(f"{t['backend']}:{t.get('model') or ''}"
+                                   for t in spec.get("fallback") or []) or None}
     run = start_job_run(job_id, job.get("kind", "batch"), params, tags={"tidyq.status": job.get("status")}, settings=s)
     if not run.active:
         return None
@@ -430,7 +434,8 @@ def init_worker_tracing(settings: Settings | None = None) -> bool:
     s = settings or get_settings()
     if _tracing_started:
         return True
-    if not s.mlflow_tracking_uri or s.trace_sample_rate <= 0:
+    uri = s.mlflow_tracking_uri
+    if not uri or s.trace_sample_rate <= 0:
         return False
     rate = min(1.0, max(0.0, s.trace_sample_rate))
 
@@ -439,7 +444,7 @@ def init_worker_tracing(settings: Settings | None = None) -> bool:
 
         configure_mlflow_client(s)
         os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = str(rate)
-        mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+        mlflow.set_tracking_uri(uri)
         client = mlflow_client(s)
         mlflow.set_experiment(experiment_id=experiment_id(client, s))
         mlflow.dspy.autolog(log_traces=True, log_traces_from_compile=False, log_traces_from_eval=False, silent=True)

@@ -1,43 +1,43 @@
-"""UnifiedDSPyWrapper: one DSPy LM whose engine is our step stack around one backend.
+"""UnifiedDSPyWrapper: one DSPy LM whose engine is our step stack around each target's backend.
 
-    metrics -> cache (memory, then Redis or disk) -> retry -> rate limit -> backend -> provider
+    metrics -> cache (memory, then Redis or disk) -> retry -> breaker -> rate limit -> backend -> provider
 
-The wrapper owns the backend choice and the steps; DSPy keeps doing what it is good at (adapters,
-modules, optimizers). Its own cache and retries are off (cache=False, num_retries=0) so that there
-is exactly one cache and one retry layer. Modules run under ``dspy.context(lm=...)`` per call, never
-``dspy.configure``, so one process can hold wrappers for many backends and threads.
+The engine is assembled in one place (shared/engine.py); the wrapper owns the config and the LM;
+DSPy keeps doing what it is good at (adapters, modules, optimizers). Its own cache and retries are
+off (cache=False, num_retries=0) so that there is exactly one cache and one retry layer. Modules
+run under ``dspy.context(lm=...)`` per call, never ``dspy.configure``, so one process can hold
+wrappers for many backends and threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import dspy
 from dspy.utils.exceptions import LMError
 
-from shared.backends import build_backend
-from shared.backends.auto import resolve_auto
-from shared.breaker import build_breaker_step
-from shared.config import BackendType, UnifiedConfig, get_settings
-from shared.fallback import apply_target_options, build_fallback_engine
+from shared.config import UnifiedConfig, get_settings
+from shared.engine import build_engine, build_routes, resolve_config
 from shared.errors import BadInput, TidyqError
 from shared.metrics import registry
 from shared.steps import stats
-from shared.steps.base import StepEngine
 from shared.steps.cache import CacheStep
-from shared.steps.metrics import MetricsStep
 from shared.steps.ratelimit import RateLimitStep
-from shared.steps.retry import RetryStep
 from shared.validation import regenerate
 
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
+MAX_CAUSE_DEPTH = 16  # DSPy wraps an engine's error once or twice; a longer chain is not ours to walk
 
 
 def _unwrap(exc: BaseException) -> BaseException:
     """DSPy wraps whatever an engine raises; give callers back our own errors and Celery's
-    time-limit/cancellation exceptions instead of an LMUnexpectedError around them."""
-    seen = exc
-    while seen is not None:
+    time-limit/cancellation exceptions instead of an LMUnexpectedError around them.
+    Bounded: a cause chain may be long or (built by hand) circular."""
+    seen: BaseException | None = exc
+    for _ in range(MAX_CAUSE_DEPTH):
+        if seen is None:
+            break
         if isinstance(seen, TidyqError) or type(seen).__name__ in PASS_THROUGH:
             return seen
         seen = seen.__cause__
@@ -57,22 +57,15 @@ def as_module(program: Any) -> dspy.Module:
             raise BadInput(f"bad signature {program!r}: it needs input and output fields, e.g. 'question -> answer'",
                            where="signature")
         return module
-    raise BadInput(f"expected a signature string, a dspy.Signature class or a dspy.Module, got {type(program).__name__}",
+    raise BadInput("expected a signature string, a dspy.Signature class or a dspy.Module, "
+                   f"got {type(program).__name__}",
                    where="program")
-
-
-def lm_model_string(backend, config: UnifiedConfig) -> str:
-    if config.backend is BackendType.MOCK:
-        return f"mock/{config.model or 'mock'}"
-    if config.backend is BackendType.BEDROCK:
-        return f"bedrock/{backend.model_id}"
-    return backend.model
 
 
 class UnifiedDSPyModule:
     """A DSPy module bound to a wrapper: ``predict(**inputs) -> dspy.Prediction``."""
 
-    def __init__(self, wrapper: "UnifiedDSPyWrapper", module: dspy.Module):
+    def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module):
         self.wrapper = wrapper
         self.module = module
         predictors = module.predictors() if hasattr(module, "predictors") else []
@@ -113,7 +106,10 @@ class UnifiedDSPyModule:
                         registry.record_validation_failure(self.wrapper.backend_name, self.wrapper.model)
                         raise
             except LMError as exc:
-                raise _unwrap(exc) from None if _unwrap(exc) is not exc else exc
+                ours = _unwrap(exc)
+                if ours is exc:
+                    raise
+                raise ours from None
         return prediction, call
 
     def predict(self, **inputs: Any) -> dspy.Prediction:
@@ -123,39 +119,22 @@ class UnifiedDSPyModule:
 
 
 class UnifiedDSPyWrapper:
-    """One backend, one step stack, one dspy.LM. Build once per process and reuse."""
+    """One target chain (``routes``: its own target, then its fallbacks, each with its own steps),
+    one engine over them, one dspy.LM. Build once per process and reuse."""
 
     def __init__(self, config: UnifiedConfig | None = None, **overrides: Any):
         if config is None:
             config = UnifiedConfig(**overrides)
         elif overrides:
-            import dataclasses
-
             config = dataclasses.replace(config, **overrides)
         settings = get_settings()
-        self.config = resolve_auto(apply_target_options(config, settings).resolved(settings))
-        self.backend = build_backend(self.config)
+        self.config = resolve_config(config, settings)
+        self.routes = build_routes(self.config, settings)  # the config's own target first, then its fallbacks
+        self.engine = build_engine(self.routes, self.config, settings)
+        primary = self.routes[0]
+        self.backend = primary.engine.backend
         self.backend_name = self.config.backend.value
-        self.model = lm_model_string(self.backend, self.config)
-        steps: list = [MetricsStep(self.backend_name, self.model,
-                                   pricing_provider=getattr(self.backend, "provider", None))]
-        if self.config.cache.enabled:
-            shared = self.config.cache.shared
-            if shared is None:
-                shared = self.config.backend is not BackendType.MOCK
-            steps.append(CacheStep(self.backend_name, self.config.cache, redis_url=self.config.redis_url,
-                                   cache_dir=self.config.cache_dir, shared=shared))
-        steps.append(RetryStep(self.config.retry))
-        breaker = build_breaker_step(self.backend_name, self.config.model, self.config.redis_url, settings)
-        if breaker is not None:  # inside retry: every attempt is gated (shared/breaker.py)
-            steps.append(breaker)
-        limits = settings.rate_limits.get(self.backend_name, {})
-        if limits and self.config.redis_url:
-            steps.append(RateLimitStep(self.backend_name, self.config.redis_url, rpm=limits.get("rpm", 0),
-                                       tpm=limits.get("tpm", 0), max_inline_wait=self.config.retry.max_inline_wait))
-        self.engine = StepEngine(steps, self.backend)
-        if self.config.fallbacks or breaker is not None:  # one engine over every target (shared/fallback.py)
-            self.engine = build_fallback_engine(self, settings)
+        self.model = primary.model
         lm_kwargs = {k: v for k, v in {"temperature": self.config.temperature,
                                        "max_tokens": self.config.max_tokens}.items() if v is not None}
         self.lm = dspy.LM(self.model, engine=self.engine, cache=False, num_retries=0, **lm_kwargs)
@@ -164,13 +143,15 @@ class UnifiedDSPyWrapper:
         return UnifiedDSPyModule(self, as_module(program))
 
     def get_info(self) -> dict[str, Any]:
-        cache_step = next((s for s in self.engine.steps if isinstance(s, CacheStep)), None)
-        rate = next((s for s in self.engine.steps if isinstance(s, RateLimitStep)), None)
+        """What this wrapper talks to and how, read from its routes (the first is its own target)."""
+        primary = self.routes[0]
+        cache_step = next((s for s in primary.engine.steps if isinstance(s, CacheStep)), None)
+        rate = next((s for s in primary.engine.steps if isinstance(s, RateLimitStep)), None)
         return {
             "backend": self.backend_name,
             "model": self.model,
             "engine": getattr(self.backend, "client", type(self.backend).__name__),
-            "steps": self.engine.step_names,
+            "steps": primary.engine.step_names,
             "features": {
                 "retry": {"max_retries": self.config.retry.max_retries, "base_delay": self.config.retry.base_delay,
                           "backoff_factor": self.config.retry.backoff_factor, "max_delay": self.config.retry.max_delay},
@@ -179,8 +160,8 @@ class UnifiedDSPyWrapper:
                           "ttl_seconds": self.config.cache.ttl_seconds},
                 "validation": self.config.validation.active,
                 "rate_limit": bool(rate),
-                "circuit_breaker": any(step.name == "breaker" for step in self.engine.steps),
-                "targets": list(getattr(self.engine, "targets", [])) or [f"{self.backend_name}:{self.config.model or ''}"],
+                "circuit_breaker": primary.breaker is not None,
+                "targets": [route.id for route in self.routes],
                 "metrics": True,
             },
             "config": self.config.public(),
@@ -189,7 +170,7 @@ class UnifiedDSPyWrapper:
     def close(self) -> None:
         self.engine.close()
 
-    def __enter__(self) -> "UnifiedDSPyWrapper":
+    def __enter__(self) -> UnifiedDSPyWrapper:
         return self
 
     def __exit__(self, *exc) -> None:

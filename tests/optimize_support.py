@@ -47,7 +47,7 @@ def icl_reply(request: dict) -> str:
     current = parse_sections(turns[-1]["content"], keep=lambda n: n in inputs) if turns else {}
     want = _words(" ".join(current.values()))
     best, best_score = None, 0.0
-    for user, assistant in zip(turns[:-1], turns[1:-1]):
+    for user, assistant in zip(turns[:-1], turns[1:-1], strict=False):
         if user["role"] != "user" or assistant["role"] != "assistant":
             continue
         demo_in = parse_sections(user["content"], keep=lambda n: n in inputs)
@@ -73,7 +73,7 @@ def mlflow_template(tmp_path_factory):
 @pytest.fixture
 def mlflow_uri(mlflow_template, tmp_path, monkeypatch):
     """A fresh real sqlite MLflow store for this test, exported as TIDYQ_MLFLOW_TRACKING_URI."""
-    from shared import registry, tracking, programs
+    from shared import programs, registry, tracking
 
     db = tmp_path / "mlflow" / "mlflow.db"
     db.parent.mkdir()

@@ -1,14 +1,15 @@
 """tidyq workers: ``celery -A workers worker [-Q predict.mock,...]``.
 
 ``app`` is built from the TIDYQ_* environment when this package is imported (Celery's -A needs a
-module attribute); producers build their own app with :func:`workers.celery_app.make_app`.
+module attribute); producers never import this package: they send tasks by name through
+:func:`shared.celery_config.celery_app`.
 """
 
 from workers.celery_app import make_app
 
 app = make_app()
 
-from workers import signals  # noqa: E402,F401  (worker boot: logging, readiness, per-process caches)
-from workers import metrics_publisher  # noqa: E402,F401  (metrics to Redis, worker heartbeats)
+# after ``app`` exists: worker boot (logging, readiness, per-process caches), metrics to Redis and heartbeats
+from workers import metrics_publisher, signals  # noqa: E402,F401
 
 __all__ = ["app", "make_app"]

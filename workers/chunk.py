@@ -19,16 +19,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import tracking
 from shared.config import Settings
 from shared.errors import AllTargetsOpen, RetryLater
 from shared.fallback import skipped_of
-from shared import tracking
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.programs import resolve_program
+from shared.queues import queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
-from workers.routing import queue_for
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
@@ -126,7 +126,7 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     if size > max_item_bytes:
         return ItemResult.failure(item.custom_id, "BadInput", f"item is {size} bytes; the limit is {max_item_bytes}",
                                   backend=spec.backend, model=spec.model)
-    fallbacks = tuple(f"{t.backend}:{t.model or ''}" for t in spec.fallback)
+    fallbacks = tuple(spec.fallback)
     served = None  # the registered version this item runs (rollout split per item id)
     call = None
     try:
@@ -189,9 +189,12 @@ class ChunkRunner:
                 log.error("item_crashed", item=item.custom_id, error=error_message(exc), error_type=type(exc).__name__)
                 result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc),
                                             backend=spec.backend, model=spec.model)
-            if result.status == "failed":
+            assert result is not None  # the runner hands over a result or an exception
+            if result.status == "failed" and result.error is not None:
                 log.warning("item_failed", item=item.custom_id, error_type=result.error.type,
                             error=result.error.message)
+            elif result.status == "failed":
+                log.warning("item_failed", item=item.custom_id)
             else:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             buffer.add(result, item.inputs)

@@ -68,8 +68,8 @@ def guard_restore_on_lost_connection() -> None:
                                  messages=len(self._delivered or ()))
             return None
 
-    restore_unacked_once._tidyq_guarded = True
-    kombu_redis.QoS.restore_unacked_once = restore_unacked_once
+    restore_unacked_once._tidyq_guarded = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked_once = restore_unacked_once  # type: ignore[method-assign]
 
 
 class LeaseRenewal(bootsteps.StartStopStep):

@@ -30,10 +30,11 @@ from typing import Any
 from celery import signals
 
 from shared import keys
-from shared.metrics import LATENCY_BUCKETS_MS, MetricsRegistry, registry as default_registry
+from shared.metrics import LATENCY_BUCKETS_MS, MetricsRegistry
+from shared.metrics import registry as default_registry
 from shared.telemetry import get_logger
 
-WINDOW_SECONDS = 10  # width of one rate bucket
+WINDOW_SECONDS = keys.METRICS_WINDOW_SECONDS  # width of one rate bucket
 WINDOW_TTL = 600  # buckets are kept this long
 
 
@@ -60,7 +61,7 @@ def registry_totals(snapshot: list[dict]) -> dict[str, float]:
         out[field("cost_usd", b, m)] = float(row["cost_usd"])
         out[field("latency_ms_sum", b, m)] = float(row["latency_ms_sum"])
         bounds = [str(x) for x in LATENCY_BUCKETS_MS] + ["+Inf"]
-        for bound, n in zip(bounds, row["latency_buckets"]):
+        for bound, n in zip(bounds, row["latency_buckets"], strict=False):
             out[field("latency_bucket", b, m, bound)] = n
         out[field("validation_failures", b, m)] = row["validation_failures"]
         out[field("rate_limit_wait_seconds", b, m)] = float(row["rate_limit_wait_s"])
@@ -156,7 +157,7 @@ class Publisher:
         if time.monotonic() - self._last_flush >= self.interval:
             self.flush()
 
-    def start(self) -> "Publisher":
+    def start(self) -> Publisher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tidyq-metrics", daemon=True)
             self._thread.start()
@@ -220,7 +221,7 @@ class Heartbeat:
             p.zadd(keys.workers_seen(), {self.hostname: now})
             p.execute()
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="tidyq-heartbeat", daemon=True)
         self._thread.start()

@@ -21,7 +21,8 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from celery import signals
 
@@ -29,9 +30,9 @@ from shared import keys
 from shared.config import get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import ItemResult, JobSpec, JobState
+from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 from shared.telemetry import get_logger, redact
 from workers import app
-from workers.routing import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
 RESULT_ID = "optimize"
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
@@ -78,14 +79,16 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     wrapper = runtime.get_wrapper(job.backend, job.model)
 
     settings_used = optimize.check_settings(req.optimizer, req.settings)
-    params = {"optimizer": req.optimizer, "metric": req.metric, "signature": pspec.signature, "program_kind": pspec.kind,
+    params = {"optimizer": req.optimizer, "metric": req.metric, "signature": pspec.signature,
+              "program_kind": pspec.kind,
               "backend": job.backend, "model": wrapper.model, "trainset_size": len(req.trainset),
               "valset_size": len(req.valset) if req.valset else "trainset", "time_limit_s": time_limit,
               "num_threads": req.num_threads, "started_from": started_from, "registered_model": req.name,
               **{f"optimizer.{k}": v for k, v in settings_used.items()},
               **{f"metric.{k}": v for k, v in req.metric_options.items()}}
-    run = tracking.start_job_run(job.id, "optimize", params, settings=settings, run_name=f"optimize-{req.name}-{job.id[:8]}")
-    if not run.active:
+    run = tracking.start_job_run(job.id, "optimize", params, settings=settings,
+                                 run_name=f"optimize-{req.name}-{job.id[:8]}")
+    if not run.active or run.run_id is None:
         raise ConfigurationError("could not create an MLflow run for the optimize job (MLflow unreachable)")
 
     last_logged = [0.0]
@@ -127,7 +130,8 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     version = registry.register(req.name, run.run_id, "program", description=f"tidyq optimize job {job.id}", tags={
         "tidyq.job_id": job.id, "tidyq.optimizer": req.optimizer, "tidyq.metric": req.metric,
         "tidyq.signature": pspec.signature, "tidyq.program_kind": pspec.kind,
-        "tidyq.baseline_score": round(outcome.baseline_score, 6), "tidyq.optimized_score": round(outcome.optimized_score, 6),
+        "tidyq.baseline_score": round(outcome.baseline_score, 6),
+        "tidyq.optimized_score": round(outcome.optimized_score, 6),
         "tidyq.stopped": outcome.stopped or ""})
     uri = f"models:/{req.name}/{version}"
     run.set_tags({"tidyq.model_uri": uri, "tidyq.stopped": outcome.stopped or ""})
@@ -159,7 +163,7 @@ class _Heartbeat:
             except Exception:
                 pass
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 

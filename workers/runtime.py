@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.config import UnifiedConfig, get_settings
+from shared.config import BackendType, Target, UnifiedConfig, get_settings
 
 _lock = threading.RLock()
 _wrappers: dict[tuple, Any] = {}
@@ -28,8 +28,8 @@ def reset() -> None:
         _executors.clear()
 
 
-def get_wrapper(backend: str, model: str | None, fallbacks: tuple[str, ...] = ()):
-    """``fallbacks``: "backend:model" targets after this one (one engine over all, shared/fallback.py)."""
+def get_wrapper(backend: str, model: str | None, fallbacks: tuple[Target, ...] = ()):
+    """``fallbacks``: the targets after this one (one engine over all, shared/engine.py)."""
     key = (backend, model, *fallbacks)
     with _lock:
         w = _wrappers.get(key)
@@ -37,7 +37,7 @@ def get_wrapper(backend: str, model: str | None, fallbacks: tuple[str, ...] = ()
             from shared.wrapper import UnifiedDSPyWrapper
 
             # (the wrapper keeps the mock's cache in memory only: CacheConfig.shared)
-            w = UnifiedDSPyWrapper(UnifiedConfig(backend=backend, model=model, fallbacks=fallbacks))
+            w = UnifiedDSPyWrapper(UnifiedConfig(backend=BackendType.parse(backend), model=model, fallbacks=fallbacks))
             _wrappers[key] = w
         return w
 
@@ -56,7 +56,7 @@ def load_program(uri: str):
 
 
 def get_module(backend: str, model: str | None, signature: str | None, program: str | None,
-               fallbacks: tuple[str, ...] = ()):
+               fallbacks: tuple[Target, ...] = ()):
     """A UnifiedDSPyModule for a job's program on its target chain, cached per process."""
     key = (backend, model, signature or "", program or "", *fallbacks)
     with _lock:

@@ -16,14 +16,14 @@ from pydantic import ValidationError
 
 from shared import tracking
 from shared.config import get_settings
+from shared.fallback import job_deadline, requeue_delay
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
+from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import app
 from workers.celery_app import broker_url
-from shared.fallback import job_deadline, requeue_delay
 from workers.chunk import ChunkRunner, error_message
-from workers.routing import CHUNK_TASK, queue_for
 
 _stores: dict[int, JobStore] = {}
 

@@ -19,7 +19,9 @@ BEDROCK_ID = re.compile(
 
 
 def is_bedrock_model(model: str | None) -> bool:
-    return bool(model) and (model.startswith("bedrock/") or bool(BEDROCK_ID.match(model)))
+    if not model:
+        return False
+    return model.startswith("bedrock/") or bool(BEDROCK_ID.match(model))
 
 
 def aws_credentials_resolve() -> bool:
@@ -52,9 +54,11 @@ def choose_backend(config: UnifiedConfig) -> BackendType:
     if config.model and not is_bedrock_model(config.model):
         if config.api_key or config.api_base or (key_env and os.environ.get(key_env)):
             return BackendType.DIRECT
-        looked_for.append(f"{key_env or 'a provider API key'}, TIDYQ_API_KEY or TIDYQ_API_BASE for model {config.model!r}")
+        looked_for.append(f"{key_env or 'a provider API key'}, TIDYQ_API_KEY or TIDYQ_API_BASE "
+                          f"for model {config.model!r}")
     else:
-        looked_for.append("TIDYQ_MODEL (a provider model string such as openai/gpt-4o-mini) with its API key or TIDYQ_API_BASE")
+        looked_for.append("TIDYQ_MODEL (a provider model string such as openai/gpt-4o-mini) "
+                          "with its API key or TIDYQ_API_BASE")
     raise ConfigurationError("backend AUTO found no usable backend; looked for: " + "; ".join(looked_for)
                              + ". Set one of them, or choose backend='mock' explicitly for offline runs.")
 

@@ -2,8 +2,8 @@
 
 Credentials, region and endpoint come from AWS's own chain (AWS_* variables, profiles, instance
 roles; AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_BEDROCK_RUNTIME). botocore's retries are off
-(total_max_attempts=1: botocore counts max_attempts as retries): the retry step is the only retry layer. botocore errors are mapped to
-dspy.lm15 errors here, at the boundary.
+(total_max_attempts=1: botocore counts max_attempts as retries): the retry step is the only retry
+layer. botocore errors are mapped to dspy.lm15 errors here, at the boundary.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def from_converse(data: dict, model: str) -> Response:
     usage = data.get("usage", {}) or {}
     return Response(id=data.get("ResponseMetadata", {}).get("RequestId"), model=model,
                     message=Message.assistant([TextPart(text)]),
-                    finish_reason=STOP_REASONS.get(data.get("stopReason"), "stop"),
+                    finish_reason=STOP_REASONS.get(data.get("stopReason") or "", "stop"),
                     usage=Usage(input_tokens=usage.get("inputTokens"), output_tokens=usage.get("outputTokens"),
                                 total_tokens=usage.get("totalTokens")))
 

@@ -74,7 +74,7 @@ def bind(entry: EntryPoint, args: tuple, kwargs: dict[str, Any]) -> dict[str, An
     """Positional + keyword legacy arguments -> {canonical keyword: value}. Unknown ones are errors."""
     if len(args) > len(entry.positional):
         raise ConfigurationError(f"{entry.name} takes at most {len(entry.positional)} positional argument(s)")
-    bound = dict(zip(entry.positional, args))
+    bound = dict(zip(entry.positional, args, strict=False))
     for key, value in kwargs.items():
         if entry.kind != "module" and key not in KEYWORDS:
             raise ConfigurationError(f"{entry.name}: unknown argument {key!r}; known: {', '.join(sorted(KEYWORDS))}")

@@ -26,7 +26,7 @@ class DynamicModule(dspy.Module):
             raise ConfigurationError(f"DynamicModule: unknown module_type {module_type!r}; "
                                      f"known: {', '.join(sorted(MODULE_TYPES))}")
         self.predictor = getattr(dspy, kind)(signature)
-        self._fallback = None
+        self._fallback: Any = None  # a UnifiedDSPyWrapper, built on the first call without dspy.settings.lm
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         if dspy.settings.lm is not None:

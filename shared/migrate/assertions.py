@@ -20,6 +20,7 @@ reading ``self``, inputs or the returned variable changed after a check, other h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import libcst as cst
 
@@ -295,8 +296,8 @@ class AssertionRules(Rule):
             name = self.kind_of(handler) or ""
             self.m.mark(handler)
         for key, arg in extra.items():
-            if key == "max_backtracks" and int_value(arg.value) is not None:
-                max_backtracks = int_value(arg.value)
+            if key == "max_backtracks" and (backtracks := int_value(arg.value)) is not None:
+                max_backtracks = backtracks
             elif key == "bypass_suggest" and isinstance(arg.value, cst.Name) and arg.value.value in ("True", "False"):
                 bypass_suggest = arg.value.value == "True"
             else:
@@ -327,7 +328,7 @@ class AssertionRules(Rule):
                 keywords.pop("assertion_handler").value if "assertion_handler" in keywords else None)
             extra_positional = positional[2:]
         else:
-            module = call.func.value
+            module = cast(cst.Attribute, call.func).value
             handler = positional[0].value if positional else (keywords.pop("handler").value if "handler" in keywords
                                                               else None)
             extra_positional = positional[1:]
@@ -342,7 +343,8 @@ class AssertionRules(Rule):
             cls = module.func.value
             self.activation_targets.add(id(module))
         elif isinstance(module, (cst.Name, cst.Attribute)):
-            candidates = {c for c in self.name_class.get(code(module), ()) if self.asserting(c) or c in self.local_classes}
+            candidates = {c for c in self.name_class.get(code(module), ())
+                          if self.asserting(c) or c in self.local_classes}
             cls = candidates.pop() if len(candidates) == 1 else None
         if cls is None or not (self.asserting(cls) or cls in self.local_classes):
             self.m.report(call, f"cannot tell which module class {code(module)} is, so not which assertions this "
@@ -368,7 +370,7 @@ class AssertionRules(Rule):
         activation = self.activations.get(id(original))
         if activation is not None:
             module = self._module_arg(original, updated)
-            if activation.settings is None or not self.asserting(activation.cls):
+            if activation.settings is None or activation.cls is None or not self.asserting(activation.cls):
                 return module
             return self._wrap(code(module), activation.cls, activation.settings)
         if isinstance(original.func, cst.Name) and self.asserting(original.func.value):
@@ -377,7 +379,7 @@ class AssertionRules(Rule):
 
     def _module_arg(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         if self.kind_of(original.func) != "assert_transform_module":
-            return updated.func.value
+            return cast(cst.Attribute, updated.func).value
         for arg in updated.args:
             if arg.keyword is None or arg.keyword.value == "module":
                 return arg.value
@@ -402,7 +404,7 @@ class AssertionRules(Rule):
                 return None
         else:
             settings = Settings(attempts=1, strict=True)
-        return self._wrap(code(updated), original.func.value, settings)
+        return self._wrap(code(updated), cast(cst.Name, original.func).value, settings)
 
     def leave_statement(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
         for plan in self.plans.values():
@@ -412,10 +414,11 @@ class AssertionRules(Rule):
         if len(original.body) == 1 and isinstance(original.body[0], cst.Expr):
             activation = self.activations.get(id(original.body[0].value))
             if activation is not None and isinstance(activation.module, (cst.Name, cst.Attribute)):
-                new_value = updated.body[0].value
+                new_value = cast(cst.Expr, updated.body[0]).value
                 if code(new_value) == code(activation.module):
                     return cst.RemoveFromParent()  # the activation was a no-op now (noop_handler, parent class)
-                assign = cst.Assign(targets=[cst.AssignTarget(target=expr(code(activation.module)))], value=new_value)
+                target = cast(cst.BaseAssignTargetExpression, expr(code(activation.module)))
+                assign = cst.Assign(targets=[cst.AssignTarget(target=target)], value=new_value)
                 return updated.with_changes(body=[assign])
         return None
 
@@ -473,7 +476,7 @@ class AssertionRules(Rule):
     def leave_import_from(self, original: cst.ImportFrom, updated: cst.ImportFrom):
         if original.module is None or isinstance(updated.names, cst.ImportStar):
             return None
-        module = cst.helpers.get_full_name_for_node(original.module)
+        module = cst.helpers.get_full_name_for_node(original.module) or ""
         if not any(module + "." + e in (p + e for p in PREFIXES) for e in ERRORS):
             return None
         keep = [a for a in updated.names if a.name.value not in ERRORS]

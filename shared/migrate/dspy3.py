@@ -19,8 +19,6 @@ import libcst as cst
 from shared.migrate.cstutil import code, expr, split_args, string_value
 from shared.migrate.transform import Rule
 
-
-
 RENAMES: dict[str, str] = {}
 for _old, _new, _modules in (
     ("TypedPredictor", "Predict", ("dspy", "dspy.functional", "dspy.functional.functional")),
@@ -83,11 +81,11 @@ class Dspy3Rules(Rule):
 
             def visit_Import(self, node: cst.Import) -> None:
                 for alias in node.names:
-                    rules._check_module(alias, cst.helpers.get_full_name_for_node(alias.name))
+                    rules._check_module(alias, cst.helpers.get_full_name_for_node(alias.name) or "")
 
             def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
                 if node.module is not None and not node.relative:
-                    rules._check_module(node, cst.helpers.get_full_name_for_node(node.module))
+                    rules._check_module(node, cst.helpers.get_full_name_for_node(node.module) or "")
 
         module.visit(_Calls())
 

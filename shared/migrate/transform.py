@@ -7,8 +7,9 @@ when nothing uses them any more, so an unmigrated use keeps its import (and is r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, TypeVar
 
 import libcst as cst
 from libcst.codemod import CodemodContext
@@ -16,6 +17,15 @@ from libcst.codemod.visitors import AddImportsVisitor, ImportItem, RemoveImports
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, QualifiedNameProvider
 
 from shared.migrate.findings import Finding
+
+NodeT = TypeVar("NodeT", bound=cst.CSTNode)
+
+
+def _as_name(alias: cst.ImportAlias) -> str | None:
+    """The ``as NAME`` of an import alias, if any."""
+    if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+        return alias.asname.name.value
+    return None
 
 
 @dataclass
@@ -57,7 +67,7 @@ class Migrator(cst.CSTTransformer):
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
         return self.get_metadata(ParentNodeProvider, node, None)
 
-    def enclosing(self, node: cst.CSTNode, kind: type) -> cst.CSTNode | None:
+    def enclosing(self, node: cst.CSTNode, kind: type[NodeT]) -> NodeT | None:
         cur = self.parent(node)
         while cur is not None and not isinstance(cur, kind):
             cur = self.parent(cur)
@@ -96,8 +106,8 @@ class Migrator(cst.CSTTransformer):
         class _Scan(cst.CSTVisitor):
             def visit_Import(self, imp: cst.Import) -> bool:
                 for alias in imp.names:
-                    name = cst.helpers.get_full_name_for_node(alias.name)
-                    asname = alias.asname.name.value if alias.asname else None
+                    name = cst.helpers.get_full_name_for_node(alias.name) or ""
+                    asname = _as_name(alias)
                     if name == "dspy" and migrator.dspy_alias is None:
                         migrator.dspy_alias = asname or "dspy"
                     if migrator.is_legacy(name):
@@ -107,10 +117,10 @@ class Migrator(cst.CSTTransformer):
             def visit_ImportFrom(self, imp: cst.ImportFrom) -> bool:
                 if imp.relative or imp.module is None or isinstance(imp.names, cst.ImportStar):
                     return False
-                module = cst.helpers.get_full_name_for_node(imp.module)
+                module = cst.helpers.get_full_name_for_node(imp.module) or ""
                 for alias in imp.names:
-                    name = alias.name.value
-                    asname = alias.asname.name.value if alias.asname else None
+                    name = cst.helpers.get_full_name_for_node(alias.name) or ""
+                    asname = _as_name(alias)
                     if migrator.is_legacy(f"{module}.{name}") or migrator.is_legacy(module):
                         migrator.legacy_imports.append((module, name, asname))
                 return False
@@ -224,7 +234,7 @@ def checked_classes(source: str, path: str) -> set[str]:
     """Classes of this file whose checks are (or after migration will be) in assertion_checks."""
     migrator = Migrator(path, RunKnowledge())
     MetadataWrapper(cst.parse_module(source)).visit(migrator)
-    rules = migrator.rules[1]
+    rules: Any = migrator.rules[1]  # the assertion rules (shared/migrate/assertions.py)
     return set(rules.plans) | set(rules.has_checks)
 
 

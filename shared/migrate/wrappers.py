@@ -18,6 +18,8 @@ The argument table is shared with the compatibility shims (shared.compat.legacy_
 
 from __future__ import annotations
 
+from typing import cast
+
 import libcst as cst
 
 from shared.compat.legacy_config import (
@@ -89,7 +91,7 @@ class WrapperRules(Rule):
         if len(positional) > len(entry.positional):
             self.m.report(original.func, f"{entry.name} takes at most {len(entry.positional)} positional argument(s)")
             return None
-        bound = {name: arg.value for name, arg in zip(entry.positional, positional)}
+        bound = {name: arg.value for name, arg in zip(entry.positional, positional, strict=False)}
         for key, arg in keywords.items():
             if entry.kind != "module" and key not in KEYWORDS:
                 self.m.report(original.func, f"{entry.name}: argument {key!r} has no UnifiedConfig counterpart; "
@@ -169,22 +171,23 @@ class WrapperRules(Rule):
             return None
         kind = "predict"
         if "module_type" in bound:
-            kind = string_value(bound["module_type"])
-            if kind is None or kind.lower() not in MODULE_TYPES:
+            given = string_value(bound["module_type"])
+            if given is None or given.lower() not in MODULE_TYPES:
                 self.m.report(original.func, "DynamicModule: module_type must be a literal, one of "
                                              f"{', '.join(sorted(MODULE_TYPES))}")
                 return None
+            kind = given
         self.m.mark(original.func)
         return expr(f"{self.m.dspy(MODULE_TYPES[kind.lower()])}({code(bound['signature'])})")
 
     def _method_call(self, original: cst.Call, updated: cst.Call):
-        name = original.func.attr.value
+        name = cast(cst.Attribute, original.func).attr.value
         if name in SAME_METHODS:
             return None
         if name == "predict":
             positional, keywords, starred = split_args(updated)
             if len(positional) == 1 and not starred:
-                target = code(updated.func.value)
+                target = code(cast(cst.Attribute, updated.func).value)
                 rest = ", ".join(code(arg.value) if arg.keyword is None else f"{arg.keyword.value}={code(arg.value)}"
                                  for arg in updated.args[1:])
                 return expr(f"{target}.create_module({code(positional[0].value)}).predict({rest})")
@@ -220,6 +223,6 @@ class WrapperRules(Rule):
         entry = self.entry(assign.value.func)
         if entry is None or entry.kind != "configure" or not self._assigned_to_one_name(assign.value):
             return None
-        target = assign.targets[0].target.value
+        target = cast(cst.Name, assign.targets[0].target).value  # one plain name: _assigned_to_one_name
         configure = cst.parse_statement(f"{self.m.dspy('configure')}(lm={target})\n")
         return cst.FlattenSentinel([updated, configure])

@@ -7,8 +7,8 @@ A step is ``step(request, call_next) -> Response`` (httpx/structlog style: a pla
 
 from __future__ import annotations
 
-from functools import reduce
-from typing import Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from dspy.lm15 import Request, Response, response_to_events
 
@@ -31,14 +31,20 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def _bind(step: Step, call_next: CallNext) -> CallNext:
+    return lambda request: step(request, call_next)
+
+
 class StepEngine:
     """DSPy engine = steps (outermost first) composed around a backend's ``complete``."""
 
     def __init__(self, steps: list[Step], backend: Backend):
         self.steps = list(steps)
         self.backend = backend
-        self._call = reduce(lambda nxt, step: (lambda req, s=step, n=nxt: s(req, n)),
-                            reversed(self.steps), backend.complete)
+        call: CallNext = backend.complete
+        for step in reversed(self.steps):
+            call = _bind(step, call)
+        self._call = call
 
     def complete(self, request: Request) -> Response:
         return self._call(request)

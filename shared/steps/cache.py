@@ -10,9 +10,9 @@ serialized and sent by a background thread, so a cache miss costs the caller onl
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
-import atexit
 import os
 import threading
 import time
@@ -111,7 +111,7 @@ class RedisTier:
             value = self.redis.get(keys.cache_entry(key))
         except Exception:
             return None
-        return value.decode() if value is not None else None
+        return value.decode() if isinstance(value, bytes) else value
 
     def put(self, key: str, value: str) -> None:
         self.put_many([(key, value)])
@@ -216,7 +216,7 @@ class BackgroundWriter:
     def _drain(self) -> None:
         with self._lock:
             while self.pending:
-                batch = []
+                batch: list[tuple[str, Response]] = []
                 while self.pending and len(batch) < self.batch:
                     batch.append(self.pending.popleft())
                 try:
@@ -243,11 +243,13 @@ class CacheStep:
         self.config = config
         max_bytes = config.max_size_mb * 1024 * 1024
         self.memory = MemoryTier(config.memory_items, max_bytes)
+        self.shared: Tier
+        self.shared_kind: str | None
         if not shared:
             self.shared = NoTier()
             self.shared_kind = None
         elif redis_url:
-            self.shared: Tier = RedisTier(redis_url, config.ttl_seconds)
+            self.shared = RedisTier(redis_url, config.ttl_seconds)
             self.shared_kind = "redis"
         else:
             self.shared = DiskTier(cache_dir or default_cache_dir(), config.ttl_seconds, max_bytes)

@@ -10,7 +10,8 @@ import time
 
 from dspy.lm15 import Request, Response
 
-from shared.metrics import MetricsRegistry, registry as default_registry
+from shared.metrics import MetricsRegistry
+from shared.metrics import registry as default_registry
 from shared.steps import stats
 from shared.steps.base import CallNext
 from shared.telemetry import get_logger

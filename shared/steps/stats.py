@@ -8,9 +8,9 @@ so each item of a chunk running in its own thread gets its own numbers.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 
 @dataclass

@@ -106,7 +106,8 @@ class BedrockFake(FakeProvider):
               headers: dict[str, str] | None = None) -> _Reply:
         if status == 404 and error_type is None and message.startswith("no route"):
             error_type = "UnknownOperationException"
-        kind = error_type or ERROR_TYPES.get(status, "InternalServerException" if status >= 500 else "ValidationException")
+        default = "InternalServerException" if status >= 500 else "ValidationException"
+        kind = error_type or ERROR_TYPES.get(status, default)
         if message.startswith(("injected failure", "scripted failure")):
             message = f"{_MESSAGES.get(kind, kind)} ({message})"
         reply_headers = {"x-amzn-RequestId": str(uuid.uuid4()),

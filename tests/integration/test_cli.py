@@ -12,7 +12,7 @@ import redis
 from typer.testing import CliRunner
 
 from producers.cli import app
-from workers.routing import ALL_QUEUES
+from shared.queues import ALL_QUEUES
 
 TIDYQ = str(Path(sys.executable).with_name("tidyq"))
 SIG = "question -> answer"
@@ -85,10 +85,13 @@ BAD_CASES = {
                  "in.jsonl:2: not JSON"),
     "unknown_field": ('{"inputs": {"question": "x"}}\n{"inputs": {"question": "y", "topic": "z"}}\n', [],
                       "in.jsonl:2: field 'inputs.topic': unknown input field 'topic'"),
-    "duplicate_id": ('{"custom_id": "a", "inputs": {"question": "x"}}\n{"custom_id": "a", "inputs": {"question": "y"}}\n',
+    "duplicate_id": ('{"custom_id": "a", "inputs": {"question": "x"}}\n'
+                     '{"custom_id": "a", "inputs": {"question": "y"}}\n',
                      [], "in.jsonl:2: field 'custom_id': duplicate custom_id 'a'"),
-    "bad_signature": ('{"inputs": {"question": "x"}}\n', ["--signature", "question answer"], "signature: bad signature"),
-    "unknown_backend": ('{"inputs": {"question": "x"}}\n', ["--backend", "openai"], "backend: unknown backend 'openai'"),
+    "bad_signature": ('{"inputs": {"question": "x"}}\n', ["--signature", "question answer"],
+                      "signature: bad signature"),
+    "unknown_backend": ('{"inputs": {"question": "x"}}\n', ["--backend", "openai"],
+                        "backend: unknown backend 'openai'"),
     "bad_fallback": ('{"inputs": {"question": "x"}}\n', ["--fallback", "nope:m"], "unknown backend 'nope'"),
 }
 

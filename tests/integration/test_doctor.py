@@ -91,7 +91,8 @@ def test_doctor_fails_and_names_each_fix(redis_url, start_worker, openai_fake):
     assert "appendonly" in by["redis persistence"]["fix"]
     assert "-Q optimize" in by["workers optimize"]["fix"]
     assert "TIDYQ_MLFLOW_TRACKING_URI" in by["mlflow"]["fix"]
-    assert "credentials" in by["backend direct"]["fix"] and "Auth" in by["backend direct"]["detail"], by["backend direct"]
+    direct = by["backend direct"]
+    assert "credentials" in direct["fix"] and "Auth" in direct["detail"], direct
     assert by["backend mock"]["status"] == "ok"
     # with only the queues this deployment runs, only the real problems remain
     code, report, _ = doctor(redis_url, "--queue", "predict.mock", "--queue", "predict.direct", "--backend", "mock")

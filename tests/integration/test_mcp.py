@@ -132,8 +132,8 @@ def test_wait_is_capped_then_job_id_is_handed_back_and_cancel_works(redis_url, s
             assert out["job_id"] in out["next_step"] and "job_status" in out["next_step"]
             assert waited < 15, f"the 1 s cap was not applied ({waited:.1f} s)"
 
-            batch = await client.call_tool("submit_batch", {"signature": QA, "backend": "direct",
-                                                            "rows": [{"inputs": {"question": str(i)}} for i in range(5)]})
+            rows = [{"inputs": {"question": str(i)}} for i in range(5)]
+            batch = await client.call_tool("submit_batch", {"signature": QA, "backend": "direct", "rows": rows})
             job_id = batch.structured_content["job_id"]
             cancelled = await client.call_tool("cancel_job", {"job_id": job_id})
             assert not cancelled.is_error, cancelled.content
@@ -143,7 +143,8 @@ def test_wait_is_capped_then_job_id_is_handed_back_and_cancel_works(redis_url, s
             again = (await client.call_tool("cancel_job", {"job_id": job_id})).structured_content
             assert again["status"] == "cancelled" and "already ended" in again["note"]
             # the predict job handed back above can be cancelled too
-            assert (await client.call_tool("cancel_job", {"job_id": out["job_id"]})).structured_content["status"] == "cancelled"
+            cancelled = await client.call_tool("cancel_job", {"job_id": out["job_id"]})
+            assert cancelled.structured_content["status"] == "cancelled"
 
     anyio.run(main)
 
@@ -159,8 +160,8 @@ def test_cancel_a_running_batch_keeps_finished_results(redis_url, start_worker, 
     async def main():
         rows = [{"inputs": {"question": f"q{i}"}} for i in range(200)]
         async with Client(build_server(redis_url=redis_url)) as client:
-            sub = (await client.call_tool("submit_batch", {"signature": QA, "rows": rows, "backend": "direct",
-                                                           "model": "openai/gpt-4o-mini", "chunk_size": 5})).structured_content
+            args = {"signature": QA, "rows": rows, "backend": "direct", "model": "openai/gpt-4o-mini", "chunk_size": 5}
+            sub = (await client.call_tool("submit_batch", args)).structured_content
             job_id = sub["job_id"]
             with anyio.fail_after(60):
                 while True:  # until the first results are in
@@ -195,7 +196,8 @@ def test_stdio_subprocess_session(redis_url, mock_worker, tmp_path):
         with anyio.fail_after(90):
             async with Client(params) as client:
                 assert TOOLS <= {t.name for t in (await client.list_tools()).tools}
-                res = await client.call_tool("predict", {"signature": QA, "inputs": {"question": "hi"}, "backend": "mock"})
+                res = await client.call_tool("predict",
+                                             {"signature": QA, "inputs": {"question": "hi"}, "backend": "mock"})
                 assert not res.is_error, res.content
                 assert res.structured_content["outputs"]["answer"]
                 sub = await client.call_tool("submit_batch", {"signature": QA, "path": "in.jsonl", "backend": "mock",
@@ -227,8 +229,8 @@ def http_server(redis_url, tmp_path):
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-c", "import sys; from producers.cli import main; sys.exit(main())",
                                  "mcp", "--http", f"127.0.0.1:{port}", "--log-level", "INFO"],
-                                env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -252,7 +254,8 @@ def http_server(redis_url, tmp_path):
 def test_http_refuses_missing_or_wrong_token_and_serves_a_good_one(http_server, mock_worker):
     url, tokens, log = http_server
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}}
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     wrong = "tok-" + "c" * 28
     with httpx2.Client(timeout=10) as http:

@@ -100,7 +100,7 @@ class ShippedRedis:
     def port(self) -> int:
         return self._server.port
 
-    def start(self, timeout: float = 15.0) -> "ShippedRedis":
+    def start(self, timeout: float = 15.0) -> ShippedRedis:
         import subprocess
 
         args = [self._server.binary, str(SHIPPED_REDIS_CONF), "--port", str(self.port), "--dir", str(self.directory),
@@ -123,7 +123,7 @@ class ShippedRedis:
         self._server.stop(kill=kill)
         self.process = None
 
-    def restart(self, down_seconds: float = 0.0) -> "ShippedRedis":
+    def restart(self, down_seconds: float = 0.0) -> ShippedRedis:
         self.stop()
         time.sleep(down_seconds)
         return self.start()

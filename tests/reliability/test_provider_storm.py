@@ -47,7 +47,7 @@ def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worke
         openai_fake.set_failure_rate(0.3, (429, 503), retry_after=retry_after, seed=7)
         inputs = rows(N, phase)
         job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=20)
-        wait_for(lambda: job.status()["counts"]["succeeded"] >= N // 3, 60, "a third of the items")
+        wait_for(lambda job=job: job.status()["counts"]["succeeded"] >= N // 3, 60, "a third of the items")
         openai_fake.hang_next(HANGS, seconds=3.0)  # above TIDYQ_REQUEST_TIMEOUT: client-side timeouts
         st = job.wait(timeout=150)
         results = list(job.results(timeout=10))

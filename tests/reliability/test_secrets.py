@@ -115,7 +115,8 @@ def test_no_secret_reaches_logs_redis_results_status_or_mlflow(shipped_redis, wo
     leaks = [f"{name} in {where}" for where, data in haystacks.items() for name, value in secrets.items()
              if value.encode() in data]
     figures("secrets", {"places_grepped": len(haystacks), "bytes_grepped": sum(len(v) for v in haystacks.values()),
-                        "mlflow_run": bool(run_id), "run_written_by_worker": written_by_worker, "mlflow_params": sorted(mlflow_params), "leaks": leaks})
+                        "mlflow_run": bool(run_id), "run_written_by_worker": written_by_worker,
+                        "mlflow_params": sorted(mlflow_params), "leaks": leaks})
     assert not leaks
     assert queued.status()["status"] == "queued"
     # the grep can find: the worker log really was written and names the key's effect

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from producers import Client
-from tests.reliability.conftest import SIG, children, rss_kb, rows
+from tests.reliability.conftest import SIG, children, rows, rss_kb
 
 N = 50_000
 CHUNK = 250

@@ -7,12 +7,19 @@ import time
 
 import pytest
 import redis
+from dspy import lm15
 
 from shared import keys
-from shared.breaker import (BreakerSettings, CircuitBreaker, breaker_states, breaker_status, counters,
-                            outcome_of, reset_breaker)
+from shared.breaker import (
+    BreakerSettings,
+    CircuitBreaker,
+    breaker_states,
+    breaker_status,
+    counters,
+    outcome_of,
+    reset_breaker,
+)
 from shared.errors import BreakerOpen
-from dspy import lm15
 
 FAST = dict(window_seconds=5.0, buckets=5, min_calls=4, failure_rate=0.5, open_seconds=0.3, max_open_seconds=1.0,
             half_open_probes=2, close_after=1, probe_lease_seconds=5.0, busy_retry_seconds=0.2,

@@ -13,7 +13,7 @@ from shared import CacheConfig, RetryConfig, UnifiedConfig, UnifiedDSPyWrapper
 from shared.breaker import breaker_status, reset_breaker
 from shared.config import Target
 from shared.errors import AllTargetsOpen, ConfigurationError, CredentialsRejected
-from shared.fallback import FallbackEngine, parse_targets, requeue_delay
+from shared.fallback import FallbackEngine, requeue_delay
 from tests.fakes.openai_server import OpenAIFake
 
 FAST_RETRY = RetryConfig(max_retries=1, base_delay=0.01, max_delay=0.02)
@@ -55,13 +55,13 @@ def chain(*fallbacks: str, retry: RetryConfig = FAST_RETRY) -> UnifiedDSPyWrappe
 # ---- parsing ---------------------------------------------------------------------------------
 
 def test_targets_split_at_the_first_colon():
-    t = parse_targets("bedrock:anthropic.claude-3-haiku-20240307-v1:0, gateway:chat ,direct:openai/gpt-4o-mini")
+    t = Target.parse_list("bedrock:anthropic.claude-3-haiku-20240307-v1:0, gateway:chat ,direct:openai/gpt-4o-mini")
     assert [(x.backend, x.model) for x in t] == [("bedrock", "anthropic.claude-3-haiku-20240307-v1:0"),
                                                   ("gateway", "chat"), ("direct", "openai/gpt-4o-mini")]
     assert UnifiedConfig(backend="mock", fallbacks="direct:openai/x,mock").fallbacks == (
         Target("direct", "openai/x"), Target("mock"))
     with pytest.raises(ConfigurationError, match="unknown backend 'nope'"):
-        parse_targets("nope:model")
+        Target.parse_list("nope:model")
     with pytest.raises(ConfigurationError, match="concrete backend"):
         UnifiedConfig(backend="mock", fallbacks=["auto:x"])
 

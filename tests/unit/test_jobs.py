@@ -5,11 +5,21 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from shared.errors import BadInput
-from shared.jobs import (ChunkPayload, ItemResult, JobKind, JobSpec, JobState, Target, check_inputs, parse_backend,
-                         signature_fields)
+from shared.config import Target
+from shared.errors import BadInput, ConfigurationError
+from shared.jobs import (
+    ChunkPayload,
+    ItemResult,
+    JobKind,
+    JobSpec,
+    JobState,
+    check_inputs,
+    parse_backend,
+    signature_fields,
+)
 
-CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached", "attempts"}
+CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached",
+                        "attempts"}
 
 
 def spec(**kw):
@@ -53,7 +63,7 @@ def test_target_parse_keeps_colons_in_model_ids():
     t = Target.parse("bedrock:anthropic.claude-3-haiku-20240307-v1:0")
     assert (t.backend, t.model) == ("bedrock", "anthropic.claude-3-haiku-20240307-v1:0")
     assert Target.parse("mock") == Target(backend="mock", model=None)
-    with pytest.raises(BadInput):
+    with pytest.raises(ConfigurationError, match="unknown backend 'nope'"):
         Target.parse("nope:model")
 
 
@@ -70,6 +80,20 @@ def test_job_spec_requires_a_program_and_a_concrete_backend():
     assert roundtrip.kind is JobKind.BATCH
 
 
+def test_one_target_type_travels_in_the_job_and_a_bad_one_is_a_validation_error():
+    """The CLI's string, the job's JSON and the worker's config all carry the same frozen Target."""
+    sent = spec(fallback=list(Target.parse_list("bedrock:anthropic.claude-3-haiku-20240307-v1:0,mock")))
+    wire = json.loads(sent.model_dump_json())
+    assert wire["fallback"][0] == {"backend": "bedrock", "model": "anthropic.claude-3-haiku-20240307-v1:0",
+                                   "larger_context": False}
+    received = JobSpec.model_validate(wire)
+    assert received.fallback == [Target("bedrock", "anthropic.claude-3-haiku-20240307-v1:0"), Target("mock")]
+    assert hash(received.fallback[1]) == hash(Target("mock"))  # frozen: usable as a per-process cache key
+    for bad in ({"backend": "nope"}, {"backend": "auto"}, {"backend": "mock", "extra": 1}):
+        with pytest.raises(ValidationError):  # a poison message, never a crash of the chunk task
+            JobSpec.model_validate(wire | {"fallback": [bad]})
+
+
 def test_result_json_has_exactly_the_contract_keys():
     ok = ItemResult(custom_id="a", status="succeeded", outputs={"answer": "x"}, backend="mock", model="m",
                     latency_ms=1.5, cached=False, attempts=1)
@@ -82,7 +106,8 @@ def test_result_json_has_exactly_the_contract_keys():
 
 
 def test_chunk_payload_rejects_poison():
-    good = {"job": spec().model_dump(mode="json"), "chunk": 0, "items": [{"custom_id": "1", "inputs": {"question": "q"}}]}
+    good = {"job": spec().model_dump(mode="json"), "chunk": 0,
+            "items": [{"custom_id": "1", "inputs": {"question": "q"}}]}
     assert ChunkPayload.model_validate(good).items[0].custom_id == "1"
     for broken in ({**good, "items": [{"inputs": {}}]}, {**good, "chunk": -1}, {**good, "job": {"id": "x"}}, "text"):
         with pytest.raises(ValidationError):

@@ -4,7 +4,8 @@ import json
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producers.jsonl import FileCheck, JsonlWriter, iter_items, parse_item, read_jsonl
 from shared.errors import BadInput
@@ -25,7 +26,8 @@ def write(tmp_path, lines, name="in.jsonl"):
 
 
 def test_good_file_counts_items_and_defaults_custom_id_to_line_number(tmp_path):
-    p = write(tmp_path, [json.dumps({"inputs": {"question": "a"}}), "", json.dumps({"custom_id": "x", "inputs": {"question": "b"}})])
+    p = write(tmp_path, [json.dumps({"inputs": {"question": "a"}}), "",
+                         json.dumps({"custom_id": "x", "inputs": {"question": "b"}})])
     assert check(p) == 2
     assert [(i.custom_id, i.inputs["question"]) for i in iter_items(p)] == [("1", "a"), ("x", "b")]
 
@@ -35,7 +37,8 @@ def test_good_file_counts_items_and_defaults_custom_id_to_line_number(tmp_path):
     ('[1, 2]', "in.jsonl:2: expected a JSON object"),
     ('{"inputs": {"qestion": "a"}}', "in.jsonl:2: field 'inputs.qestion': unknown input field 'qestion'"),
     ('{"inputs": {}}', "in.jsonl:2: field 'inputs.question': missing input field"),
-    ('{"custom_id": "a", "inputs": {"question": "b"}}', "in.jsonl:2: field 'custom_id': duplicate custom_id 'a' (first on line 1)"),
+    ('{"custom_id": "a", "inputs": {"question": "b"}}',
+     "in.jsonl:2: field 'custom_id': duplicate custom_id 'a' (first on line 1)"),
     ('{"custom_id": "b", "input": {"question": "b"}}', "in.jsonl:2: field 'input': unknown field 'input'"),
     ('{"custom_id": "b"}', "in.jsonl:2: field 'inputs': missing field 'inputs'"),
     ('{"custom_id": true, "inputs": {"question": "b"}}', "in.jsonl:2: field 'custom_id'"),
@@ -79,7 +82,8 @@ def test_large_file_is_streamed_not_loaded(tmp_path):
     p = tmp_path / "large.jsonl"
     with open(p, "w") as fh:
         for i in range(30_000):
-            fh.write(json.dumps({"custom_id": f"id-{i}", "inputs": {"question": f"question number {i} " + "x" * 60}}) + "\n")
+            row = {"custom_id": f"id-{i}", "inputs": {"question": f"question number {i} " + "x" * 60}}
+            fh.write(json.dumps(row) + "\n")
     size = p.stat().st_size
     tracemalloc.start()
     try:

@@ -121,7 +121,8 @@ def introspection():
 
 
 def test_introspection_verifier(introspection):
-    v = IntrospectionTokenVerifier(introspection, client_id="rs-client", client_secret="rs-secret", resource_url=RESOURCE)
+    v = IntrospectionTokenVerifier(introspection, client_id="rs-client", client_secret="rs-secret",
+                                   resource_url=RESOURCE)
     token = verify(v, GOOD)
     assert token.client_id == "agent-1" and token.scopes == ["jobs", "read"] and token.resource == RESOURCE
     assert token.subject == "alice"
@@ -137,7 +138,8 @@ def test_introspection_verifier(introspection):
 def _post_all(app, header_sets):
     """MCP initialize POSTs through the SDK's streamable HTTP app (ASGI, in-process, one lifespan)."""
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "0"}}}
 
     async def main():
         async with app.router.lifespan_context(app):
@@ -150,7 +152,8 @@ def _post_all(app, header_sets):
 
 
 def test_oauth_resource_server_refuses_foreign_and_missing_tokens(introspection, redis_url):
-    settings = Settings(mcp_tokens=None, mcp_oauth_issuer_url="http://127.0.0.1:1", mcp_oauth_introspection_url=introspection,
+    settings = Settings(mcp_tokens=None, mcp_oauth_issuer_url="http://127.0.0.1:1",
+                        mcp_oauth_introspection_url=introspection,
                         mcp_oauth_client_id="rs-client", mcp_oauth_client_secret="rs-secret", mcp_resource_url=RESOURCE)
     auth, verifier = http_auth(settings, host="127.0.0.1", port=8765)
     app = build_server(settings=settings, redis_url=redis_url, auth=auth, token_verifier=verifier).streamable_http_app(

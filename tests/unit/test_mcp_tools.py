@@ -9,9 +9,9 @@ import anyio
 import pytest
 import redis
 from mcp import Client
+from mcp.server.mcpserver.exceptions import ToolError
 
 from producers.mcp_server import build_server, decode_cursor, encode_cursor, resolve_under_root
-from mcp.server.mcpserver.exceptions import ToolError
 
 QA = "question -> answer"
 pytestmark = pytest.mark.timeout(60)
@@ -55,12 +55,14 @@ def _error_text(result) -> str:
     ("predict", {"signature": QA, "inputs": {"question": "x"}, "wait_seconds": -1}, "wait_seconds"),
     ("submit_batch", {"signature": QA, "backend": "mock"}, "exactly one of rows"),
     ("submit_batch", {"signature": QA, "backend": "mock", "rows": []}, "no items"),
-    ("submit_batch", {"signature": QA, "backend": "mock", "rows": [{"inputs": {"question": "a"}}, {"inputs": {"nope": 1}}]},
+    ("submit_batch", {"signature": QA, "backend": "mock",
+                      "rows": [{"inputs": {"question": "a"}}, {"inputs": {"nope": 1}}]},
      "rows[1]"),
     ("submit_batch", {"signature": QA, "backend": "mock", "rows": [{"custom_id": "a", "inputs": {"question": "1"}},
                                                                      {"custom_id": "a", "inputs": {"question": "2"}}]},
      "duplicate custom_id 'a'"),
-    ("submit_batch", {"signature": QA, "backend": "mock", "rows": [{"inputs": {"question": "a"}, "extra": 1}]}, "extra"),
+    ("submit_batch", {"signature": QA, "backend": "mock", "rows": [{"inputs": {"question": "a"}, "extra": 1}]},
+     "extra"),
     ("job_status", {"job_id": "0" * 32}, "no job '" + "0" * 32 + "'"),
     ("job_results", {"job_id": "nope"}, "no job 'nope'"),
     ("job_results", {"job_id": "nope", "limit": 0}, "limit"),

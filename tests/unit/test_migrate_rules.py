@@ -37,7 +37,8 @@ def test_gateway_assignment_configures_dspy_after():
 
 
 def test_already_migrated_source_is_returned_unchanged():
-    source = "import dspy\nfrom shared import UnifiedConfig, UnifiedDSPyWrapper\nw = UnifiedDSPyWrapper(UnifiedConfig.from_env())\n"
+    source = ("import dspy\nfrom shared import UnifiedConfig, UnifiedDSPyWrapper\n"
+              "w = UnifiedDSPyWrapper(UnifiedConfig.from_env())\n")
     assert migrate(source) == (source, [])
 
 

@@ -21,8 +21,8 @@ import pytest
 import redis
 import yaml
 
+from shared.queues import ALL_QUEUES
 from shared.redis_server import free_port
-from workers.routing import ALL_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("TIDYQ_REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "MLFLOW_CRYPTO_KEK_PASSPHRASE")
@@ -154,7 +154,8 @@ def test_no_secret_value_in_shipped_files(tmp_path):
         text = (ROOT / rel).read_text()
         assert not any(s in text for s in secrets_), rel
         # a secret-looking assignment must be empty, a placeholder or an interpolation
-        for m in re.finditer(r"(?<![{$A-Z_])([A-Z0-9_]*(?:PASSWORD|PASSPHRASE|SECRET|API_KEY|BASIC_AUTH))[\"']?[ \t]*[:=][ \t]*[\"']?([^\s\"'#]*)", text):
+        secret_name = r"(?<![{$A-Z_])([A-Z0-9_]*(?:PASSWORD|PASSPHRASE|SECRET|API_KEY|BASIC_AUTH))"
+        for m in re.finditer(secret_name + r"[\"']?[ \t]*[:=][ \t]*[\"']?([^\s\"'#]*)", text):
             value = m.group(2)
             placeholder = value == "" or value.startswith(("$", "(", "user:password")) or "CHANGE-ME" in value
             assert placeholder, (rel, m.group(0))

@@ -10,8 +10,14 @@ import pytest
 
 from shared import UnifiedConfig, UnifiedDSPyWrapper
 from shared.errors import BadInput
-from shared.optimize import (OPTIMIZERS, check_settings, read_examples_file, resolve_metric, run_optimization,
-                             to_examples)
+from shared.optimize import (
+    OPTIMIZERS,
+    check_settings,
+    read_examples_file,
+    resolve_metric,
+    run_optimization,
+    to_examples,
+)
 from tests.optimize_support import icl_reply, sentiment_rows
 
 
@@ -28,7 +34,8 @@ def test_builtin_metrics():
     assert numeric(ex(answer="3.14"), dspy.Prediction(answer="about 3.1 units")) == 1.0
     assert numeric(ex(answer="3.14"), dspy.Prediction(answer="3.0")) == 0.0
     assert numeric(ex(answer="10"), dspy.Prediction(answer="n/a")) == 0.0
-    assert resolve_metric("f1")(ex(answer="the cat sat"), dspy.Prediction(answer="cat sat down")) == pytest.approx(0.6667, 1e-3)
+    f1 = resolve_metric("f1")(ex(answer="the cat sat"), dspy.Prediction(answer="cat sat down"))
+    assert f1 == pytest.approx(0.6667, 1e-3)
     two = dspy.Example(question="q", a="x", b="y").with_inputs("question")
     assert resolve_metric("exact_match")(two, dspy.Prediction(a="x", b="z")) == 0.5
 
@@ -79,7 +86,8 @@ def test_trainset_file_errors_name_file_line_and_field(tmp_path):
         ("{not json", "train.jsonl:2", "not JSON"),
         (json.dumps({"inputs": {"quest": "q"}, "outputs": {"answer": "a"}}), "field 'inputs.quest'", "unknown input"),
         (json.dumps({"inputs": {}, "outputs": {"answer": "a"}}), "field 'inputs.question'", "missing input"),
-        (json.dumps({"inputs": {"question": "q"}, "outputs": {"answr": "a"}}), "field 'outputs.answr'", "unknown output"),
+        (json.dumps({"inputs": {"question": "q"}, "outputs": {"answr": "a"}}), "field 'outputs.answr'",
+         "unknown output"),
         (json.dumps({"inputs": {"question": "q"}}), "field 'outputs'", "required"),
     ]
     for line, where, message in cases:

@@ -140,6 +140,7 @@ def _register(tmp_path, name, program, tag):
 
 def test_register_load_and_resolve_through_sqlite_mlflow(tmp_path, redis_url, mlflow_uri):
     from mlflow import MlflowClient
+
     from shared.registry import get_registry
 
     v1 = _register(tmp_path, "qa", _compiled_program(), 1)

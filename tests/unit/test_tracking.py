@@ -37,7 +37,8 @@ def _results(n):
     out = []
     for i in range(n):
         ok = i != 0
-        r = ItemResult(custom_id=str(i), status="succeeded" if ok else "failed", outputs={"answer": "x"} if ok else None,
+        r = ItemResult(custom_id=str(i), status="succeeded" if ok else "failed",
+                       outputs={"answer": "x"} if ok else None,
                        latency_ms=10.0 * (i + 1), cached=i == 3, attempts=1 if i != 3 else 0)
         out.append((r, CallStats(calls=1, attempts=r.attempts, cache_hits=int(r.cached), retries=1 if i == 2 else 0,
                                  input_tokens=100, output_tokens=20, cost_usd=0.001, latency_ms=r.latency_ms)))

@@ -3,8 +3,17 @@
 import dspy
 import pytest
 
-from shared import (BackendType, BadInput, CacheConfig, ConfigurationError, RetryConfig, UnifiedConfig,
-                    UnifiedDSPyWrapper, ValidationConfig, ValidationFailed)
+from shared import (
+    BackendType,
+    BadInput,
+    CacheConfig,
+    ConfigurationError,
+    RetryConfig,
+    UnifiedConfig,
+    UnifiedDSPyWrapper,
+    ValidationConfig,
+    ValidationFailed,
+)
 
 
 @pytest.fixture
@@ -156,9 +165,9 @@ def test_validation_regenerates_until_a_check_passes():
     cfg = UnifiedConfig(backend="mock", cache=CacheConfig(enabled=False),
                         validation=ValidationConfig(checks=(mentions_bravo,), max_attempts=8, strategy="best_of_n"))
     qa = UnifiedDSPyWrapper(cfg).create_module("question -> answer")
+    uncached = UnifiedDSPyWrapper(UnifiedConfig(backend="mock", cache=CacheConfig(enabled=False)))
     question = next(q for q in (f"q{i}" for i in range(200))
-                    if "bravo" not in UnifiedDSPyWrapper(UnifiedConfig(backend="mock", cache=CacheConfig(enabled=False)))
-                    .create_module("question -> answer").predict(question=q).answer)
+                    if "bravo" not in uncached.create_module("question -> answer").predict(question=q).answer)
     pred = qa.predict(question=question)
     assert "bravo" in pred.answer
     assert len(seen) >= 2 and "bravo" not in seen[0]

@@ -1,4 +1,7 @@
-"""Queue and task names, and which queue a job goes to. Imported by producers too (no DSPy).
+"""Queue and task names, and which queue a job goes to: the names producers and workers share.
+
+They live in shared/ so a producer sends a task by name without importing workers.* (whose
+package builds the worker's Celery app and its signals). No Celery, no DSPy here.
 
 One queue per backend, so a worker pool is sized and credentialed per provider
 (`celery -A workers worker -Q predict.bedrock`), plus one for optimize jobs.
