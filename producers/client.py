@@ -22,6 +22,7 @@ from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
 from shared.store import JobNotFound, JobStore, JobTimeout
 from producers import jsonl
+from producers.program_check import check_program
 from workers.routing import CHUNK_TASK, queue_for
 
 __all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
@@ -194,7 +195,7 @@ class Client:
             raise BadInput("give a signature or a program, not both", where="signature")
         if not signature and not program:
             raise BadInput("a signature (e.g. 'question -> answer') or a program URI is required", where="signature")
-        input_fields = signature_fields(signature)[0] if signature else None
+        input_fields = signature_fields(signature)[0] if signature else check_program(program, self.settings)
         backend = self.resolve_backend(backend, model)
         fallbacks = []
         for f in fallback or ():
