@@ -29,6 +29,7 @@ app = typer.Typer(name="tidyq", help="A job queue for DSPy programs.", add_compl
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+PROGRAM_HELP = "models:/NAME/N, models:/NAME@alias or pkg.module:Name (allowed by TIDYQ_PROGRAM_PACKAGES)"
 
 
 @contextmanager
@@ -117,7 +118,7 @@ def _summary(status: dict) -> str:
 @app.command()
 def predict(
     signature: Optional[str] = typer.Option(None, "--signature", "-s", help="DSPy signature, e.g. 'question -> answer'"),
-    program: Optional[str] = typer.Option(None, "--program", help="a registered program URI (models:/NAME/N)"),
+    program: Optional[str] = typer.Option(None, "--program", help=PROGRAM_HELP),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="mock, direct, bedrock, gateway or auto"),
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     input: List[str] = typer.Option([], "--input", "-i", help="KEY=VALUE, repeatable"),
@@ -147,7 +148,7 @@ def predict(
 def batch(
     file: str = typer.Argument(..., help="JSONL input: {\"custom_id\": ..., \"inputs\": {...}} per line"),
     signature: Optional[str] = typer.Option(None, "--signature", "-s"),
-    program: Optional[str] = typer.Option(None, "--program"),
+    program: Optional[str] = typer.Option(None, "--program", help=PROGRAM_HELP),
     backend: Optional[str] = typer.Option(None, "--backend", "-b"),
     model: Optional[str] = typer.Option(None, "--model", "-m"),
     fallback: Optional[List[str]] = typer.Option(None, "--fallback"),

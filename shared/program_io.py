@@ -66,6 +66,17 @@ def program_inputs(module: Any, label: str | None = None) -> ProgramInputs:
     return ProgramInputs(label, required, optional, open=var_kw)
 
 
+def example_fields(student: Any, pspec: Any) -> tuple[Any, list[str] | None]:
+    """What trainset rows must match: a signature program's input and output fields, or a user
+    module's forward() parameters (its outputs are whatever gold fields the metric compares)."""
+    from shared.program_files import SIGNATURE_KINDS
+
+    if pspec.kind in SIGNATURE_KINDS:
+        sig = student.predictors()[0].signature
+        return list(sig.input_fields), [n for n in sig.output_fields if n != "reasoning"]
+    return program_inputs(student, pspec.import_path or "registered program"), None
+
+
 def _fallback(value: Any) -> Any:
     import dspy
 

@@ -85,7 +85,7 @@ def parse_program_uri(text: str, where: str = "program") -> ProgramRef:
         raise BadInput(f"empty program; expected {ACCEPTED_FORMS}", where=where)
     text = text.strip()
     if not text.startswith("models:/"):
-        if "/" in text or ":" in text or "@" in text:
+        if "/" in text or ":" in text or "@" in text or not _NAME.match(text):
             raise BadInput(f"bad program {text!r}: expected {ACCEPTED_FORMS}", where=where)
         return ProgramRef(check_name(text, where), alias=LIVE_ALIAS)
     body = text[len("models:/"):]

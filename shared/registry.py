@@ -25,7 +25,7 @@ from typing import Any
 from shared import keys
 from shared.config import Settings, get_settings
 from shared.errors import BadInput, ConfigurationError
-from shared.program_files import ProgramSpec, load_program_dir_with_spec
+from shared.program_files import ProgramSpec, load_program_dir_with_spec, save_program
 from shared.program_uri import CANDIDATE_ALIAS, LIVE_ALIAS, check_name
 from shared.rollout import RolloutState
 from shared.version_stats import record_version_stats  # noqa: F401  (its older home)
@@ -89,6 +89,26 @@ class Registry:
         if state.live is None:
             self.set_live(name, version)
         return version
+
+    def register_program(self, name: str, module: Any, spec: ProgramSpec, *, source: str,
+                         tags: dict[str, Any] | None = None) -> int:
+        """A new version of ``name`` from a program built here (``tidyq register``): one MLflow
+        run holding the program's files (spec, JSON state, and its source for code programs)."""
+        from shared.jobs import new_job_id
+        from shared.tracking import start_job_run
+
+        check_name(name, where="--name")
+        self.redis.ping()  # the rollout state lives there: fail before MLflow holds half a registration
+        run_id = new_job_id()
+        run = start_job_run(run_id, "register", {"program": source, "program_kind": spec.kind, "registered_model": name},
+                            settings=self.settings, run_name=f"register-{name}-{run_id[:8]}")
+        if not run.active:
+            raise ConfigurationError("could not create an MLflow run to register the program (MLflow unreachable at "
+                                     "TIDYQ_MLFLOW_TRACKING_URI)")
+        log_program(run, module, spec)
+        run.finish("FINISHED")
+        return self.register(name, run.run_id, "program", description=f"tidyq register {source}",
+                             tags={"tidyq.program": source, "tidyq.program_kind": spec.kind, **(tags or {})})
 
     def version_info(self, name: str, version: int):
         from mlflow.exceptions import MlflowException
@@ -260,6 +280,16 @@ class Registry:
     def status(self, name: str) -> dict:
         state = self.rollout_state(name)
         return {"name": name, **state.as_dict(), "versions": self.version_stats(name)}
+
+
+def log_program(run: Any, module: Any, spec: ProgramSpec) -> None:
+    """The program's files as the run's ``program/`` artifact directory (a version's source)."""
+    with tempfile.TemporaryDirectory(prefix="tidyq-program-") as tmp:
+        save_program(module, spec, tmp)
+        if not run.log_artifacts(tmp, "program"):
+            run.finish("FAILED")
+            raise ConfigurationError("could not store the program's files in MLflow (artifact upload failed)")
+    run.flush()
 
 
 _registries: dict[tuple, Registry] = {}
