@@ -1,0 +1,150 @@
+"""Users' own DSPy programs through the queue: `--program pkg.module:Name` on real `celery -A workers
+worker` processes whose PYTHONPATH holds the user's package (tests/user_code/userprogs), against the
+loopback OpenAI stand-in; every item's outputs are checked exactly. Plus the refusals: at the
+producer (exit 2, nothing enqueued) and on a worker whose settings differ (items fail, clearly)."""
+
+import json
+
+import redis
+from typer.testing import CliRunner
+
+from producers.cli import app
+from producers.client import Client
+from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
+from tests.user_programs_support import (agent_question, multihop_expected, person_text, program_responder,
+                                         user_code, worker_env, write_jsonl)  # noqa: F401  (fixture)
+from workers.routing import ALL_QUEUES
+
+MODEL = "openai/gpt-4o-mini"
+
+
+def nothing_enqueued(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    return all(r.llen(q) == 0 for q in ALL_QUEUES) and not r.keys("tidyq:job:*")
+
+
+def by_id(job, timeout=120):
+    return {r["custom_id"]: r for r in job.results(timeout=timeout)}
+
+
+def test_multihop_batch_every_item_exact_and_every_lm_call_counted(redis_url, start_worker, openai_fake, user_code,
+                                                                    tmp_path):
+    start_worker(queues=["predict.direct"], concurrency=2, env=worker_env(openai_fake))
+    questions = {f"q{i}": f"Which river flows through city number {i}?" for i in range(120)}
+    src = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": k, "inputs": {"question": q}} for k, q in questions.items()])
+    job = Client().submit_file(src, program="userprogs.multihop:MultiHop", backend="direct", model=MODEL,
+                               chunk_size=16)
+    results = by_id(job)
+    assert sorted(results) == sorted(questions)
+    for cid, question in questions.items():
+        r = results[cid]
+        assert r["status"] == "succeeded", r
+        assert r["outputs"] == multihop_expected(question)
+        assert isinstance(r["outputs"]["notes"], list) and len(r["outputs"]["notes"]) == 3
+        assert r["attempts"] == 3  # three predictors: three provider calls per item, all counted
+    assert openai_fake.request_count == 3 * len(questions)
+    assert job.status()["counts"] == {"total": 120, "succeeded": 120, "failed": 0}
+
+
+def test_react_agent_tools_and_pydantic_outputs_run_on_the_worker(redis_url, start_worker, openai_fake, user_code):
+    openai_fake.set_responder(program_responder)
+    start_worker(queues=["predict.direct"], concurrency=1, env=worker_env(openai_fake))
+    c = Client()
+    rows, answers = [], {}
+    for i in range(12):
+        question, answer = agent_question(i)
+        rows.append({"custom_id": f"a{i}", "inputs": {"question": question}})
+        answers[f"a{i}"] = answer
+    results = by_id(c.submit_batch(rows, program="userprogs.agent:make_agent", backend="direct", model=MODEL))
+    for cid, answer in answers.items():
+        out = results[cid]["outputs"]
+        assert results[cid]["status"] == "succeeded", results[cid]
+        assert out["answer"] == answer
+        traj = out["trajectory"]
+        assert [traj["tool_name_0"], traj["tool_name_1"], traj["tool_name_2"]] == ["lookup_capital", "add", "finish"]
+        assert traj["observation_0"] == answer.split()[0]  # the tools' own return values
+        assert traj["observation_1"] == int(answer.split()[1])
+        assert results[cid]["attempts"] == 4  # three agent steps and the extract step
+
+    people = [person_text(i) for i in range(10)]
+    rows = [{"custom_id": f"p{i}", "inputs": {"text": text, **({"hint": "bio"} if i % 2 else {})}}
+            for i, (text, _) in enumerate(people)]
+    results = by_id(c.submit_batch(rows, program="userprogs.typed:Extractor", backend="direct", model=MODEL))
+    for i, (_, person) in enumerate(people):
+        assert results[f"p{i}"]["outputs"] == {"person": person}
+
+    opaque = c.submit_predict(None, {"text": "x"}, program="userprogs.typed:ReturnsOpaque", backend="direct",
+                              model=MODEL)
+    row = next(iter(opaque.results(timeout=60)))
+    assert row["status"] == "failed" and row["error"]["type"] == "OutputNotJSON"
+    assert "output field 'blob' cannot be made JSON" in row["error"]["message"]
+
+
+def test_refusals_at_the_producer_exit_2_with_nothing_enqueued(redis_url, user_code, tmp_path, monkeypatch):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"inputs": {"question": "q"}}, {"inputs": {"questoin": "q"}}])
+    runner = CliRunner()
+
+    def refused(program, *expected, file=src):
+        out = runner.invoke(app, ["batch", file, "--program", program, "--backend", "mock"])
+        assert out.exit_code == 2, (program, out.output)
+        assert "Traceback" not in out.output
+        for text in expected:
+            assert text in out.output, (program, out.output)
+        assert nothing_enqueued(redis_url)
+
+    refused("os.path:join", "package 'os' is not in TIDYQ_PROGRAM_PACKAGES")
+    refused("userprogs.multihop:Nope", "has no attribute 'Nope'")
+    refused("userprogs.odd:NOT_A_MODULE", "not a dspy.Module subclass or a zero-argument factory")
+    refused("userprogs.odd:returns_string", "returned a str, not a dspy.Module")
+    refused("userprogs.odd:needs_args", "needs arguments")
+    refused("userprogs.broken:Never", "broken.py:5", "ValueError")
+    refused("not a program", "models:/NAME/VERSION, models:/NAME@alias", "pkg.module:Name")
+    refused("runs:/abc/model", "accepted forms")
+    # inputs are checked against MultiHop.forward(question): line 2 names an unknown field
+    refused("userprogs.multihop:MultiHop", "in.jsonl:2", "inputs.questoin")
+    missing = write_jsonl(tmp_path / "missing.jsonl", [{"inputs": {}}])
+    refused("userprogs.multihop:MultiHop", "missing input field 'question'", file=missing)
+    out = runner.invoke(app, ["predict", "--program", "userprogs.typed:Extractor", "-b", "mock", "--input", "txt=a"])
+    assert out.exit_code == 2 and "unknown input field 'txt'" in out.output and "text, hint" in out.output
+    assert nothing_enqueued(redis_url)
+
+
+def test_workers_refuse_what_their_own_settings_do_not_allow(redis_url, start_worker, openai_fake, user_code,
+                                                           mlflow_uri, tmp_path):
+    # this worker lists another package and does not trust registry code
+    start_worker(queues=["predict.direct"], concurrency=1,
+                 env=worker_env(openai_fake, TIDYQ_PROGRAM_PACKAGES="otherpkg", TIDYQ_MLFLOW_TRACKING_URI=mlflow_uri))
+    c = Client()
+    rows = [{"custom_id": f"x{i}", "inputs": {"question": f"q{i}"}} for i in range(5)]
+    results = by_id(c.submit_batch(rows, program="userprogs.multihop:MultiHop", backend="direct", model=MODEL))
+    for r in results.values():
+        assert r["status"] == "failed" and r["error"]["type"] == "ProgramRefused"
+        assert "'userprogs' is not in TIDYQ_PROGRAM_PACKAGES (which lists otherpkg)" in r["error"]["message"]
+    assert openai_fake.request_count == 0
+
+    # registry code: registered here from its file, refused there while untrusted
+    program_file = tmp_path / "rag.py"
+    program_file.write_text((user_code / "userprogs" / "multihop.py").read_text())
+    out = CliRunner().invoke(app, ["register", f"{program_file}:MultiHop", "--name", "rag"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip() == "models:/rag/1"
+    row = next(iter(c.submit_predict(None, {"question": "q"}, program="models:/rag/1", backend="direct",
+                                     model=MODEL).results(timeout=60)))
+    assert row["status"] == "failed" and row["error"]["type"] == "ProgramRefused"
+    assert "TIDYQ_TRUST_REGISTRY_CODE=true" in row["error"]["message"]
+    assert openai_fake.request_count == 0
+
+
+def test_registered_code_served_when_trusted(redis_url, start_worker, openai_fake, user_code, mlflow_uri, tmp_path):
+    start_worker(queues=["predict.direct"], concurrency=1,
+                 env=worker_env(openai_fake, TIDYQ_PROGRAM_PACKAGES="", TIDYQ_TRUST_REGISTRY_CODE="true",
+                                TIDYQ_MLFLOW_TRACKING_URI=mlflow_uri, PYTHONPATH=""))
+    program_file = tmp_path / "rag.py"
+    program_file.write_text((user_code / "userprogs" / "multihop.py").read_text())
+    assert CliRunner().invoke(app, ["register", f"{program_file}:MultiHop", "--name", "rag"]).exit_code == 0
+    question = "Who wrote the first program?"
+    outputs = Client().submit_predict(None, {"question": question}, program="models:/rag@live", backend="direct",
+                                      model=MODEL).result(timeout=60)
+    assert outputs == multihop_expected(question)
+    bodies = [json.dumps(b["messages"]) for b in openai_fake.request_bodies]
+    assert len(bodies) == 3
