@@ -18,6 +18,7 @@ _lock = threading.RLock()
 _wrappers: dict[tuple, Any] = {}
 _modules: dict[tuple, Any] = {}  # per thread: see get_module
 _programs: dict[str, tuple[Any, BaseException | None]] = {}  # import-path programs, built once
+_building: dict[str, threading.Lock] = {}
 _executors: dict[str, ThreadPoolExecutor] = {}
 
 
@@ -55,20 +56,24 @@ def load_program(uri: str):
 
     with _lock:
         cached = _programs.get(uri)
+        gate = _building.setdefault(uri, threading.Lock())
     if cached is None:
-        try:
-            if is_import_path(uri):
-                from shared.user_code import load_import_path
+        with gate:  # threads asking at once wait for the one build
+            with _lock:
+                cached = _programs.get(uri)
+            if cached is None:
+                try:
+                    if not is_import_path(uri):
+                        from shared.programs import load_program as _load
 
-                cached = (load_import_path(uri), None)
-            else:
-                from shared.programs import load_program as _load
+                        return _load(uri)  # loaded versions are cached per version by shared.programs
+                    from shared.user_code import load_import_path
 
-                return _load(uri)  # loaded versions are cached per version by shared.programs
-        except (BadInput, ConfigurationError) as exc:
-            cached = (None, exc)
-        with _lock:
-            cached = _programs.setdefault(uri, cached)
+                    cached = (load_import_path(uri), None)
+                except (BadInput, ConfigurationError) as exc:
+                    cached = (None, exc)
+                with _lock:
+                    _programs[uri] = cached
     program, error = cached
     if error is not None:
         raise copy.copy(error) from None  # a fresh instance per item: threads never share a traceback

@@ -1,0 +1,238 @@
+"""Users' own programs without the queue: program strings, the import gate, building, forward()
+inputs, JSON outputs, per-thread copies, versions from code in a real sqlite MLflow store (trusted
+and not), MLflow's own DSPy flavor (its pickle is refused), `tidyq register`, and every optimizer
+on a three-predictor module."""
+
+import json
+import threading
+
+import dspy
+import pytest
+from typer.testing import CliRunner
+
+from producers.cli import app
+from shared import program_files, user_code as uc
+from shared.errors import BadInput
+from shared.optimize import OPTIMIZERS, resolve_metric, run_optimization, to_examples
+from shared.program_io import OutputNotJSON, ProgramInputs, prediction_outputs, program_inputs
+from shared.program_uri import ImportRef, ProgramRef, parse_program
+from shared.user_code import ProgramRefused
+from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
+from tests.user_programs_support import user_code  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("models:/qa/3", ProgramRef("qa", version=3)),
+    ("models:/qa@live", ProgramRef("qa", alias="live")),
+    ("qa", ProgramRef("qa", alias="live")),
+    ("pkg.module:Name", ImportRef("pkg.module", "Name")),
+    ("pkg:make_program", ImportRef("pkg", "make_program")),
+])
+def test_every_accepted_program_form(text, expected):
+    assert parse_program(text) == expected
+    assert parse_program(expected.uri) == expected
+
+
+@pytest.mark.parametrize("text", ["", "os.path:", ":Name", "pkg.module:a.b", "pkg..m:X", "pkg.class:X", "a b",
+                                  "runs:/abc/model", "pkg/mod.py:X", "models:/qa"])
+def test_other_program_strings_name_the_accepted_forms(text):
+    with pytest.raises(BadInput) as info:
+        parse_program(text)
+    assert info.value.where == "program"
+    assert "models:/" in str(info.value)
+
+
+def test_the_import_gate_runs_before_any_import(monkeypatch):
+    monkeypatch.setenv("TIDYQ_PROGRAM_PACKAGES", " userprogs , other ")
+    assert uc.allowed_packages() == ("userprogs", "other")
+    imported = []
+    monkeypatch.setattr(uc.importlib, "import_module", lambda name: imported.append(name))
+    with pytest.raises(ProgramRefused, match="'os' is not in TIDYQ_PROGRAM_PACKAGES \\(which lists userprogs, other\\)"):
+        uc.load_import_path("os.path:join")
+    monkeypatch.setenv("TIDYQ_PROGRAM_PACKAGES", "")
+    with pytest.raises(ProgramRefused, match="which lists nothing"):
+        uc.load_import_path("userprogs.multihop:MultiHop")
+    assert imported == []
+
+
+def test_building_refusals_name_the_problem(user_code):
+    cases = {"userprogs.multihop:Nope": "has no attribute 'Nope'",
+             "userprogs.odd:NOT_A_MODULE": "is of type int",
+             "userprogs.odd:needs_args": "needs arguments",
+             "userprogs.odd:returns_string": "returned a str",
+             "userprogs.broken:Never": "broken.py:5: ValueError",
+             "userprogs.nosuch:X": "no such module on this worker"}
+    for program, message in cases.items():
+        with pytest.raises(BadInput, match=message) as info:
+            uc.load_import_path(program)
+        assert info.value.where == f"program {program}"
+    assert uc.load_import_path("userprogs.nosuch:X", missing_ok=True) is None
+    with pytest.raises(BadInput, match="module instance"):
+        uc.build(dspy.Predict("a -> b"), "x")
+
+
+def test_own_lms_are_dropped_so_the_job_engine_serves_every_call():
+    class WithOwnLM(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = dspy.Predict("q -> a")
+            self.p.lm = dspy.LM("openai/somewhere-else")
+
+        def forward(self, q):
+            return self.p(q=q)
+
+    assert uc.build(WithOwnLM, "WithOwnLM").p.lm is None
+
+
+def test_inputs_come_from_forward():
+    class M(dspy.Module):
+        def forward(self, question, context="", *, k=3):
+            return dspy.Prediction(answer=question)
+
+    class Open(dspy.Module):
+        def forward(self, question, **extra):
+            return dspy.Prediction(answer=question)
+
+    inputs = program_inputs(M())
+    assert inputs == ProgramInputs("M", ("question",), ("context", "k"))
+    inputs.check({"question": "q", "k": 1}, "item")
+    with pytest.raises(BadInput, match="unknown input field 'kk'") as info:
+        inputs.check({"question": "q", "kk": 1}, "in.jsonl:3")
+    assert info.value.where == "in.jsonl:3: field 'inputs.kk'"
+    with pytest.raises(BadInput, match="missing input field 'question'"):
+        inputs.check({"context": "c"}, "item")
+    program_inputs(Open()).check({"question": "q", "anything": 1}, "item")
+    assert program_inputs(dspy.ChainOfThought("a, b -> c")).required == ("a", "b")
+
+
+def test_outputs_are_json_or_the_item_fails_naming_the_field():
+    import datetime
+
+    import pydantic
+
+    class P(pydantic.BaseModel):
+        name: str
+        when: datetime.date
+
+    pred = dspy.Prediction(items=[1, 2], pairs={"a": (1, 2)}, p=P(name="x", when=datetime.date(2024, 1, 2)),
+                           inner=dspy.Prediction(z=1.5), n=None)
+    assert prediction_outputs(pred) == {"items": [1, 2], "pairs": {"a": [1, 2]},
+                                        "p": {"name": "x", "when": "2024-01-02"}, "inner": {"z": 1.5}, "n": None}
+    with pytest.raises(OutputNotJSON, match="output field 'blob' cannot be made JSON"):
+        prediction_outputs(dspy.Prediction(ok=1, blob=object()))
+    with pytest.raises(OutputNotJSON, match="not a dspy.Prediction"):
+        prediction_outputs("text")
+
+
+def test_one_build_per_process_and_one_copy_per_thread(user_code, monkeypatch):
+    from workers import runtime
+
+    builds = []
+    real = uc.build
+    monkeypatch.setattr(uc, "build", lambda obj, label: builds.append(label) or real(obj, label))
+    modules = []
+
+    def take():
+        modules.append(runtime.get_module("mock", None, None, "userprogs.multihop:MultiHop"))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    take()  # the main thread
+    take()  # ... again: its cached copy
+    assert builds == ["userprogs.multihop:MultiHop"]
+    assert len({id(m.module) for m in modules}) == 5 and modules[-1] is modules[-2]
+    pred, call = modules[0].predict_with_stats(question="Where is Lima?")
+    assert call.calls == 3 and len(pred.passages) == 3
+    # a program that cannot be built fails every item the same way, importing it only once
+    for _ in range(3):
+        with pytest.raises(BadInput, match="broken.py:5"):
+            runtime.get_module("mock", None, None, "userprogs.broken:Never")
+
+
+def test_registry_code_versions_need_trust(user_code, mlflow_uri, redis_url, tmp_path, monkeypatch):
+    from shared import programs
+
+    src = tmp_path / "hop.py"
+    src.write_text((user_code / "userprogs" / "multihop.py").read_text())
+    state = uc.load_file(src, "MultiHop")[0]
+    state.answer.demos = [dspy.Example(question="q", notes=["n"], answer="a")]
+    (tmp_path / "state.json").write_text(json.dumps(program_files.program_state(state)))
+    runner = CliRunner()
+    out = runner.invoke(app, ["register", f"{src}:MultiHop", "--name", "hop", "--state", str(tmp_path / "state.json")])
+    assert out.exit_code == 0 and out.stdout.strip() == "models:/hop/1", out.output
+    with pytest.raises(ProgramRefused, match="models:/hop/1 is Python code stored in the registry"):
+        programs.load_version("hop", 1)
+    monkeypatch.setenv("TIDYQ_TRUST_REGISTRY_CODE", "true")
+    module, spec = programs.load_version_with_spec("hop", 1)
+    assert spec.kind == "code" and spec.attr == "MultiHop" and "def search" in spec.source
+    assert [p for p, _ in module.named_predictors()] == ["generate_query", "take_notes", "answer"]
+    assert module.answer.demos[0]["answer"] == "a"
+
+    # by import path: the path plus JSON state (the package must be installed where it is served)
+    out = runner.invoke(app, ["register", "userprogs.multihop:MultiHop", "--name", "hop"])
+    assert out.exit_code == 0 and out.stdout.strip() == "models:/hop/2", out.output
+    module, spec = programs.load_version_with_spec("hop", 2)
+    assert spec == program_files.ProgramSpec("import", import_path="userprogs.multihop:MultiHop")
+
+    for args, message in [(["nofile.py:X"], "no such file"), ([f"{src}:Nope"], "defines no 'Nope'"),
+                          ([f"{src}:MultiHop", "--state", str(src)], "not JSON"),
+                          (["os.path:join"], "not in TIDYQ_PROGRAM_PACKAGES"), (["bare"], "FILE.py:Name")]:
+        out = runner.invoke(app, ["register", *args, "--name", "hop"])
+        assert out.exit_code == 2 and message in out.output, out.output
+    (tmp_path / "wrong.json").write_text(json.dumps({"other": {}}))
+    out = runner.invoke(app, ["register", f"{src}:MultiHop", "--name", "hop", "--state", str(tmp_path / "wrong.json")])
+    assert out.exit_code == 2 and "does not fit" in out.output
+    from mlflow import MlflowClient
+
+    assert len(MlflowClient(mlflow_uri).search_model_versions("name='hop'")) == 2  # refusals wrote nothing
+
+
+def test_mlflow_dspy_flavor_pickle_is_refused_and_models_from_code_runs_when_trusted(tmp_path, monkeypatch):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'flavor.db'}")
+    with mlflow.start_run():
+        info = mlflow.dspy.log_model(dspy.Predict("question -> answer"), name="m")
+    local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
+    with pytest.raises(ProgramRefused, match=r"stored the program as a pickle \(data/model.pkl\)"):
+        program_files.load_program_dir(local, label="models:/m/1")
+
+    code_dir = tmp_path / "from_code"
+    code_dir.mkdir()
+    (code_dir / "program.py").write_text("import dspy, mlflow\nmlflow.models.set_model(dspy.ChainOfThought('q -> a'))\n")
+    (code_dir / "MLmodel").write_text("flavors:\n  python_function:\n    model_code_path: /somewhere/program.py\n")
+    with pytest.raises(ProgramRefused, match="TIDYQ_TRUST_REGISTRY_CODE"):
+        program_files.load_program_dir(code_dir)
+    monkeypatch.setenv("TIDYQ_TRUST_REGISTRY_CODE", "true")
+    assert isinstance(program_files.load_program_dir(code_dir), dspy.ChainOfThought)
+
+
+SMALL = {"labeled-fewshot": {"k": 2}, "bootstrap-fewshot": {"max_bootstrapped_demos": 1, "max_labeled_demos": 1},
+         "bootstrap-random-search": {"num_candidate_programs": 1, "max_labeled_demos": 1},
+         "mipro-v2": {"auto": None, "num_candidates": 2, "num_trials": 2, "minibatch": False},
+         "copro": {"breadth": 2, "depth": 1}, "simba": {"num_candidates": 2, "max_steps": 1, "bsize": 2},
+         "gepa": {"auto": None, "max_metric_calls": 12}}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_every_optimizer_runs_on_a_three_predictor_module(optimizer, user_code, tmp_path):
+    from shared import CacheConfig, UnifiedConfig, UnifiedDSPyWrapper
+
+    w = UnifiedDSPyWrapper(UnifiedConfig(backend="mock", cache=CacheConfig(enabled=False)))
+    student = uc.load_import_path("userprogs.multihop:MultiHop")
+    rows = [{"inputs": {"question": f"q{i}?"}, "outputs": {"answer": f"a{i}"}} for i in range(4)]
+    out = run_optimization(student, trainset=to_examples(rows), valset=to_examples(rows[:3]), optimizer=optimizer,
+                           settings=SMALL[optimizer], metric=resolve_metric("exact_match"), lm=w.lm,
+                           backend=w.backend_name, model=w.model, time_limit=60)
+    assert out.stopped is None and out.program is not None and len(out.program.predictors()) == 3
+    # baseline and final: 3 valset items x 3 predictors each; every search but labeled-fewshot's calls the LM
+    assert out.lm_calls > 18 or (optimizer == "labeled-fewshot" and out.lm_calls == 18)
+    spec = program_files.spec_for(out.program, import_path="userprogs.multihop:MultiHop")
+    program_files.save_program(out.program, spec, tmp_path)
+    reloaded = program_files.load_program_dir(tmp_path)
+    assert program_files.program_state(reloaded) == program_files.program_state(out.program)
+    if optimizer in ("labeled-fewshot", "bootstrap-fewshot"):
+        assert all(p.demos for p in reloaded.predictors())
