@@ -148,3 +148,69 @@ def test_registered_code_served_when_trusted(redis_url, start_worker, openai_fak
     assert outputs == multihop_expected(question)
     bodies = [json.dumps(b["messages"]) for b in openai_fake.request_bodies]
     assert len(bodies) == 3
+
+
+def _demo_messages(body):
+    """(user, assistant) demo pairs in one request: everything between the system and the last user message."""
+    return [m for m in body["messages"][1:-1]]
+
+
+def test_optimized_multihop_is_registered_and_served_with_demos_in_every_predictor(redis_url, start_worker,
+                                                                                   openai_fake, user_code,
+                                                                                   mlflow_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    start_worker(queues=["optimize", "predict.direct"], concurrency=2,
+                 env=worker_env(openai_fake, TIDYQ_MLFLOW_TRACKING_URI=mlflow_uri,
+                                TIDYQ_OPTIMIZE_HEARTBEAT_SECONDS="1"))
+    questions = [f"Which bridge crosses river {i}?" for i in range(10)]
+    rows = [{"inputs": {"question": q}, "outputs": {"answer": multihop_expected(q)["answer"]}} for q in questions]
+    train, val = write_jsonl(tmp_path / "train.jsonl", rows[:6]), write_jsonl(tmp_path / "val.jsonl", rows[6:])
+    runner = CliRunner()
+    out = runner.invoke(app, ["optimize", "--program", "userprogs.multihop:MultiHop", "--trainset", train,
+                              "--valset", val, "--optimizer", "bootstrap-fewshot", "--metric", "exact_match",
+                              "--name", "hop", "--backend", "direct", "--model", MODEL,
+                              "--set", "max_bootstrapped_demos=2", "--set", "max_labeled_demos=0",
+                              "--wait", "--timeout", "180"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip() == "models:/hop/1"
+
+    client = MlflowClient(mlflow_uri)
+    run_id = client.get_model_version("hop", "1").run_id
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="program", tracking_uri=mlflow_uri,
+                                                dst_path=str(tmp_path / "dl"))
+    spec = json.loads(open(f"{local}/spec.json").read())
+    assert spec["kind"] == "import" and spec["import_path"] == "userprogs.multihop:MultiHop"
+    state = json.loads(open(f"{local}/program.json").read())
+    assert {k: len(v["demos"]) for k, v in state.items() if k != "metadata"} == {
+        "generate_query": 2, "take_notes": 2, "answer": 2}
+    # bootstrapped demos are the program's own successful traces on the trainset
+    assert {d["question"] for d in state["answer"]["demos"]} <= set(questions[:6])
+
+    # served from the registry: every predictor's prompt carries its demos, the answer stays exact
+    openai_fake.reset_counters()
+    question = "Which bridge crosses river 99?"
+    outputs = Client().submit_predict(None, {"question": question}, program="models:/hop@live", backend="direct",
+                                      model=MODEL).result(timeout=60)
+    assert outputs == multihop_expected(question)
+    bodies = openai_fake.request_bodies
+    assert len(bodies) == 3
+    for body, predictor in zip(bodies, ("generate_query", "take_notes", "answer")):
+        demos = _demo_messages(body)
+        assert len(demos) == 4  # two demos: user + assistant each
+        for demo in state[predictor]["demos"]:
+            assert demo["question"] in json.dumps(demos)
+
+    # rollout / rollback work unchanged: v2 (same code, no demos) takes 100%, then gives it back
+    assert runner.invoke(app, ["register", "userprogs.multihop:MultiHop", "--name", "hop"]).stdout.strip() == \
+        "models:/hop/2"
+    assert runner.invoke(app, ["rollout", "hop", "--candidate", "2", "--percent", "100"]).exit_code == 0
+    openai_fake.reset_counters()
+    Client().submit_predict(None, {"question": question}, program="hop", backend="direct", model=MODEL).result(60)
+    assert all(len(_demo_messages(b)) == 0 for b in openai_fake.request_bodies)
+    assert runner.invoke(app, ["rollback", "hop"]).exit_code == 0
+    openai_fake.reset_counters()
+    Client().submit_predict(None, {"question": question}, program="hop", backend="direct", model=MODEL).result(60)
+    assert all(len(_demo_messages(b)) == 4 for b in openai_fake.request_bodies)
