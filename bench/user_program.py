@@ -43,7 +43,8 @@ def in_process_seconds(lm, rows: list[dict], threads: int) -> float:
     with dspy.context(lm=lm):
         results = program.batch(examples, num_threads=threads, disable_progress_bar=True)
     elapsed = time.perf_counter() - start
-    wrong = [r for r, p in zip(rows, results) if dict(p.items()) != multihop_expected(r["inputs"]["question"])]
+    wrong = [r for r, p in zip(rows, results, strict=True)
+             if dict(p.items()) != multihop_expected(r["inputs"]["question"])]
     if wrong:
         raise RuntimeError(f"in-process batch: {len(wrong)} of {len(rows)} results differ")
     return elapsed

@@ -89,7 +89,9 @@ class ProgramSpec:
             assert self.source is not None and self.attr is not None
             return exec_source(self.source, self.attr, label)
         try:
-            return dspy.ChainOfThought(self.signature) if self.kind == "chain_of_thought" else dspy.Predict(self.signature)
+            if self.kind == "chain_of_thought":
+                return dspy.ChainOfThought(self.signature)
+            return dspy.Predict(self.signature)
         except Exception as exc:
             raise BadInput(f"bad signature {self.signature!r}: {exc}", where="signature") from None
 
@@ -193,8 +195,8 @@ def load_mlflow_flavor_dir(directory: Path, label: str) -> tuple[Any, ProgramSpe
     dspy_conf = flavors.get("dspy") or {}
     stored = dspy_conf.get("model_path") or "data/model.pkl"
     raise ProgramRefused(f"{label} was logged with mlflow.dspy.log_model, which stored the program as a pickle "
-                         f"({stored}); unpickling runs code, so tidyq never loads it. Register the program's source and "
-                         "JSON state instead: tidyq register FILE.py:Name --name NAME [--state state.json]")
+                         f"({stored}); unpickling runs code, so tidyq never loads it. Register the program's source "
+                         "and JSON state instead: tidyq register FILE.py:Name --name NAME [--state state.json]")
 
 
 def _models_from_code(code: Path, label: str) -> Any:

@@ -33,7 +33,9 @@ class ProgramRef:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}" if self.version is not None else f"models:/{self.name}@{self.alias}"
+        if self.version is not None:
+            return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}@{self.alias}"
 
     @property
     def follows_rollout(self) -> bool:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from shared.program_files import (
     KINDS,
@@ -134,6 +135,7 @@ def resolve_program(uri: str, item_id: str | None = None, *, registry=None) -> R
         state = reg.rollout_state(ref.name)
         version, role = choose(state, ref.name, item_id or "")
         return ResolvedProgram(ref.name, version, role)
+    assert ref.alias is not None  # a reference without a version has an alias
     return ResolvedProgram(ref.name, reg.alias_version(ref.name, ref.alias))
 
 

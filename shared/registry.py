@@ -100,8 +100,9 @@ class Registry:
         check_name(name, where="--name")
         self.redis.ping()  # the rollout state lives there: fail before MLflow holds half a registration
         run_id = new_job_id()
-        run = start_job_run(run_id, "register", {"program": source, "program_kind": spec.kind, "registered_model": name},
-                            settings=self.settings, run_name=f"register-{name}-{run_id[:8]}")
+        params = {"program": source, "program_kind": spec.kind, "registered_model": name}
+        run = start_job_run(run_id, "register", params, settings=self.settings,
+                            run_name=f"register-{name}-{run_id[:8]}")
         if not run.active:
             raise ConfigurationError("could not create an MLflow run to register the program (MLflow unreachable at "
                                      "TIDYQ_MLFLOW_TRACKING_URI)")

@@ -85,7 +85,8 @@ def build(obj: Any, label: str) -> Any:
         raise BadInput("is a module instance; name its class or a zero-argument function returning one "
                        "(each worker builds its own)", where=where)
     if not callable(obj):
-        raise BadInput(f"is of type {type(obj).__name__}, not a dspy.Module subclass or a zero-argument factory", where=where)
+        raise BadInput(f"is of type {type(obj).__name__}, not a dspy.Module subclass or a zero-argument factory",
+                       where=where)
     if not (isinstance(obj, type) and issubclass(obj, dspy.Module)):
         try:
             inspect.signature(obj).bind()

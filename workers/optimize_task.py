@@ -124,7 +124,8 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     log_program(run, outcome.program, pspec)
     version = registry.register(req.name, run.run_id, "program", description=f"tidyq optimize job {job.id}", tags={
         "tidyq.job_id": job.id, "tidyq.optimizer": req.optimizer, "tidyq.metric": req.metric,
-        "tidyq.signature": pspec.signature or "", "tidyq.program": pspec.import_path or "", "tidyq.program_kind": pspec.kind,
+        "tidyq.signature": pspec.signature or "", "tidyq.program": pspec.import_path or "",
+        "tidyq.program_kind": pspec.kind,
         "tidyq.baseline_score": round(outcome.baseline_score, 6), "tidyq.optimized_score": round(outcome.optimized_score, 6),
         "tidyq.stopped": outcome.stopped or ""})
     uri = f"models:/{req.name}/{version}"

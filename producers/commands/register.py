@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -55,7 +55,7 @@ def register(
     program: str = typer.Argument(..., metavar="PROGRAM", help="FILE.py:Name or pkg.module:Name (a dspy.Module "
                                   "subclass or a zero-argument factory)"),
     name: str = typer.Option(..., "--name", help="registered model name"),
-    state: Optional[str] = typer.Option(None, "--state", help="JSON state to apply (module.save('x.json'))"),
+    state: str | None = typer.Option(None, "--state", help="JSON state to apply (module.save('x.json'))"),
 ):
     """Register a program from code as a new version of NAME; prints models:/NAME/VERSION."""
     with cli_errors():

@@ -11,8 +11,14 @@ from typer.testing import CliRunner
 from producers.cli import app
 from producers.client import Client
 from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
-from tests.user_programs_support import (agent_question, multihop_expected, person_text, program_responder,
-                                         user_code, worker_env, write_jsonl)  # noqa: F401  (fixture)
+from tests.user_programs_support import (
+    agent_question,
+    multihop_expected,
+    person_text,
+    program_responder,
+    worker_env,
+    write_jsonl,
+)
 from workers.routing import ALL_QUEUES
 
 MODEL = "openai/gpt-4o-mini"
@@ -31,7 +37,8 @@ def test_multihop_batch_every_item_exact_and_every_lm_call_counted(redis_url, st
                                                                     tmp_path):
     start_worker(queues=["predict.direct"], concurrency=2, env=worker_env(openai_fake))
     questions = {f"q{i}": f"Which river flows through city number {i}?" for i in range(120)}
-    src = write_jsonl(tmp_path / "in.jsonl", [{"custom_id": k, "inputs": {"question": q}} for k, q in questions.items()])
+    rows = [{"custom_id": k, "inputs": {"question": q}} for k, q in questions.items()]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
     job = Client().submit_file(src, program="userprogs.multihop:MultiHop", backend="direct", model=MODEL,
                                chunk_size=16)
     results = by_id(job)
@@ -197,7 +204,7 @@ def test_optimized_multihop_is_registered_and_served_with_demos_in_every_predict
     assert outputs == multihop_expected(question)
     bodies = openai_fake.request_bodies
     assert len(bodies) == 3
-    for body, predictor in zip(bodies, ("generate_query", "take_notes", "answer")):
+    for body, predictor in zip(bodies, ("generate_query", "take_notes", "answer"), strict=True):
         demos = _demo_messages(body)
         assert len(demos) == 4  # two demos: user + assistant each
         for demo in state[predictor]["demos"]:

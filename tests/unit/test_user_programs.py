@@ -11,14 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from producers.cli import app
-from shared import program_files, user_code as uc
+from shared import program_files
+from shared import user_code as uc
 from shared.errors import BadInput
 from shared.optimize import OPTIMIZERS, resolve_metric, run_optimization, to_examples
 from shared.program_io import OutputNotJSON, ProgramInputs, prediction_outputs, program_inputs
 from shared.program_uri import ImportRef, ProgramRef, parse_program
 from shared.user_code import ProgramRefused
 from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
-from tests.user_programs_support import user_code  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -47,7 +47,8 @@ def test_the_import_gate_runs_before_any_import(monkeypatch):
     assert uc.allowed_packages() == ("userprogs", "other")
     imported = []
     monkeypatch.setattr(uc.importlib, "import_module", lambda name: imported.append(name))
-    with pytest.raises(ProgramRefused, match="'os' is not in TIDYQ_PROGRAM_PACKAGES \\(which lists userprogs, other\\)"):
+    refusal = "'os' is not in TIDYQ_PROGRAM_PACKAGES \\(which lists userprogs, other\\)"
+    with pytest.raises(ProgramRefused, match=refusal):
         uc.load_import_path("os.path:join")
     monkeypatch.setenv("TIDYQ_PROGRAM_PACKAGES", "")
     with pytest.raises(ProgramRefused, match="which lists nothing"):
@@ -202,7 +203,8 @@ def test_mlflow_dspy_flavor_pickle_is_refused_and_models_from_code_runs_when_tru
 
     code_dir = tmp_path / "from_code"
     code_dir.mkdir()
-    (code_dir / "program.py").write_text("import dspy, mlflow\nmlflow.models.set_model(dspy.ChainOfThought('q -> a'))\n")
+    code = "import dspy, mlflow\nmlflow.models.set_model(dspy.ChainOfThought('q -> a'))\n"
+    (code_dir / "program.py").write_text(code)
     (code_dir / "MLmodel").write_text("flavors:\n  python_function:\n    model_code_path: /somewhere/program.py\n")
     with pytest.raises(ProgramRefused, match="TIDYQ_TRUST_REGISTRY_CODE"):
         program_files.load_program_dir(code_dir)
