@@ -238,3 +238,104 @@ def test_every_optimizer_runs_on_a_three_predictor_module(optimizer, user_code, 
     assert program_files.program_state(reloaded) == program_files.program_state(out.program)
     if optimizer in ("labeled-fewshot", "bootstrap-fewshot"):
         assert all(p.demos for p in reloaded.predictors())
+
+
+def test_more_refusals_name_the_cause(user_code, tmp_path):
+    with pytest.raises(BadInput, match="ModuleNotFoundError: No module named 'not_installed_dependency_xyz'"):
+        uc.load_import_path("userprogs.needs_dep:Program", missing_ok=True)  # the module exists: not "missing"
+    with pytest.raises(BadInput, match="building it failed at .*odd.py:\\d+: RuntimeError: boom while building"):
+        uc.load_import_path("userprogs.odd:explodes")
+    bad = tmp_path / "bad.py"
+    bad.write_text("import dspy\ndef broken(:\n")
+    with pytest.raises(BadInput, match="bad.py:2: SyntaxError"):
+        uc.load_file(bad, "broken")
+    with pytest.raises(BadInput, match="no such file"):
+        uc.load_file(tmp_path / "none.py", "X")
+
+
+@pytest.mark.parametrize("data,where", [
+    ([], "spec.json"), ({"kind": "pickle"}, "kind"), ({"kind": "import", "import_path": 3}, "import_path"),
+    ({"kind": "code", "object": "not valid"}, "object"), ({"kind": "code", "object": "X"}, "program.py"),
+    ({"kind": "predict", "signature": "no arrow"}, "signature")])
+def test_bad_spec_files_are_refused_naming_the_field(data, where, tmp_path):
+    with pytest.raises(BadInput) as info:
+        program_files.ProgramSpec.from_json(data, directory=tmp_path)
+    assert where in info.value.where
+
+
+def test_bad_files_of_a_version_name_the_file(tmp_path, monkeypatch):
+    (tmp_path / "MLmodel").write_text("flavors: [unclosed\n")
+    with pytest.raises(BadInput, match="not YAML"):
+        program_files.load_program_dir(tmp_path)
+    (tmp_path / "MLmodel").write_text("flavors:\n  python_function:\n    model_code_path: program.py\n")
+    (tmp_path / "program.py").write_text("x = 1\n")
+    monkeypatch.setenv("TIDYQ_TRUST_REGISTRY_CODE", "true")
+    with pytest.raises(BadInput, match="set no dspy.Module"):
+        program_files.load_program_dir(tmp_path)
+    (tmp_path / "program.py").write_text("raise ValueError('in the flavor code')\n")
+    with pytest.raises(BadInput, match="ValueError: in the flavor code"):
+        program_files.load_program_dir(tmp_path)
+    spec_dir = tmp_path / "v"
+    program_files.save_program(dspy.ChainOfThought("q -> a"), program_files.spec_for(dspy.ChainOfThought("q -> a")),
+                               spec_dir)
+    assert isinstance(program_files.load_program_dir(spec_dir), dspy.ChainOfThought)
+    (spec_dir / "program.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(BadInput, match="not JSON"):
+        program_files.load_program_dir(spec_dir)
+    with pytest.raises(BadInput, match="unknown program kind"):
+        program_files.spec_for("q -> a", kind="code")
+
+
+def test_optimize_job_on_users_modules_keeps_the_code_reference(user_code, mlflow_uri, redis_url, tmp_path,
+                                                                monkeypatch):
+    """The optimize task in-process on the mock: from an import path, then from a registered code version."""
+    from shared import programs
+    from shared.jobs import JobKind, JobSpec
+    from workers.optimize_task import run_optimize_job
+
+    rows = [{"inputs": {"question": f"q{i}?"}, "outputs": {"answer": f"a{i}"}} for i in range(4)]
+
+    def job(program, name):
+        spec = JobSpec(id=f"job-{name}", kind=JobKind.OPTIMIZE, program=program, backend="mock", total=1,
+                       chunk_size=1, ttl_seconds=60, created_at=0.0)
+        request = {"name": name, "program": program, "trainset": rows, "optimizer": "labeled-fewshot",
+                   "settings": {"k": 2}, "metric": "exact_match"}
+        return run_optimize_job({"job": spec.model_dump(mode="json"), "request": request}, lambda p: None,
+                                lambda: False)
+
+    result = job("userprogs.multihop:MultiHop", "hop")
+    assert result["model_uri"] == "models:/hop/1" and result["demos"] == 6  # 2 demos x 3 predictors
+    module, spec = programs.load_version_with_spec("hop", 1)
+    assert spec.kind == "import" and all(len(p.demos) == 2 for p in module.predictors())
+
+    src = tmp_path / "hop.py"
+    src.write_text((user_code / "userprogs" / "multihop.py").read_text())
+    assert CliRunner().invoke(app, ["register", f"{src}:MultiHop", "--name", "hopsrc"]).exit_code == 0
+    with pytest.raises(ProgramRefused):
+        job("models:/hopsrc/1", "hopsrc")
+    monkeypatch.setenv("TIDYQ_TRUST_REGISTRY_CODE", "true")
+    assert job("models:/hopsrc/1", "hopsrc")["model_uri"] == "models:/hopsrc/2"
+    module, spec = programs.load_version_with_spec("hopsrc", 2)
+    assert spec.kind == "code" and spec.source == src.read_text()
+    assert all(len(p.demos) == 2 for p in module.predictors())
+
+
+def test_optimize_submit_checks_rows_against_forward(user_code, mlflow_uri, redis_url, tmp_path):
+    import redis
+
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"inputs": {"question": "q"}, "outputs": {"answer": "a"}}) + "\n"
+                     + json.dumps({"inputs": {"query": "q"}, "outputs": {"answer": "a"}}) + "\n")
+    runner = CliRunner()
+    base = ["optimize", "--trainset", str(train), "--name", "hop", "--backend", "mock"]
+    out = runner.invoke(app, [*base, "--program", "userprogs.multihop:MultiHop"])
+    assert out.exit_code == 2 and "train.jsonl:2" in out.output and "inputs.query" in out.output, out.output
+    out = runner.invoke(app, [*base, "--program", "os.path:join"])
+    assert out.exit_code == 2 and "TIDYQ_PROGRAM_PACKAGES" in out.output
+    assert redis.Redis.from_url(redis_url).keys("tidyq:job:*") == []
+    # a registered code version this producer does not trust: the rows go to the worker unchecked
+    src = tmp_path / "hop.py"
+    src.write_text((user_code / "userprogs" / "multihop.py").read_text())
+    assert runner.invoke(app, ["register", f"{src}:MultiHop", "--name", "hop"]).exit_code == 0
+    out = runner.invoke(app, [*base, "--program", "models:/hop/1"])
+    assert out.exit_code == 0 and len(out.stdout.strip()) == 32, out.output

@@ -9,3 +9,7 @@ def needs_args(size):
 
 def returns_string():
     return "a string"
+
+
+def explodes():
+    raise RuntimeError("boom while building")

@@ -1,0 +1,10 @@
+"""A module whose own dependency is missing: the module exists, so even a producer can tell."""
+
+import not_installed_dependency_xyz  # noqa: F401
+
+import dspy
+
+
+class Program(dspy.Module):
+    def forward(self, question):
+        return dspy.Prediction(answer=question)
