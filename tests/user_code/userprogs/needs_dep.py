@@ -1,8 +1,7 @@
 """A module whose own dependency is missing: the module exists, so even a producer can tell."""
 
-import not_installed_dependency_xyz  # noqa: F401
-
 import dspy
+import not_installed_dependency_xyz  # noqa: F401
 
 
 class Program(dspy.Module):
