@@ -191,15 +191,18 @@ def test_registry_code_versions_need_trust(user_code, mlflow_uri, redis_url, tmp
     assert len(MlflowClient(mlflow_uri).search_model_versions("name='hop'")) == 2  # refusals wrote nothing
 
 
-def test_mlflow_dspy_flavor_pickle_is_refused_and_models_from_code_runs_when_trusted(tmp_path, monkeypatch):
+def test_mlflow_dspy_flavor_pickle_is_refused_and_models_from_code_runs_when_trusted(mlflow_uri, tmp_path,
+                                                                                     monkeypatch):
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'flavor.db'}")
-    with mlflow.start_run():
-        info = mlflow.dspy.log_model(dspy.Predict("question -> answer"), name="m")
-    local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
-    with pytest.raises(ProgramRefused, match=r"stored the program as a pickle \(data/model.pkl\)"):
-        program_files.load_program_dir(local, label="models:/m/1")
+    from shared.registry import Registry
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run():  # MLflow 3.17 pickles even dspy_model="program.py" (the string) into data/model.pkl
+        mlflow.dspy.log_model(dspy.Predict("question -> answer"), name="m", registered_model_name="flav")
+    with pytest.raises(ProgramRefused, match=r"models:/flav/1 was logged with mlflow.dspy.log_model, which stored "
+                                             r"the program as a pickle \(data/model.pkl\)"):
+        Registry().load_version("flav", 1)
 
     code_dir = tmp_path / "from_code"
     code_dir.mkdir()
