@@ -342,3 +342,17 @@ def test_optimize_submit_checks_rows_against_forward(user_code, mlflow_uri, redi
     assert runner.invoke(app, ["register", f"{src}:MultiHop", "--name", "hop"]).exit_code == 0
     out = runner.invoke(app, [*base, "--program", "models:/hop/1"])
     assert out.exit_code == 0 and len(out.stdout.strip()) == 32, out.output
+
+
+def test_validation_regenerates_a_whole_multi_predictor_module(user_code):
+    from shared import CacheConfig, UnifiedConfig, UnifiedDSPyWrapper, ValidationConfig, ValidationFailed
+
+    def wrapper(**validation):
+        return UnifiedDSPyWrapper(UnifiedConfig(backend="mock", cache=CacheConfig(enabled=False),
+                                                validation=ValidationConfig(fields=("answer",), **validation)))
+
+    program = uc.load_import_path("userprogs.multihop:MultiHop")
+    with pytest.raises(ValidationFailed, match="after 2 attempt\\(s\\): missing required keyword\\(s\\): zzz"):
+        wrapper(required_keywords=("zzz",), max_attempts=2).create_module(program).predict(question="q")
+    pred, call = wrapper(min_length=1).create_module(program).predict_with_stats(question="q")
+    assert call.calls == 3 and call.validation_failures == 0 and pred.answer
