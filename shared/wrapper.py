@@ -107,7 +107,7 @@ class UnifiedDSPyModule:
     def predict_with_stats(self, **inputs: Any) -> tuple[dspy.Prediction, stats.CallStats]:
         self.check_inputs(inputs)
         validation = self.wrapper.config.validation
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm):
+        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}):
             try:
                 prediction = self.module(**inputs)
                 if validation.active:

@@ -356,3 +356,12 @@ def test_validation_regenerates_a_whole_multi_predictor_module(user_code):
         wrapper(required_keywords=("zzz",), max_attempts=2).create_module(program).predict(question="q")
     pred, call = wrapper(min_length=1).create_module(program).predict_with_stats(question="q")
     assert call.calls == 3 and call.validation_failures == 0 and pred.answer
+
+
+def test_lm_calls_from_threads_the_program_starts_count_for_its_item(user_code):
+    from workers import runtime
+
+    module = runtime.get_module("mock", None, None, "userprogs.fanout:Fanout")
+    pred, call = module.predict_with_stats(question="Which is best?")
+    assert call.calls == 4 and call.input_tokens > 0  # three drafts on dspy.Parallel threads, then the pick
+    assert pred.answer
