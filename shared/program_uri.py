@@ -45,7 +45,8 @@ class ProgramRef:
 
 @dataclass(frozen=True)
 class ImportRef:
-    """``pkg.module:Name``: a dspy.Module subclass or a zero-argument factory, importable on workers."""
+    """``pkg.module:Name``: a dspy.Module subclass, a zero-argument factory or a module instance,
+    importable on the workers."""
 
     module: str
     attr: str

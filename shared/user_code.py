@@ -4,8 +4,8 @@ Importing or executing code is code execution, so both are gated before anything
 - an import path only when its top-level package is listed in ``TIDYQ_PROGRAM_PACKAGES`` (the way
   Celery workers only run task modules they were told to import);
 - source read from the registry only with ``TIDYQ_TRUST_REGISTRY_CODE=true``.
-``Name`` is a dspy.Module subclass (built with no arguments) or a zero-argument callable returning
-one. Per-predictor LMs the code sets are dropped so every LM call goes through the job's engine.
+``Name`` is a dspy.Module subclass (built with no arguments), a zero-argument callable returning
+one, or a module instance made at import (copied). Per-predictor LMs the code sets are dropped so every LM call goes through the job's engine.
 """
 
 from __future__ import annotations
@@ -77,24 +77,26 @@ def import_module(ref: ImportRef, *, missing_ok: bool = False) -> Any | None:
 
 
 def build(obj: Any, label: str) -> Any:
-    """A dspy.Module from a Module subclass (no arguments) or a zero-argument factory."""
+    """A dspy.Module from a Module subclass (no arguments), a zero-argument factory, or a module
+    instance the code made at import time (copied: the caller's object is never changed)."""
     import dspy
 
     where = f"program {label}"
     if isinstance(obj, dspy.Module):
-        raise BadInput("is a module instance; name its class or a zero-argument function returning one "
-                       "(each worker builds its own)", where=where)
+        return drop_own_lms(obj.deepcopy())
     if not callable(obj):
         raise BadInput(f"is of type {type(obj).__name__}, not a dspy.Module subclass or a zero-argument factory",
                        where=where)
-    if not (isinstance(obj, type) and issubclass(obj, dspy.Module)):
-        try:
+    try:
+        if isinstance(obj, type):  # DSPy's metaclass hides __init__ behind (*args, **kwargs)
+            inspect.signature(obj.__init__).bind(None)
+        else:
             inspect.signature(obj).bind()
-        except TypeError:
-            raise BadInput("needs arguments; give a dspy.Module subclass or a zero-argument factory",
-                           where=where) from None
-        except ValueError:
-            pass  # builtins without a signature: let the call decide
+    except TypeError:
+        raise BadInput("needs arguments; give a dspy.Module subclass or a zero-argument factory",
+                       where=where) from None
+    except ValueError:
+        pass  # builtins without a signature: let the call decide
     try:
         module = obj()
     except Exception as exc:

@@ -68,8 +68,17 @@ def test_building_refusals_name_the_problem(user_code):
             uc.load_import_path(program)
         assert info.value.where == f"program {program}"
     assert uc.load_import_path("userprogs.nosuch:X", missing_ok=True) is None
-    with pytest.raises(BadInput, match="module instance"):
-        uc.build(dspy.Predict("a -> b"), "x")
+    instance = dspy.Predict("a -> b")  # `agent = dspy.ReAct(...)` at module level: a copy of it is built
+    built = uc.build(instance, "x")
+    assert isinstance(built, dspy.Predict) and built is not instance
+
+    class NeedsK(dspy.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+    with pytest.raises(BadInput, match="needs arguments"):
+        uc.build(NeedsK, "NeedsK")
 
 
 def test_own_lms_are_dropped_so_the_job_engine_serves_every_call():
