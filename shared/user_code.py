@@ -5,7 +5,8 @@ Importing or executing code is code execution, so both are gated before anything
   Celery workers only run task modules they were told to import);
 - source read from the registry only with ``TIDYQ_TRUST_REGISTRY_CODE=true``.
 ``Name`` is a dspy.Module subclass (built with no arguments), a zero-argument callable returning
-one, or a module instance made at import (copied). Per-predictor LMs the code sets are dropped so every LM call goes through the job's engine.
+one, or a module instance made at import (copied). Per-predictor LMs the code sets are dropped so
+every LM call goes through the job's engine.
 """
 
 from __future__ import annotations
