@@ -51,7 +51,10 @@ def program_inputs(module: Any, label: str | None = None) -> ProgramInputs:
     """The inputs of a dspy.Module, read from its forward() (or its signature for **kwargs modules)."""
     label = label or type(module).__name__
     # through the class: reading module.forward on an instance makes DSPy warn
-    params = list(inspect.signature(type(module).forward).parameters.values())[1:]
+    try:
+        params = list(inspect.signature(type(module).forward).parameters.values())[1:]
+    except (AttributeError, TypeError, ValueError):  # no inspectable forward(): the program checks itself
+        return ProgramInputs(label, (), open=True)
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
     named = [p for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     if var_kw and not named:

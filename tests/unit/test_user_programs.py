@@ -374,3 +374,18 @@ def test_lm_calls_from_threads_the_program_starts_count_for_its_item(user_code):
     pred, call = module.predict_with_stats(question="Which is best?")
     assert call.calls == 4 and call.input_tokens > 0  # three drafts on dspy.Parallel threads, then the pick
     assert pred.answer
+
+
+def test_optimize_rows_follow_the_program_kind():
+    from shared.program_io import example_fields
+
+    cot = dspy.ChainOfThought("question, context -> answer")
+    assert example_fields(cot, program_files.spec_for(cot)) == (["question", "context"], ["answer"])
+
+    class Hop(dspy.Module):
+        def forward(self, claim, k=2):
+            return dspy.Prediction(notes=[claim] * k)
+
+    inputs, outputs = example_fields(Hop(), program_files.ProgramSpec("import", import_path="p.m:Hop"))
+    assert inputs == ProgramInputs("p.m:Hop", ("claim",), ("k",)) and outputs is None
+    assert program_inputs(dspy.Module()).open  # nothing to inspect: the program checks its own inputs
