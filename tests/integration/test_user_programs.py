@@ -5,6 +5,7 @@ producer (exit 2, nothing enqueued) and on a worker whose settings differ (items
 
 import json
 
+import pytest
 import redis
 from typer.testing import CliRunner
 
@@ -33,15 +34,15 @@ def by_id(job, timeout=120):
     return {r["custom_id"]: r for r in job.results(timeout=timeout)}
 
 
-def test_multihop_batch_every_item_exact_and_every_lm_call_counted(redis_url, start_worker, openai_fake, user_code,
-                                                                    tmp_path):
+@pytest.mark.slow
+def test_multihop_batch_of_1000_every_item_exact_and_every_lm_call_counted(redis_url, start_worker, openai_fake,
+                                                                           user_code, tmp_path):
     start_worker(queues=["predict.direct"], concurrency=2, env=worker_env(openai_fake))
-    questions = {f"q{i}": f"Which river flows through city number {i}?" for i in range(120)}
+    questions = {f"q{i}": f"Which river flows through city number {i}?" for i in range(1000)}
     rows = [{"custom_id": k, "inputs": {"question": q}} for k, q in questions.items()]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
-    job = Client().submit_file(src, program="userprogs.multihop:MultiHop", backend="direct", model=MODEL,
-                               chunk_size=16)
-    results = by_id(job)
+    job = Client().submit_file(src, program="userprogs.multihop:MultiHop", backend="direct", model=MODEL)
+    results = by_id(job, timeout=280)
     assert sorted(results) == sorted(questions)
     for cid, question in questions.items():
         r = results[cid]
@@ -50,7 +51,7 @@ def test_multihop_batch_every_item_exact_and_every_lm_call_counted(redis_url, st
         assert isinstance(r["outputs"]["notes"], list) and len(r["outputs"]["notes"]) == 3
         assert r["attempts"] == 3  # three predictors: three provider calls per item, all counted
     assert openai_fake.request_count == 3 * len(questions)
-    assert job.status()["counts"] == {"total": 120, "succeeded": 120, "failed": 0}
+    assert job.status()["counts"] == {"total": 1000, "succeeded": 1000, "failed": 0}
 
 
 def test_react_agent_tools_and_pydantic_outputs_run_on_the_worker(redis_url, start_worker, openai_fake, user_code):
