@@ -29,6 +29,7 @@ app = typer.Typer(name="tidyq", help="A job queue for DSPy programs.", add_compl
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+PROGRAM_HELP = "models:/NAME/N, models:/NAME@alias or pkg.module:Name (allowed by TIDYQ_PROGRAM_PACKAGES)"
 
 
 @contextmanager
@@ -96,7 +97,7 @@ def _summary(status: dict) -> str:
 @app.command()
 def predict(
     signature: str | None = typer.Option(None, "--signature", "-s", help="DSPy signature, e.g. 'question -> answer'"),
-    program: str | None = typer.Option(None, "--program", help="a registered program URI (models:/NAME/N)"),
+    program: str | None = typer.Option(None, "--program", help=PROGRAM_HELP),
     backend: str | None = typer.Option(None, "--backend", "-b", help="mock, direct, bedrock, gateway or auto"),
     model: str | None = typer.Option(None, "--model", "-m"),
     input: list[str] = typer.Option([], "--input", "-i", help="KEY=VALUE, repeatable"),
@@ -126,7 +127,7 @@ def predict(
 def batch(
     file: str = typer.Argument(..., help="JSONL input: {\"custom_id\": ..., \"inputs\": {...}} per line"),
     signature: str | None = typer.Option(None, "--signature", "-s"),
-    program: str | None = typer.Option(None, "--program"),
+    program: str | None = typer.Option(None, "--program", help=PROGRAM_HELP),
     backend: str | None = typer.Option(None, "--backend", "-b"),
     model: str | None = typer.Option(None, "--model", "-m"),
     fallback: list[str] | None = typer.Option(None, "--fallback"),

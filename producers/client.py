@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from producers import jsonl
+from producers.program_check import check_program
 from shared.celery_config import celery_app
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
@@ -196,7 +197,7 @@ class Client:
             raise BadInput("give a signature or a program, not both", where="signature")
         if not signature and not program:
             raise BadInput("a signature (e.g. 'question -> answer') or a program URI is required", where="signature")
-        input_fields = signature_fields(signature)[0] if signature else None
+        input_fields = signature_fields(signature)[0] if signature else check_program(program, self.settings)
         backend = self.resolve_backend(backend, model)
         fallbacks: list[Target] = []
         for f in [fallback] if isinstance(fallback, str) else fallback or ():

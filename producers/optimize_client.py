@@ -16,21 +16,31 @@ from shared.errors import BadInput
 from shared.jobs import JobKind, JobSpec, new_job_id, signature_fields
 
 
-def _fields(signature: str | None, program: str | None, settings) -> tuple[list[str], list[str]]:
+def _fields(signature: str | None, program: str | None, settings) -> tuple[Any, list[str] | None]:
+    """What trainset rows must match (see shared.optimize.check_rows): a signature's fields, a
+    user module's forward() parameters, or None for what only the workers can tell."""
     if signature:
         ins, outs = signature_fields(signature)
         return list(ins), list(outs)
-    from shared.programs import load_version, parse_program_uri, resolve_program
+    from producers.program_check import check_program
+    from shared.program_uri import is_import_path
 
-    if not program:
-        raise BadInput("give --signature or --program", where="--program")
-    parse_program_uri(program, where="--program")
+    inputs = check_program(program, settings)
+    if is_import_path(program):
+        return inputs, None
     if not settings.mlflow_tracking_uri:
         raise BadInput("optimizing a registered program needs TIDYQ_MLFLOW_TRACKING_URI here too (to read its "
                        "signature); or pass --signature", where="--program")
+    from shared.program_io import example_fields
+    from shared.programs import load_version_with_spec, resolve_program
+    from shared.user_code import ProgramRefused
+
     resolved = resolve_program(program)
-    sig = load_version(resolved.name, resolved.version).predictors()[0].signature
-    return list(sig.input_fields), [n for n in sig.output_fields if n != "reasoning"]
+    try:
+        module, spec = load_version_with_spec(resolved.name, resolved.version)
+    except ProgramRefused:  # registry code this producer does not trust: the worker checks the rows
+        return None, None
+    return example_fields(module, spec)
 
 
 def _rows(source: Any, ins, outs, where: str) -> list[dict]:
@@ -54,7 +64,8 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
     from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
     if bool(signature) == bool(program):
-        raise BadInput("give --signature or --program (a registered models:/NAME/VERSION), exactly one",
+        raise BadInput("give --signature or --program (models:/NAME/VERSION, models:/NAME@alias or "
+                       "pkg.module:Name), exactly one",
                        where="--signature")
     from shared.programs import check_name
 

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     trace_sample_rate: float = 0.0  # fraction of DSPy calls traced through mlflow.dspy.autolog (0 = off)
     metric_allow_list: list[str] = []  # "package.module:function" user metrics optimize jobs may name
     program_cache_size: int = 16  # registered program versions a worker process keeps loaded
+    # users' own programs (shared/user_code.py): top-level packages whose `pkg.module:Name` programs may be
+    # imported (comma-separated), and whether code stored in the registry may run (it is code execution)
+    program_packages: str = ""
+    trust_registry_code: bool = False
     rollout_state_ttl_seconds: float = 0.0  # per-process cache of rollout state (0: read Redis per item)
     optimize_time_limit: int = 3600  # default and cap of an optimize job's search time (seconds)
     optimize_heartbeat_seconds: float = 10.0  # a running optimize job refreshes its claim this often

@@ -202,8 +202,12 @@ def signature_fields(signature: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def check_inputs(inputs: dict[str, Any], input_fields: tuple[str, ...] | None, signature: str | None,
                  where: str) -> None:
-    """Unknown or missing input fields are refused with the field named."""
+    """Unknown or missing input fields are refused with the field named. ``input_fields`` may also
+    be a program's forward() parameters (shared.program_io.ProgramInputs)."""
     if input_fields is None:
+        return
+    if hasattr(input_fields, "check"):
+        input_fields.check(inputs, where)
         return
     for name in inputs:
         if name not in input_fields:

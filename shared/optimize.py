@@ -265,7 +265,10 @@ class ExampleRow(BaseModel):
 
 
 def check_rows(rows: list[dict], input_fields, output_fields, where: str) -> list[dict]:
-    """Validate rows against the signature's fields; BadInput names the row and field."""
+    """Validate rows against the signature's fields; BadInput names the row and field.
+    ``input_fields`` may be a program's forward() parameters (ProgramInputs) and ``output_fields``
+    None: a user's module declares no output fields, so any gold field the metric compares goes;
+    None inputs (the program cannot be built here) leave the inputs to the worker's check."""
     out = []
     for index, raw in enumerate(rows, start=1):
         loc = f"{where}:{index}"
@@ -274,6 +277,13 @@ def check_rows(rows: list[dict], input_fields, output_fields, where: str) -> lis
         except ValidationError as exc:
             first = exc.errors()[0]
             raise BadInput(first["msg"], where=f"{loc}: field '{'.'.join(map(str, first['loc'])) or 'line'}'") from None
+        if not row.outputs:
+            raise BadInput("no output values: give at least one gold output", where=f"{loc}: field 'outputs'")
+        if input_fields is None or hasattr(input_fields, "check"):
+            if input_fields is not None:
+                input_fields.check(row.inputs, loc)
+            out.append(row.model_dump())
+            continue
         for name in row.inputs:
             if name not in input_fields:
                 raise BadInput(f"unknown input field {name!r} (expected: {', '.join(input_fields)})",
@@ -282,11 +292,9 @@ def check_rows(rows: list[dict], input_fields, output_fields, where: str) -> lis
             if name not in row.inputs:
                 raise BadInput(f"missing input field {name!r}", where=f"{loc}: field 'inputs.{name}'")
         for name in row.outputs:
-            if name not in output_fields:
+            if output_fields is not None and name not in output_fields:
                 raise BadInput(f"unknown output field {name!r} (expected: {', '.join(output_fields)})",
                                where=f"{loc}: field 'outputs.{name}'")
-        if not row.outputs:
-            raise BadInput("no output values: give at least one gold output", where=f"{loc}: field 'outputs'")
         out.append(row.model_dump())
     return out
 
@@ -321,10 +329,12 @@ def read_examples_file(path: str | Path, input_fields, output_fields, *, max_row
     return rows
 
 
-def to_examples(rows: list[dict], input_fields) -> list:
+def to_examples(rows: list[dict], input_fields=None) -> list:
+    """Checked rows -> dspy.Examples whose inputs are each row's input fields (a user's module
+    may have optional forward() parameters that some rows leave out)."""
     import dspy
 
-    return [dspy.Example(**r["inputs"], **r["outputs"]).with_inputs(*input_fields) for r in rows]
+    return [dspy.Example(**r["inputs"], **r["outputs"]).with_inputs(*r["inputs"]) for r in rows]
 
 
 # --- one run --------------------------------------------------------------------------------------
@@ -624,7 +634,8 @@ class OptimizeRequest(BaseModel):
 
     def model_post_init(self, _ctx: Any) -> None:
         if bool(self.signature) == bool(self.program):
-            raise ValueError("give a signature or a registered program (models:/NAME/VERSION), exactly one")
+            raise ValueError("give a signature or a program (models:/NAME/VERSION, models:/NAME@alias or "
+                             "pkg.module:Name), exactly one")
         if self.kind not in ("predict", "chain_of_thought"):
             raise ValueError("kind is 'predict' or 'chain_of_thought'")
 

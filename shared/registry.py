@@ -25,11 +25,12 @@ from typing import Any
 from shared import keys
 from shared.config import Settings, get_settings
 from shared.errors import BadInput, ConfigurationError
-from shared.programs import CANDIDATE_ALIAS, LIVE_ALIAS, check_name, load_program_dir
+from shared.program_files import ProgramSpec, load_program_dir_with_spec, save_program
+from shared.program_uri import CANDIDATE_ALIAS, LIVE_ALIAS, check_name
 from shared.rollout import RolloutState
+from shared.version_stats import record_version_stats  # noqa: F401  (its older home)
 
 PERCENT_TAG = "tidyq.rollout_percent"
-_COUNTERS = ("items", "ok", "failed", "latency_ms_sum", "validation_failures")
 
 
 def _s(v) -> str:
@@ -89,6 +90,27 @@ class Registry:
             self.set_live(name, version)
         return version
 
+    def register_program(self, name: str, module: Any, spec: ProgramSpec, *, source: str,
+                         tags: dict[str, Any] | None = None) -> int:
+        """A new version of ``name`` from a program built here (``tidyq register``): one MLflow
+        run holding the program's files (spec, JSON state, and its source for code programs)."""
+        from shared.jobs import new_job_id
+        from shared.tracking import start_job_run
+
+        check_name(name, where="--name")
+        self.redis.ping()  # the rollout state lives there: fail before MLflow holds half a registration
+        run_id = new_job_id()
+        params = {"program": source, "program_kind": spec.kind, "registered_model": name}
+        run = start_job_run(run_id, "register", params, settings=self.settings,
+                            run_name=f"register-{name}-{run_id[:8]}")
+        if not run.active:
+            raise ConfigurationError("could not create an MLflow run to register the program (MLflow unreachable at "
+                                     "TIDYQ_MLFLOW_TRACKING_URI)")
+        log_program(run, module, spec)
+        run.finish("FINISHED")
+        return self.register(name, run.run_id, "program", description=f"tidyq register {source}",
+                             tags={"tidyq.program": source, "tidyq.program_kind": spec.kind, **(tags or {})})
+
     def version_info(self, name: str, version: int):
         from mlflow.exceptions import MlflowException
 
@@ -103,13 +125,16 @@ class Registry:
 
     def load_version(self, name: str, version: int):
         """Rebuild the program of one version from its JSON files (never unpickles)."""
+        return self.load_version_with_spec(name, version)[0]
+
+    def load_version_with_spec(self, name: str, version: int) -> tuple[Any, ProgramSpec]:
         import mlflow
 
         info = self.version_info(name, version)
         with tempfile.TemporaryDirectory(prefix="tidyq-program-") as tmp:
             local = mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=tmp,
                                                         tracking_uri=self.settings.mlflow_tracking_uri)
-            return load_program_dir(local)
+            return load_program_dir_with_spec(local, label=f"models:/{name}/{version}")
 
     def alias_version(self, name: str, alias: str, ttl: float = 10.0) -> int:
         """The version behind an alias; live/candidate come from the rollout state."""
@@ -258,25 +283,14 @@ class Registry:
         return {"name": name, **state.as_dict(), "versions": self.version_stats(name)}
 
 
-def record_version_stats(versions: dict[tuple[str, int], dict[str, float]], *, redis_client=None) -> None:
-    """Add counters per (model, version) in one pipeline (called per chunk by tracking.flush)."""
-    if redis_client is None:
-        from shared.config import get_settings
-        from shared.redisconn import get_redis
-
-        s = get_settings()
-        redis_client = get_redis(s.redis_url or s.default_redis_url)
-    with redis_client.pipeline(transaction=False) as p:
-        for (model, version), counters in versions.items():
-            key = keys.version_stats(model)
-            for counter, value in counters.items():
-                if counter not in _COUNTERS or not value:
-                    continue
-                if float(value).is_integer():
-                    p.hincrby(key, f"{version}:{counter}", int(value))
-                else:
-                    p.hincrbyfloat(key, f"{version}:{counter}", value)
-        p.execute()
+def log_program(run: Any, module: Any, spec: ProgramSpec) -> None:
+    """The program's files as the run's ``program/`` artifact directory (a version's source)."""
+    with tempfile.TemporaryDirectory(prefix="tidyq-program-") as tmp:
+        save_program(module, spec, tmp)
+        if not run.log_artifacts(tmp, "program"):
+            run.finish("FAILED")
+            raise ConfigurationError("could not store the program's files in MLflow (artifact upload failed)")
+    run.flush()
 
 
 _registries: dict[tuple, Registry] = {}

@@ -333,7 +333,7 @@ def flush(job_id: str, redis_client=None, ttl_seconds: int | None = None) -> int
         p.expire(key, ttl_seconds or get_settings().result_ttl_seconds)
         p.execute()
     if versions:
-        from shared.registry import record_version_stats
+        from shared.version_stats import record_version_stats
 
         record_version_stats(versions, redis_client=r)
     return len(b.counters)

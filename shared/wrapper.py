@@ -21,6 +21,7 @@ from shared.config import UnifiedConfig, get_settings
 from shared.engine import build_engine, build_routes, resolve_config
 from shared.errors import BadInput, TidyqError
 from shared.metrics import registry
+from shared.program_io import program_inputs
 from shared.steps import stats
 from shared.steps.cache import CacheStep
 from shared.steps.ratelimit import RateLimitStep
@@ -70,6 +71,8 @@ class UnifiedDSPyModule:
         self.module = module
         predictors = module.predictors() if hasattr(module, "predictors") else []
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
+        # any other module: its forward() parameters (shared/program_io.py)
+        self.inputs = program_inputs(module) if self.signature is None else None
 
     @property
     def input_fields(self) -> list[str] | None:
@@ -80,8 +83,10 @@ class UnifiedDSPyModule:
         return list(self.signature.output_fields) if self.signature is not None else None
 
     def check_inputs(self, inputs: dict[str, Any]) -> None:
-        """Unknown or missing input fields of a single-predictor program are bad input."""
+        """Unknown or missing input fields are bad input (the signature's, or forward()'s)."""
         if self.signature is None:
+            if self.inputs is not None:
+                self.inputs.check(inputs, where="item")
             return
         expected = set(self.signature.input_fields)
         unknown = sorted(set(inputs) - expected)
@@ -95,7 +100,7 @@ class UnifiedDSPyModule:
     def predict_with_stats(self, **inputs: Any) -> tuple[dspy.Prediction, stats.CallStats]:
         self.check_inputs(inputs)
         validation = self.wrapper.config.validation
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm):
+        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}):
             try:
                 prediction = self.module(**inputs)
                 if validation.active:

@@ -12,7 +12,8 @@ os.environ.setdefault("DSPY_CACHEDIR", os.path.join(os.environ.get("TMPDIR", "/t
 
 from shared.redis_server import RedisServer  # noqa: E402
 
-pytest_plugins: list[str] = ["tests.fakes.fixtures", "tests.fakes.mlflow_gateway", "tests.integration.workers"]
+pytest_plugins: list[str] = ["tests.fakes.fixtures", "tests.fakes.mlflow_gateway", "tests.integration.workers",
+                             "tests.user_programs_support"]
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,14 @@ import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 from shared import tracking
 from shared.config import Settings
 from shared.errors import AllTargetsOpen, RetryLater
 from shared.fallback import skipped_of
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
+from shared.program_io import prediction_outputs
+from shared.program_uri import is_import_path
 from shared.programs import resolve_program
 from shared.queues import queue_for
 from shared.store import JobStore
@@ -36,20 +37,6 @@ PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "Wor
 
 def is_pass_through(exc: BaseException) -> bool:
     return type(exc).__name__ in PASS_THROUGH or not isinstance(exc, Exception)
-
-
-def jsonable(value: Any) -> Any:
-    """Prediction field values -> JSON values (pydantic models dumped, unknown objects as str)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    return str(value)
 
 
 def error_message(exc: BaseException) -> str:
@@ -130,11 +117,12 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     served = None  # the registered version this item runs (rollout split per item id)
     call = None
     try:
-        if spec.program:
+        if spec.program and not is_import_path(spec.program):
             served = resolve_program(spec.program, item.custom_id)
-        module = runtime.get_module(spec.backend, spec.model, spec.signature, served.uri if served else None,
+        module = runtime.get_module(spec.backend, spec.model, spec.signature, served.uri if served else spec.program,
                                     fallbacks)
         prediction, call = module.predict_with_stats(**item.inputs)
+        outputs = prediction_outputs(prediction)  # a field with no JSON form fails the item, named
     except RetryLater:
         raise
     except BaseException as exc:
@@ -148,7 +136,7 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         if call.served_by and call.skipped:  # a fallback target answered
             backend, _, model = call.served_by.partition(":")
         result = ItemResult(
-            custom_id=item.custom_id, status="succeeded", outputs=jsonable(dict(prediction.items())),
+            custom_id=item.custom_id, status="succeeded", outputs=outputs,
             backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
             latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
     tracking.record_item(spec.id, result, call, served)

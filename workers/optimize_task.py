@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +41,10 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     """Optimize, log one MLflow run, register the program. Returns the job's result dict:
     ``{"status": "registered", "model_uri", "name", "version", scores...}`` or
     ``{"status": "cancelled", ...}``. Raises BadInput/ConfigurationError for a job that cannot run."""
-    from shared import optimize, programs, tracking
+    from shared import optimize, program_io, programs, tracking
     from shared.optimize import OptimizeRequest
-    from shared.registry import get_registry
+    from shared.program_uri import is_import_path
+    from shared.registry import get_registry, log_program
     from workers import runtime
 
     settings = get_settings()
@@ -59,28 +59,30 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
         raise ConfigurationError(f"MLflow at {redact(settings.mlflow_tracking_uri or '(unset)')} is unreachable: an "
                                  "optimize job registers its program there (set TIDYQ_MLFLOW_TRACKING_URI)")
 
-    if req.program:
+    if req.program and is_import_path(req.program):  # a user's module installed here
+        pspec = programs.ProgramSpec("import", import_path=req.program)
+        student = pspec.build()
+        started_from = req.program
+    elif req.program:
         resolved = programs.resolve_program(req.program, registry=registry)
-        student = programs.load_version(resolved.name, resolved.version, registry=registry).deepcopy()
-        pspec = programs.spec_for(student)
+        loaded, pspec = programs.load_version_with_spec(resolved.name, resolved.version, registry=registry)
+        student = loaded.deepcopy()
         started_from = resolved.uri
     else:
         pspec = programs.spec_for(req.signature, kind=req.kind)
         student = pspec.build()
         started_from = None
-    sig = student.predictors()[0].signature
-    inputs = [n for n in sig.input_fields]
-    outputs = [n for n in sig.output_fields if n != "reasoning"]
+    inputs, outputs = program_io.example_fields(student, pspec)
     req.check(inputs, outputs)
     metric = optimize.resolve_metric(req.metric, req.metric_options)
-    trainset = optimize.to_examples(req.trainset, inputs)
-    valset = optimize.to_examples(req.valset, inputs) if req.valset else None
+    trainset = optimize.to_examples(req.trainset)
+    valset = optimize.to_examples(req.valset) if req.valset else None
     time_limit = min(req.time_limit or settings.optimize_time_limit, settings.optimize_time_limit)
     wrapper = runtime.get_wrapper(job.backend, job.model)
 
     settings_used = optimize.check_settings(req.optimizer, req.settings)
     params = {"optimizer": req.optimizer, "metric": req.metric, "signature": pspec.signature,
-              "program_kind": pspec.kind,
+              "program": pspec.import_path or (pspec.attr and f"code:{pspec.attr}"), "program_kind": pspec.kind,
               "backend": job.backend, "model": wrapper.model, "trainset_size": len(req.trainset),
               "valset_size": len(req.valset) if req.valset else "trainset", "time_limit_s": time_limit,
               "num_threads": req.num_threads, "started_from": started_from, "registered_model": req.name,
@@ -121,17 +123,12 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
     progress({"phase": "registering", "step": outcome.metric_calls, "best_score": outcome.optimized_score,
               "baseline_score": outcome.baseline_score, "lm_calls": outcome.lm_calls,
               "evaluations": outcome.evaluations, "elapsed_s": round(outcome.seconds, 3)})
-    with tempfile.TemporaryDirectory(prefix="tidyq-optimized-") as tmp:
-        programs.save_program(outcome.program, pspec, tmp)
-        if not run.log_artifacts(tmp, "program"):
-            run.finish("FAILED")
-            raise ConfigurationError("could not store the program JSON in MLflow (artifact upload failed)")
-    run.flush()
+    log_program(run, outcome.program, pspec)
     version = registry.register(req.name, run.run_id, "program", description=f"tidyq optimize job {job.id}", tags={
         "tidyq.job_id": job.id, "tidyq.optimizer": req.optimizer, "tidyq.metric": req.metric,
-        "tidyq.signature": pspec.signature, "tidyq.program_kind": pspec.kind,
-        "tidyq.baseline_score": round(outcome.baseline_score, 6),
-        "tidyq.optimized_score": round(outcome.optimized_score, 6),
+        "tidyq.signature": pspec.signature or "", "tidyq.program": pspec.import_path or "",
+        "tidyq.program_kind": pspec.kind,
+        "tidyq.baseline_score": round(outcome.baseline_score, 6), "tidyq.optimized_score": round(outcome.optimized_score, 6),
         "tidyq.stopped": outcome.stopped or ""})
     uri = f"models:/{req.name}/{version}"
     run.set_tags({"tidyq.model_uri": uri, "tidyq.stopped": outcome.stopped or ""})

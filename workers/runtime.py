@@ -1,5 +1,5 @@
-"""Per-process caches: one UnifiedDSPyWrapper per (backend, model), one module per program,
-one thread pool per backend. Building a wrapper (backend client, step stack, dspy.LM) costs far
+"""Per-process caches: one UnifiedDSPyWrapper per (backend, model), one program per process (a
+copy per thread), one thread pool per backend. Building a wrapper (backend client, step stack, dspy.LM) costs far
 more than a call, so a worker process builds each once and reuses it for every chunk.
 
 Caches are keyed by nothing that crosses a fork: ``reset()`` runs in each new pool process.
@@ -7,6 +7,7 @@ Caches are keyed by nothing that crosses a fork: ``reset()`` runs in each new po
 
 from __future__ import annotations
 
+import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,7 +16,9 @@ from shared.config import BackendType, Target, UnifiedConfig, get_settings
 
 _lock = threading.RLock()
 _wrappers: dict[tuple, Any] = {}
-_modules: dict[tuple, Any] = {}
+_modules: dict[tuple, Any] = {}  # per thread: see get_module
+_programs: dict[str, tuple[Any, BaseException | None]] = {}  # import-path programs, built once
+_building: dict[str, threading.Lock] = {}
 _executors: dict[str, ThreadPoolExecutor] = {}
 
 
@@ -23,6 +26,7 @@ def reset() -> None:
     with _lock:
         _wrappers.clear()
         _modules.clear()
+        _programs.clear()
         for ex in _executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
         _executors.clear()
@@ -43,29 +47,54 @@ def get_wrapper(backend: str, model: str | None, fallbacks: tuple[Target, ...] =
 
 
 def load_program(uri: str):
-    """A dspy.Module from a registered program URI (models:/NAME/VERSION). The registry module
-    belongs to the MLflow side; without it a program job fails its items with a clear error."""
-    try:
-        from shared.programs import load_program as _load  # provided by the MLflow registry work
-    except ImportError:
-        from shared.errors import ConfigurationError
+    """The shared prototype of a job's program: ``pkg.module:Name`` built from the code installed
+    here (TIDYQ_PROGRAM_PACKAGES gates the import), or a registered version (models:/...).
+    Built once per process. A refusal or bad program is remembered too, so the 1,000 items of a
+    program that cannot run fail with the same error without re-importing or re-downloading it."""
+    from shared.errors import BadInput, ConfigurationError
+    from shared.program_uri import is_import_path
 
-        raise ConfigurationError(f"cannot load program {uri!r}: this worker has no program registry "
-                                 "(shared.programs.load_program)") from None
-    return _load(uri)
+    with _lock:
+        cached = _programs.get(uri)
+        gate = _building.setdefault(uri, threading.Lock())
+    if cached is None:
+        with gate:  # threads asking at once wait for the one build
+            with _lock:
+                cached = _programs.get(uri)
+            if cached is None:
+                try:
+                    if not is_import_path(uri):
+                        from shared.programs import load_program as _load
+
+                        return _load(uri)  # loaded versions are cached per version by shared.programs
+                    from shared.user_code import load_import_path
+
+                    cached = (load_import_path(uri), None)
+                except (BadInput, ConfigurationError) as exc:
+                    cached = (None, exc)
+                with _lock:
+                    _programs[uri] = cached
+    program, error = cached
+    if error is not None:
+        raise copy.copy(error) from None  # a fresh instance per item: threads never share a traceback
+    return program
 
 
 def get_module(backend: str, model: str | None, signature: str | None, program: str | None,
                fallbacks: tuple[Target, ...] = ()):
-    """A UnifiedDSPyModule for a job's program on its target chain, cached per process."""
-    key = (backend, model, signature or "", program or "", *fallbacks)
+    """A UnifiedDSPyModule for a job's program on its target chain, built once per process and
+    copied once per thread: DSPy modules (users' ones above all) may keep state between calls,
+    so threads of a chunk never share one instance (a copy costs about one mock call, once)."""
+    key = (backend, model, signature or "", program or "", *fallbacks, threading.get_ident())
     with _lock:
         m = _modules.get(key)
-        if m is None:
-            wrapper = get_wrapper(backend, model, fallbacks)
-            m = wrapper.create_module(load_program(program) if program else signature)
-            _modules[key] = m
-        return m
+    if m is None:
+        wrapper = get_wrapper(backend, model, fallbacks)
+        prototype = load_program(program) if program else None
+        module = prototype.deepcopy() if prototype is not None else signature
+        with _lock:
+            m = _modules.setdefault(key, wrapper.create_module(module))
+    return m
 
 
 def concurrency_for(backend: str) -> int:

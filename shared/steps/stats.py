@@ -40,12 +40,21 @@ class CallStats:
         return asdict(self) | {"cached": self.cached}
 
 
+STATS_SETTING = "tidyq_call_stats"
 _current: contextvars.ContextVar[CallStats | None] = contextvars.ContextVar("tidyq_call_stats", default=None)
 _cache_bypass: contextvars.ContextVar[bool] = contextvars.ContextVar("tidyq_cache_bypass", default=False)
 
 
 def current() -> CallStats | None:
-    return _current.get()
+    """The collector of the call being made. Threads a program starts itself (dspy.Parallel,
+    Module.batch inside a user's forward) do not inherit our contextvar but do inherit DSPy's
+    context overrides, where UnifiedDSPyModule also puts the collector (STATS_SETTING)."""
+    found = _current.get()
+    if found is None:
+        import dspy
+
+        found = getattr(dspy.settings, STATS_SETTING, None)
+    return found
 
 
 @contextmanager
