@@ -145,7 +145,13 @@ def test_one_build_per_process_and_one_copy_per_thread(user_code, monkeypatch):
     def take():
         modules.append(runtime.get_module("mock", None, None, "userprogs.multihop:MultiHop"))
 
-    threads = [threading.Thread(target=take) for _ in range(4)]
+    alive = threading.Barrier(4)  # all four threads alive at once: a finished thread's ident can be reused
+
+    def take_in_thread():
+        take()
+        alive.wait(timeout=30)
+
+    threads = [threading.Thread(target=take_in_thread) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
