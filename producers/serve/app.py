@@ -1,0 +1,78 @@
+"""`tidyq serve`'s one ASGI app: the jobs page for people, and the REST API for services.
+
+Layout of the URL space:
+- ``/``, ``/jobs/{id}``, ``/ui/*.json``, ``/static/*``: the page (producers/serve/pages.py), behind
+  HTTP basic auth (producers/serve/auth.py, TIDYQ_UI_AUTH); without it the app is not built.
+- ``/api/v1``: the REST API (producers/api/app.py ``build_api_app``) is mounted here when that
+  package is present; it does its own bearer-token auth, so the page's auth skips the prefix.
+- ``/healthz``: open, no data (for compose and load-balancer health checks).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producers.serve import pages
+from producers.serve.auth import BasicAuthMiddleware, BasicCredentials
+from shared.config import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+OPEN_PREFIXES = (API_PREFIX, "/healthz")
+# The page's own script and styles only; no inline script or style, no framing, no referrer leak.
+PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
+                 b"img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+                (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
+
+
+class PageHeaders:
+    """Adds PAGE_HEADERS to every response outside the REST API (which sets its own)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path", "").startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *PAGE_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def api_routes(settings: Settings) -> list[BaseRoute]:
+    """The REST API's mount, when producers/api/ is installed alongside (issue 22)."""
+    if importlib.util.find_spec("producers.api") is None or importlib.util.find_spec("producers.api.app") is None:
+        return []
+    from producers.api.app import build_api_app  # type: ignore[import-not-found,unused-ignore]
+
+    return [Mount(API_PREFIX, app=build_api_app(settings))]
+
+
+def build_app(settings: Settings | None = None) -> Starlette:
+    """The whole server. ConfigurationError when no authentication for the page is configured."""
+    s = settings or get_settings()
+    credentials = BasicCredentials.from_settings(s)
+    routes: list[BaseRoute] = [
+        Route("/", pages.index),
+        Route("/jobs/{job_id}", pages.job_page),
+        Route("/ui/state.json", pages.state_json),
+        Route("/ui/jobs/{job_id}.json", pages.job_json),
+        Route("/healthz", pages.healthz),
+        Mount("/static", app=StaticFiles(directory=pages.HERE / "static"), name="static"),
+        *api_routes(s),
+    ]
+    app = Starlette(routes=routes)
+    app.state.tidyq = pages.Context.from_settings(s)
+    app.add_middleware(BasicAuthMiddleware, credentials=credentials, open_prefixes=OPEN_PREFIXES)
+    app.add_middleware(PageHeaders)
+    return app
