@@ -21,7 +21,6 @@
   function setField(el, value) {
     if (el.tagName === "PROGRESS") {
       el.value = Number(value) || 0;
-      el.textContent = String(value) + "%";
     } else {
       el.textContent = value === null || value === undefined ? "" : String(value);
     }
