@@ -27,6 +27,7 @@ TIDYQ = os.path.join(os.path.dirname(sys.executable), "tidyq")
 USER, PASSWORD = "ops", "browser-test-password"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ITEMS = 3000
+MLFLOW_UI = "http://127.0.0.1:5999"  # where an operator's MLflow UI would be; links only, never fetched
 
 
 def _need_browser() -> None:
@@ -70,7 +71,7 @@ class Serve:
 
 @pytest.fixture
 def serve(redis_url, tmp_path):
-    server = Serve(redis_url, tmp_path / "serve.log", TIDYQ_UI_REFRESH_SECONDS="0.5")
+    server = Serve(redis_url, tmp_path / "serve.log", TIDYQ_UI_REFRESH_SECONDS="0.5", TIDYQ_MLFLOW_UI_URL=MLFLOW_UI)
     try:
         wait_for(server.ready, timeout=60, what="tidyq serve to answer /healthz")
         yield server
@@ -139,12 +140,14 @@ def test_the_page_shows_a_running_job_live_and_its_failed_items(redis_url, start
                                                                  browser, tmp_path):
     from selenium.webdriver.common.by import By
 
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     openai_fake.set_latency(0.05)
     openai_fake.set_failure_rate(0.1, statuses=(400,), seed=21)  # a bad request: not retried, the item fails
     start_worker(queues=["predict.direct"], concurrency=1, env={
         "TIDYQ_API_BASE": openai_fake.base_url, "TIDYQ_API_KEY": "sk-browser-test", "TIDYQ_MODEL": "openai/gpt-4o-mini",
         "TIDYQ_CACHE_ENABLED": "false", "TIDYQ_CONCURRENCY_DIRECT": "8", "TIDYQ_METRICS_INTERVAL": "0.5",
-        "TIDYQ_HEARTBEAT_INTERVAL": "1", "TIDYQ_BREAKER_CONSECUTIVE_FAILURES": "0"})
+        "TIDYQ_HEARTBEAT_INTERVAL": "1", "TIDYQ_BREAKER_CONSECUTIVE_FAILURES": "0",
+        "TIDYQ_MLFLOW_TRACKING_URI": tracking_uri})
     client = Client(redis_url)
     rows = [{"custom_id": f"q{i:04d}", "inputs": {"question": f"What is {i} + {i}?"}} for i in range(ITEMS)]
     job = client.submit_batch(rows, "question -> answer", backend="direct", model="openai/gpt-4o-mini", chunk_size=50)
@@ -175,6 +178,15 @@ def test_the_page_shows_a_running_job_live_and_its_failed_items(redis_url, start
     assert cell(browser, job.id, "failed") == str(counts["failed"])
     assert progress(browser, job.id) == 100.0
     errors_text = cell(browser, job.id, "errors")
+    # the job's MLflow run, linked once the worker has written it (the script shows the link in place)
+    link = wait_for(calm(lambda: browser.find_element(By.CSS_SELECTOR, f'tr[data-key="{job.id}"] a[data-link]')
+                         .get_attribute("href") or None), timeout=60, what="the MLflow run link")
+    prefix = f"{MLFLOW_UI}/#/runs/"
+    assert link.startswith(prefix)
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri).get_run(link[len(prefix):])
+    assert run.data.params["job_id"] == job.id
     shoot(browser, tmp_path, "jobs-page-finished")
 
     browser.find_element(By.LINK_TEXT, job.id).click()

@@ -39,6 +39,16 @@
       if (tr.hasAttribute("data-status") && status !== undefined && tr.getAttribute("data-status") !== status) {
         return false;
       }
+      tr.querySelectorAll("a[data-link]").forEach(function (a) {
+        var href = row[a.getAttribute("data-link")];
+        if (typeof href === "string" && /^https?:\/\//.test(href)) {
+          a.href = href;
+          a.hidden = false;
+        } else {
+          a.removeAttribute("href");
+          a.hidden = true;
+        }
+      });
       tr.querySelectorAll("[data-field]").forEach(function (el) {
         var name = el.getAttribute("data-field");
         if (Object.prototype.hasOwnProperty.call(row, name)) { setField(el, row[name]); }
