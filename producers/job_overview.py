@@ -65,6 +65,7 @@ class JobRow:
     mlflow_run_id: str | None
     error: str | None = None
     error_types: dict[str, int] = field(default_factory=dict)
+    error_types_partial: bool = False  # still counting: not every result was read yet
 
     @property
     def done(self) -> int:
@@ -94,8 +95,9 @@ def items_per_second(done: int, started: float | None, finished: float | None, n
 class JobsReader:
     """Reads job rows, error types and failed items. One per process (it keeps the error counts)."""
 
-    def __init__(self, client: redis.Redis, *, cached_jobs: int = 1024):
+    def __init__(self, client: redis.Redis, *, cached_jobs: int = 1024, error_read_budget: int = 50_000):
         self.r = client
+        self.error_read_budget = error_read_budget
         self.store = JobStore(client)
         self._errors: OrderedDict[str, tuple[int, Counter]] = OrderedDict()
         self._cached_jobs = cached_jobs
@@ -140,29 +142,38 @@ class JobsReader:
                          mlflow_run_id=_s(extra[3]), error=st.error)
             if with_errors and row.failed:
                 row.error_types = self.error_types(st.id)
+                row.error_types_partial = self.counted(st.id) < done
             out.append(row)
         return out
 
     # --- error types -------------------------------------------------------------------------
     def error_types(self, job_id: str) -> dict[str, int]:
         """Failed results per error type, most frequent first. Reads only results this process
-        has not read yet (the job's order list only grows)."""
+        has not read yet (the job's order list only grows), at most ``error_read_budget`` per call
+        so one poll stays cheap on a huge job; ``counted(job_id)`` says how many were read so far."""
         with self._lock:
             offset, counts = self._errors.pop(job_id, (0, Counter()))
         order, results = keys.job_order(job_id), keys.job_results(job_id)
-        while True:
-            ids = self.r.lrange(order, offset, offset + _READ_PAGE - 1)
+        budget = self.error_read_budget
+        while budget > 0:
+            ids = self.r.lrange(order, offset, offset + min(_READ_PAGE, budget) - 1)
             if not ids:
                 break
             for result in self._results(results, ids):
                 if result.get("status") == "failed":
                     counts[(result.get("error") or {}).get("type") or "unknown"] += 1
             offset += len(ids)
+            budget -= len(ids)
         with self._lock:
             self._errors[job_id] = (offset, counts)
             while len(self._errors) > self._cached_jobs:
                 self._errors.popitem(last=False)
         return dict(counts.most_common())
+
+    def counted(self, job_id: str) -> int:
+        """How many of the job's results error_types has read in this process."""
+        with self._lock:
+            return self._errors.get(job_id, (0, Counter()))[0]
 
     def _results(self, results_key: str, ids: list) -> list[dict]:
         return [json.loads(raw) for raw in self.r.hmget(results_key, ids) if raw is not None]

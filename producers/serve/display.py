@@ -34,7 +34,7 @@ def job_row(row: JobRow, mlflow_base: str | None) -> dict:
         "key": row.id, "id": row.id, "kind": row.kind, "status": row.status,
         "progress": round(row.fraction * 100, 1), "percent": f"{row.fraction:.0%}",
         "done": f"{row.done}/{row.total}", "succeeded": row.succeeded, "failed": row.failed,
-        "errors": errors_text(row.error_types) or ("-" if not row.failed else ""),
+        "errors": (errors_text(row.error_types) + (" (counting...)" if row.error_types_partial else "")).strip() or "-",
         "rate": rate_text(row.items_per_second), "cost": cost_text(row.cost_usd),
         "target": target_text(row.backend, row.model), "started": started_text(row.started_at),
         "finished": started_text(row.finished_at), "error": row.error or "",

@@ -11,20 +11,14 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from producers.client import Client
-from shared.redis_server import free_port
+from tests.integration.serve_process import PASSWORD, USER, Serve
 from tests.waiting import wait_for
 
-TIDYQ = os.path.join(os.path.dirname(sys.executable), "tidyq")
-USER, PASSWORD = "ops", "browser-test-password"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ITEMS = 3000
 MLFLOW_UI = "http://127.0.0.1:5999"  # where an operator's MLflow UI would be; links only, never fetched
@@ -39,44 +33,10 @@ def _need_browser() -> None:
     pytest.skip(reason)
 
 
-class Serve:
-    """`tidyq serve` in its own process group on a free loopback port."""
-
-    def __init__(self, redis_url: str, log: Path, **env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environ = dict(os.environ, TIDYQ_REDIS_URL=redis_url, TIDYQ_UI_AUTH=f"{USER}:{PASSWORD}", **env)
-        self.log = log.open("w")
-        self.proc = subprocess.Popen([TIDYQ, "serve", "--port", str(self.port)], env=environ, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            assert self.proc.poll() is None, "tidyq serve exited"
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self.log.close()
-
-
 @pytest.fixture
 def serve(redis_url, tmp_path):
-    server = Serve(redis_url, tmp_path / "serve.log", TIDYQ_UI_REFRESH_SECONDS="0.5", TIDYQ_MLFLOW_UI_URL=MLFLOW_UI)
-    try:
-        wait_for(server.ready, timeout=60, what="tidyq serve to answer /healthz")
+    with Serve(redis_url, tmp_path / "serve.log", TIDYQ_UI_REFRESH_SECONDS="0.5", TIDYQ_MLFLOW_UI_URL=MLFLOW_UI) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

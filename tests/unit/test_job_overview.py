@@ -91,3 +91,16 @@ def test_failed_items_page_through_every_failure_once(redis_url):
     # a scan budget smaller than the gap between failures returns an empty page and a cursor to go on
     page, cursor = reader.failed_items(job, cursor=1, limit=5, max_scan=3)
     assert page == [] and cursor == 4
+
+
+def test_error_types_of_a_huge_job_are_counted_a_budget_per_call(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    job = make_job(store, 25)
+    record(store, job, [(f"a{i}", "LMError" if i % 2 else None) for i in range(25)])
+    reader = JobsReader(client, error_read_budget=10)
+    partial = reader.rows(limit=1, with_errors=True)[0]
+    assert partial.error_types == {"LMError": 5} and partial.error_types_partial and reader.counted(job) == 10
+    reader.error_types(job)
+    done = reader.rows(limit=1, with_errors=True)[0]
+    assert done.error_types == {"LMError": 12} and not done.error_types_partial

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 
 import pytest
 import redis
@@ -130,3 +131,36 @@ def test_pages_carry_a_strict_content_security_policy(redis_url):
     assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-store"
     assert "<script>" not in r.text and ' style="' not in r.text  # nothing inline for the CSP to block
     assert c.get("/").headers["content-security-policy"] == csp  # the 401 too
+
+
+def test_the_rest_api_mounts_under_api_v1_with_its_own_auth(redis_url, monkeypatch):
+    """Stands in for producers/api/app.py (issue 22, built in parallel): the contract is
+    ``build_api_app(settings) -> Starlette`` with routes relative to /api/v1."""
+    import importlib.machinery
+    import types
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    seen = {}
+
+    def build_api_app(settings):
+        seen["settings"] = settings
+        return Starlette(routes=[Route("/jobs", lambda request: JSONResponse(
+            {"path": request.url.path, "auth": request.headers.get("authorization")}))])
+
+    package = types.ModuleType("producers.api")
+    package.__spec__ = importlib.machinery.ModuleSpec("producers.api", None, is_package=True)
+    package.__path__ = []
+    module = types.ModuleType("producers.api.app")
+    module.__spec__ = importlib.machinery.ModuleSpec("producers.api.app", None)
+    module.build_api_app = build_api_app
+    monkeypatch.setitem(sys.modules, "producers.api", package)
+    monkeypatch.setitem(sys.modules, "producers.api.app", module)
+    c = client_for(redis_url)
+    r = c.get("/api/v1/jobs", headers={"Authorization": "Bearer api-token"})
+    assert r.status_code == 200 and r.json() == {"path": "/api/v1/jobs", "auth": "Bearer api-token"}
+    assert "content-security-policy" not in r.headers  # the API sets its own headers
+    assert seen["settings"].ui_auth.get_secret_value() == f"{USER}:{PASSWORD}"
+    assert c.get("/").status_code == 401  # the page keeps its basic auth
