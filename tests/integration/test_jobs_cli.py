@@ -54,6 +54,7 @@ def test_jobs_lists_recent_jobs_with_full_ids_counts_and_filters(redis_url, star
     assert data[0]["items_per_second"] > 0 and data[0]["started_at"] <= data[0]["finished_at"]
     assert [j["id"] for j in json.loads(cli(redis_url, "jobs", "--json", "--limit", "1").stdout)] == [queued.id]
     assert json.loads(cli(redis_url, "jobs", "--json", "--status", "running,cancelled").stdout) == []
+    assert json.loads(cli(redis_url, "jobs", "--json", "--kind", "predict").stdout) == []
     assert cli(redis_url, "jobs", "--status", "running").stderr.strip() == "tidyq: no jobs in state running"
 
     bad = cli(redis_url, "jobs", "--status", "finished")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
 from producers.job_overview import JobsReader, items_per_second
 from shared import keys
 from shared.jobs import ItemResult, JobSpec, new_job_id
-from shared.store import JobStore
+from shared.store import JobNotFound, JobStore
 
 
 def make_job(store: JobStore, total: int, *, backend: str = "mock", model: str | None = None,
@@ -104,3 +105,20 @@ def test_error_types_of_a_huge_job_are_counted_a_budget_per_call(redis_url):
     reader.error_types(job)
     done = reader.rows(limit=1, with_errors=True)[0]
     assert done.error_types == {"LMError": 12} and not done.error_types_partial
+
+
+def test_unreadable_numbers_are_unknown_and_the_error_cache_is_bounded(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    jobs = [make_job(store, 2) for _ in range(3)]
+    for job in jobs:
+        record(store, job, [("a", "LMError")])
+    client.hset(keys.job_tracking(jobs[0]), "cost_usd", "not-a-number")
+    reader = JobsReader(client, cached_jobs=2)
+    rows = {r.id: r for r in reader.rows(limit=5, with_errors=True)}
+    assert rows[jobs[0]].cost_usd is None and all(r.error_types == {"LMError": 1} for r in rows.values())
+    assert reader.counted(jobs[2]) == 0 and reader.counted(jobs[0]) == 1  # rows go newest first: jobs[2] read first, dropped
+    with pytest.raises(JobNotFound):
+        reader.failed_items("no-such-job")
+    with pytest.raises(JobNotFound):
+        reader.row("no-such-job")
