@@ -18,8 +18,8 @@ import json
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 import redis
 
@@ -104,7 +104,7 @@ class JobsReader:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, redis_url: str | None = None) -> "JobsReader":
+    def from_settings(cls, redis_url: str | None = None) -> JobsReader:
         from shared.config import get_settings
         from shared.redisconn import get_redis
 
@@ -130,7 +130,7 @@ class JobsReader:
                 p.hget(keys.job_tracking(st.id), "cost_usd")
             replies = p.execute()
         out = []
-        for st, extra, cost in zip(jobs, replies[0::2], replies[1::2]):
+        for st, extra, cost in zip(jobs, replies[0::2], replies[1::2], strict=True):
             created, started, finished = (_float(v) for v in extra[:3])
             done = st.counts.succeeded + st.counts.failed
             cost_usd = _float(cost)

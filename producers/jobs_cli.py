@@ -7,7 +7,7 @@ an 80-column pipe (`tidyq jobs | grep running | cut -c1-32` gives ids that work)
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 
@@ -48,18 +48,19 @@ def table_lines(rows: list[JobRow]) -> list[str]:
         cells = (r.id, r.kind, r.status, f"{r.done}/{r.total}", str(r.failed),
                  rate_text(r.items_per_second), cost_text(r.cost_usd),
                  started_text(r.started_at))
-        lines.append(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, _COLUMNS)) + " " + target_text(r.backend, r.model))
+        fixed = " ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, _COLUMNS, strict=True))
+        lines.append(f"{fixed} {target_text(r.backend, r.model)}")
     return lines
 
 
 @app.command()
 def jobs(
-    status: Optional[List[str]] = typer.Option(None, "--status", help="only jobs in this state (repeatable or "
-                                               "comma-separated): queued, running, completed, failed, "
-                                               "cancelling, cancelled"),
-    kind: Optional[str] = typer.Option(None, "--kind", help="predict, batch or optimize"),
-    limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000, help="at most this many jobs"),
-    as_json: bool = typer.Option(False, "--json", help="print a JSON array of the jobs"),
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", help="only jobs in this state (repeatable or comma-separated): queued, running, completed, "
+                         "failed, cancelling, cancelled")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="predict, batch or optimize")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="at most this many jobs")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON array of the jobs")] = False,
 ):
     """Recent jobs, newest first: id, kind, status, counts, items/s, cost, start time, backend/model."""
     with cli_errors():

@@ -39,10 +39,11 @@ def render(snap: Snapshot) -> Group:
     for col, justify in (("job", "left"), ("kind", "left"), ("backend", "left"), ("status", "left"),
                          ("progress", "left"), ("done", "right"), ("failed", "right"), ("items/s", "right")):
         # a job id is never cut: the other columns give way in a narrow terminal
-        jobs.add_column(col, justify=justify, **({"no_wrap": True, "min_width": 32} if col == "job" else {}))
+        jobs.add_column(col, justify=justify, no_wrap=col == "job", min_width=32 if col == "job" else None)
     for j in snap.jobs:
+        rate = "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}"
         jobs.add_row(j.id, j.kind, j.backend or "-", j.status, f"{_bar(j.fraction)} {j.fraction:4.0%}",
-                     f"{j.done}/{j.total}", str(j.failed), "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
+                     f"{j.done}/{j.total}", str(j.failed), rate)
     if not snap.jobs:
         jobs.add_row("(none)", "", "", "", "", "", "", "")
     footer = Text(f"{len(snap.workers)} worker node(s) live; {time.strftime('%H:%M:%S', time.localtime(snap.at))}",

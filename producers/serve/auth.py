@@ -38,7 +38,7 @@ class BasicCredentials:
         self._user, self._password = _digest(user), _digest(password)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "BasicCredentials":
+    def from_settings(cls, settings: Settings) -> BasicCredentials:
         """ConfigurationError (naming TIDYQ_UI_AUTH) when unset or malformed."""
         if settings.ui_auth is None or not settings.ui_auth.get_secret_value().strip():
             raise ConfigurationError(f"the jobs page needs authentication: {WHAT_TO_SET}")

@@ -7,7 +7,7 @@ sends the password with every request).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -19,23 +19,23 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="listen address; keep it private or put TLS in front"),
-    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="listen port (default "
-                                       "TIDYQ_UI_PORT, 8780)"),
-    log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level"),
+    host: Annotated[str, typer.Option("--host", help="listen address; private, or TLS in front")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option("--port", min=0, max=65535,
+                                             help="listen port (default TIDYQ_UI_PORT, 8780)")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level")] = "warning",
 ):
     """Serve the jobs page: running and recent jobs with live progress, failed items, queues,
     workers and circuit breakers. Needs TIDYQ_UI_AUTH=user:password."""
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
 
     from producers.serve.app import build_app
     from shared.config import get_settings
 
-    from uvicorn.config import LOG_LEVELS
-
     try:
         if log_level.lower() not in LOG_LEVELS:
-            raise BadInput(f"unknown level {log_level!r}; expected one of: {', '.join(LOG_LEVELS)}", where="--log-level")
+            levels = ", ".join(LOG_LEVELS)
+            raise BadInput(f"unknown level {log_level!r}; expected one of: {levels}", where="--log-level")
         settings = get_settings()
         server_app = build_app(settings)
         listen_port = settings.ui_port if port is None else port

@@ -46,7 +46,7 @@ class Context:
     mlflow_base: str | None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Context":
+    def from_settings(cls, settings: Settings) -> Context:
         url = settings.redis_url or settings.default_redis_url
         return cls(settings, JobsReader.from_settings(url), OpsReader.from_settings(url),
                    display.mlflow_ui_base(settings))

@@ -45,7 +45,7 @@ class Serve:
                 self.proc.wait(timeout=10)
         self.log.close()
 
-    def __enter__(self) -> "Serve":
+    def __enter__(self) -> Serve:
         try:
             wait_for(self.ready, timeout=60, what="tidyq serve to answer /healthz")
         except BaseException:

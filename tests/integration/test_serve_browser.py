@@ -35,7 +35,8 @@ def _need_browser() -> None:
 
 @pytest.fixture
 def serve(redis_url, tmp_path):
-    with Serve(redis_url, tmp_path / "serve.log", TIDYQ_UI_REFRESH_SECONDS="0.5", TIDYQ_MLFLOW_UI_URL=MLFLOW_UI) as server:
+    env = {"TIDYQ_UI_REFRESH_SECONDS": "0.5", "TIDYQ_MLFLOW_UI_URL": MLFLOW_UI}
+    with Serve(redis_url, tmp_path / "serve.log", **env) as server:
         yield server
 
 
@@ -168,6 +169,7 @@ def test_the_page_shows_a_running_job_live_and_its_failed_items(redis_url, start
     job_shot = shoot(browser, tmp_path, "job-page-failed-items")
     if counts["failed"] > 50:
         browser.find_element(By.LINK_TEXT, "next page").click()
-        second = [r.find_element(By.TAG_NAME, "td").text for r in browser.find_elements(By.CSS_SELECTOR, "tr.failed-item")]
+        second = [r.find_element(By.TAG_NAME, "td").text
+                  for r in browser.find_elements(By.CSS_SELECTOR, "tr.failed-item")]
         assert second == [r["custom_id"] for r in failed_results][50:100]
     assert running_shot.stat().st_size > 10_000 and job_shot.stat().st_size > 10_000

@@ -117,7 +117,7 @@ def test_unreadable_numbers_are_unknown_and_the_error_cache_is_bounded(redis_url
     reader = JobsReader(client, cached_jobs=2)
     rows = {r.id: r for r in reader.rows(limit=5, with_errors=True)}
     assert rows[jobs[0]].cost_usd is None and all(r.error_types == {"LMError": 1} for r in rows.values())
-    assert reader.counted(jobs[2]) == 0 and reader.counted(jobs[0]) == 1  # rows go newest first: jobs[2] read first, dropped
+    assert reader.counted(jobs[2]) == 0 and reader.counted(jobs[0]) == 1  # newest first: jobs[2] went out
     with pytest.raises(JobNotFound):
         reader.failed_items("no-such-job")
     with pytest.raises(JobNotFound):
