@@ -118,6 +118,16 @@ class JobsReader:
         jobs = self.store.list_jobs(statuses=statuses, kind=kind, limit=limit)
         return self._rows(jobs, with_errors=with_errors, now=now)
 
+    def rows_of(self, job_ids: Iterable[str], *, with_errors: bool = False) -> list[JobRow]:
+        """Rows of these jobs, in the order given; ids whose job expired are left out."""
+        jobs = []
+        for job_id in job_ids:
+            try:
+                jobs.append(self.store.status(job_id))
+            except JobNotFound:
+                continue
+        return self._rows(jobs, with_errors=with_errors)
+
     def row(self, job_id: str, *, with_errors: bool = True) -> JobRow:
         """One job's row; JobNotFound when it does not exist (or expired)."""
         return self._rows([self.store.status(job_id)], with_errors=with_errors)[0]

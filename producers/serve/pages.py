@@ -72,7 +72,11 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
 def overview(ctx: Context, limit: int) -> dict:
     """Everything page ``/`` shows: jobs, queues, workers, breakers."""
     snap = ctx.ops.snapshot(jobs=False)
-    rows = ctx.jobs.rows(limit=limit, with_errors=True)
+    # running jobs first, however old (the ones workers touched lately), then the newest others
+    running = ctx.jobs.rows_of([j.id for j in ctx.ops.running_jobs(limit=limit)], with_errors=True)
+    seen = {r.id for r in running}
+    rows = running + [r for r in ctx.jobs.rows(limit=limit, with_errors=True) if r.id not in seen]
+    rows = rows[:limit]
     return {"updated": time.strftime("%H:%M:%S", time.gmtime(snap.at)) + " UTC",
             "jobs": [display.job_row(r, ctx.mlflow_base) for r in rows],
             "queues": [display.queue_row(q) for q in snap.queues],

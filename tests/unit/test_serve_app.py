@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
+import time
 
 import pytest
 import redis
@@ -168,3 +169,15 @@ def test_the_rest_api_mounts_under_api_v1_with_its_own_auth(redis_url, monkeypat
     assert "content-security-policy" not in r.headers  # the API sets its own headers
     assert seen["settings"].ui_auth.get_secret_value() == f"{USER}:{PASSWORD}"
     assert c.get("/").status_code == 401  # the page keeps its basic auth
+
+
+def test_running_jobs_come_first_however_many_newer_jobs_there_are(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    old = make_job(store, 10, created_at=time.time() - 3000)
+    record(store, old, [("a", None)])  # running
+    client.zadd(keys.active_jobs(), {old: time.time()})  # what a worker writes when it starts a chunk
+    newer = [make_job(store, 1) for _ in range(8)]
+    state = client_for(redis_url).get("/ui/state.json?limit=5", headers=auth()).json()
+    assert [j["id"] for j in state["jobs"]] == [old, *reversed(newer[-4:])]
+    assert state["jobs"][0]["status"] == "running" and state["jobs"][0]["done"] == "1/10"
