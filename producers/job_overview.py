@@ -29,6 +29,7 @@ from shared.store import JobNotFound, JobStore
 
 _EXTRA_FIELDS = ("created_at", "started_at", "finished_at", "mlflow_run_id")
 _READ_PAGE = 1000  # result ids read per round trip
+SUCCEEDED = b'"status":"succeeded"'  # as ItemResult.to_json writes it
 
 
 def _s(value) -> str | None:
@@ -169,9 +170,8 @@ class JobsReader:
             ids = self.r.lrange(order, offset, offset + min(_READ_PAGE, budget) - 1)
             if not ids:
                 break
-            for result in self._results(results, ids):
-                if result.get("status") == "failed":
-                    counts[(result.get("error") or {}).get("type") or "unknown"] += 1
+            for result in self._failed(results, ids):
+                counts[(result.get("error") or {}).get("type") or "unknown"] += 1
             offset += len(ids)
             budget -= len(ids)
         with self._lock:
@@ -185,8 +185,17 @@ class JobsReader:
         with self._lock:
             return self._errors.get(job_id, (0, Counter()))[0]
 
-    def _results(self, results_key: str, ids: list) -> list[dict]:
-        return [json.loads(raw) for raw in self.r.hmget(results_key, ids) if raw is not None]
+    def _failed(self, results_key: str, ids: list) -> list[dict]:
+        """The failed ones of these results. Most results succeed: those are recognised by the
+        compact JSON ItemResult.to_json writes without being parsed (any other form is parsed)."""
+        out = []
+        for raw in self.r.hmget(results_key, ids):
+            if raw is None or (SUCCEEDED if isinstance(raw, bytes) else SUCCEEDED.decode()) in raw:
+                continue
+            result = json.loads(raw)
+            if result.get("status") == "failed":
+                out.append(result)
+        return out
 
     # --- failed items ------------------------------------------------------------------------
     def failed_items(self, job_id: str, *, cursor: int = 0, limit: int = 50,

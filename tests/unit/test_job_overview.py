@@ -122,3 +122,13 @@ def test_unreadable_numbers_are_unknown_and_the_error_cache_is_bounded(redis_url
         reader.failed_items("no-such-job")
     with pytest.raises(JobNotFound):
         reader.row("no-such-job")
+
+
+def test_error_types_read_the_same_through_a_decoding_client(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = JobStore(redis.Redis.from_url(redis_url))
+    job = make_job(store, 4)
+    record(store, job, [("a", None), ("b", "LMError"), ("c", None), ("d", "LMError")])
+    reader = JobsReader(client)
+    assert reader.error_types(job) == {"LMError": 2}
+    assert [r["custom_id"] for r in reader.failed_items(job)[0]] == ["b", "d"]
