@@ -2,7 +2,8 @@
 
 Layout of the URL space:
 - ``/``, ``/jobs/{id}``, ``/ui/*.json``, ``/static/*``: the page (producers/serve/pages.py), behind
-  HTTP basic auth (producers/serve/auth.py, TIDYQ_UI_AUTH); without it the app is not built.
+  HTTP basic auth or an OAuth proxy's user (producers/serve/auth.py); without either the app is
+  not built.
 - ``/api/v1``: the REST API (producers/api/app.py ``build_api_app``) is mounted here when that
   package is present; it does its own bearer-token auth, so the page's auth skips the prefix.
 - ``/healthz``: open, no data (for compose and load-balancer health checks).
@@ -18,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.serve import pages
-from producers.serve.auth import BasicAuthMiddleware, BasicCredentials
+from producers.serve.auth import BasicAuthMiddleware, PageAuth
 from shared.config import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -61,7 +62,7 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
 def build_app(settings: Settings | None = None) -> Starlette:
     """The whole server. ConfigurationError when no authentication for the page is configured."""
     s = settings or get_settings()
-    credentials = BasicCredentials.from_settings(s)
+    page_auth = PageAuth.from_settings(s)
     routes: list[BaseRoute] = [
         Route("/", pages.index),
         Route("/jobs/{job_id}", pages.job_page),
@@ -73,6 +74,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.tidyq = pages.Context.from_settings(s)
-    app.add_middleware(BasicAuthMiddleware, credentials=credentials, open_prefixes=OPEN_PREFIXES)
+    app.add_middleware(BasicAuthMiddleware, auth=page_auth, open_prefixes=OPEN_PREFIXES)
     app.add_middleware(PageHeaders)
     return app

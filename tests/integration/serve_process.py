@@ -22,7 +22,7 @@ class Serve:
     def __init__(self, redis_url: str, log: Path, **env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environ = dict(os.environ, TIDYQ_REDIS_URL=redis_url, TIDYQ_UI_AUTH=f"{USER}:{PASSWORD}", **env)
+        environ = {**os.environ, "TIDYQ_REDIS_URL": redis_url, "TIDYQ_UI_AUTH": f"{USER}:{PASSWORD}", **env}
         self.log = log.open("w")
         self.proc = subprocess.Popen([TIDYQ, "serve", "--port", str(self.port)], env=environ, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -63,3 +63,17 @@ def test_serve_binds_loopback_by_default_and_answers_with_credentials(redis_url,
         with urllib.request.urlopen(request, timeout=10) as page:
             assert page.status == 200 and "Running and recent jobs" in page.read().decode()
     assert server.proc.returncode is not None
+
+
+def test_serve_behind_an_oauth_proxy_needs_no_password(redis_url, tmp_path):
+    env = {"TIDYQ_UI_AUTH": "", "TIDYQ_UI_AUTH_PROXY_HEADER": "X-Auth-Request-Email"}
+    with Serve(redis_url, tmp_path / "serve.log", **env) as server:
+        signed_in = urllib.request.Request(server.url + "/ui/state.json",
+                                           headers={"X-Auth-Request-Email": "ops@example.com"})
+        with urllib.request.urlopen(signed_in, timeout=10) as r:
+            assert r.status == 200 and b'"jobs"' in r.read()
+        try:
+            urllib.request.urlopen(server.url + "/ui/state.json", timeout=5)
+            raise AssertionError("the page answered without the proxy's header")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401 and "www-authenticate" not in {k.lower() for k in exc.headers}

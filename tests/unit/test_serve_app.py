@@ -181,3 +181,31 @@ def test_running_jobs_come_first_however_many_newer_jobs_there_are(redis_url):
     state = client_for(redis_url).get("/ui/state.json?limit=5", headers=auth()).json()
     assert [j["id"] for j in state["jobs"]] == [old, *reversed(newer[-4:])]
     assert state["jobs"][0]["status"] == "running" and state["jobs"][0]["done"] == "1/10"
+
+
+def test_behind_an_oauth_proxy_its_user_header_is_believed_from_the_proxy_only(redis_url):
+    settings = Settings(redis_url=redis_url, ui_auth_proxy_header="X-Auth-Request-Email",
+                        ui_auth_proxy_from="127.0.0.1, 10.0.0.0/8")
+    signed_in = {"X-Auth-Request-Email": "ops@example.com"}
+    proxy = TestClient(build_app(settings), client=("10.1.2.3", 40000))
+    assert proxy.get("/", headers=signed_in).status_code == 200
+    assert proxy.get("/", headers={"x-auth-request-email": "ops@example.com"}).status_code == 200
+    r = proxy.get("/")
+    assert r.status_code == 401 and "www-authenticate" not in r.headers  # no browser prompt: sign in at the proxy
+    assert proxy.get("/", headers={"X-Auth-Request-Email": "  "}).status_code == 401
+    assert proxy.get("/", headers=auth()).status_code == 401  # no basic credentials configured
+    elsewhere = TestClient(build_app(settings), client=("192.168.1.9", 40000))
+    assert elsewhere.get("/", headers=signed_in).status_code == 401  # anyone else could send the header
+    both = Settings(redis_url=redis_url, ui_auth=f"{USER}:{PASSWORD}", ui_auth_proxy_header="X-Forwarded-User")
+    direct = TestClient(build_app(both), client=("192.168.1.9", 40000))
+    assert direct.get("/", headers=auth()).status_code == 200
+    assert direct.get("/", headers={"X-Forwarded-User": "ops"}).status_code == 401
+    forwarded = {"X-Forwarded-User": "ops"}
+    assert TestClient(build_app(both), client=("::1", 1)).get("/", headers=forwarded).status_code == 200
+    assert TestClient(build_app(both)).get("/", headers=forwarded).status_code == 401  # "testclient": not an IP
+
+
+@pytest.mark.parametrize("trusted, message", [("", "names no address"), ("127.0.0.1,proxy.local", "'proxy.local'")])
+def test_a_proxy_trusted_from_nowhere_or_a_bad_address_is_refused(trusted, message):
+    with pytest.raises(ConfigurationError, match=message):
+        build_app(Settings(ui_auth_proxy_header="X-Forwarded-User", ui_auth_proxy_from=trusted))
