@@ -85,6 +85,10 @@ class JobRow:
 _ENDED = {s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)}
 
 
+def _succeeded(raw: bytes | str) -> bool:
+    return SUCCEEDED in raw if isinstance(raw, bytes) else SUCCEEDED.decode() in raw
+
+
 def items_per_second(done: int, started: float | None, finished: float | None, now: float) -> float | None:
     """Finished items per second of the job's running time (to its end, or to now while it runs)."""
     if started is None:
@@ -190,7 +194,7 @@ class JobsReader:
         compact JSON ItemResult.to_json writes without being parsed (any other form is parsed)."""
         out = []
         for raw in self.r.hmget(results_key, ids):
-            if raw is None or (SUCCEEDED if isinstance(raw, bytes) else SUCCEEDED.decode()) in raw:
+            if raw is None or _succeeded(raw):
                 continue
             result = json.loads(raw)
             if result.get("status") == "failed":

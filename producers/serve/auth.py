@@ -76,7 +76,8 @@ class ProxyUser:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProxyUser | None:
-        if not (settings.ui_auth_proxy_header or "").strip():
+        header = (settings.ui_auth_proxy_header or "").strip()
+        if not header:
             return None
         trusted = []
         for part in (p.strip() for p in settings.ui_auth_proxy_from.split(",")):
@@ -89,7 +90,7 @@ class ProxyUser:
         if not trusted:
             raise ConfigurationError("TIDYQ_UI_AUTH_PROXY_FROM names no address: the proxy's header would be "
                                      "trusted from nowhere")
-        return cls(settings.ui_auth_proxy_header.strip(), trusted)
+        return cls(header, trusted)
 
     def check(self, scope: Scope) -> bool:
         client = scope.get("client") or ("", 0)
