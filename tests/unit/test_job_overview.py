@@ -132,3 +132,10 @@ def test_error_types_read_the_same_through_a_decoding_client(redis_url):
     reader = JobsReader(client)
     assert reader.error_types(job) == {"LMError": 2}
     assert [r["custom_id"] for r in reader.failed_items(job)[0]] == ["b", "d"]
+
+
+def test_rows_of_keeps_the_given_order_and_leaves_out_expired_jobs(redis_url):
+    store = JobStore(redis.Redis.from_url(redis_url))
+    first, second = make_job(store, 1), make_job(store, 2)
+    rows = JobsReader(store.r).rows_of([second, "gone-job", first])
+    assert [r.id for r in rows] == [second, first]
