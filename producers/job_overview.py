@@ -100,7 +100,7 @@ def items_per_second(done: int, started: float | None, finished: float | None, n
 class JobsReader:
     """Reads job rows, error types and failed items. One per process (it keeps the error counts)."""
 
-    def __init__(self, client: redis.Redis, *, cached_jobs: int = 1024, error_read_budget: int = 50_000):
+    def __init__(self, client: redis.Redis, *, cached_jobs: int = 1024, error_read_budget: int = 100_000):
         self.r = client
         self.error_read_budget = error_read_budget
         self.store = JobStore(client)
@@ -144,7 +144,7 @@ class JobsReader:
                 p.hmget(keys.job(st.id), _EXTRA_FIELDS)
                 p.hget(keys.job_tracking(st.id), "cost_usd")
             replies = p.execute()
-        out = []
+        out, budget = [], self.error_read_budget  # results read for error types, for all these rows together
         for st, extra, cost in zip(jobs, replies[0::2], replies[1::2], strict=True):
             created, started, finished = (_float(v) for v in extra[:3])
             done = st.counts.succeeded + st.counts.failed
@@ -156,20 +156,23 @@ class JobsReader:
                          cost_usd=cost_usd if cost_usd else None,  # 0 means no call was priced
                          mlflow_run_id=_s(extra[3]), error=st.error)
             if with_errors and row.failed:
-                row.error_types = self.error_types(st.id)
+                before = self.counted(st.id)
+                row.error_types = self.error_types(st.id, budget)
+                budget -= self.counted(st.id) - before
                 row.error_types_partial = self.counted(st.id) < done
             out.append(row)
         return out
 
     # --- error types -------------------------------------------------------------------------
-    def error_types(self, job_id: str) -> dict[str, int]:
+    def error_types(self, job_id: str, budget: int | None = None) -> dict[str, int]:
         """Failed results per error type, most frequent first. Reads only results this process
-        has not read yet (the job's order list only grows), at most ``error_read_budget`` per call
-        so one poll stays cheap on a huge job; ``counted(job_id)`` says how many were read so far."""
+        has not read yet (the job's order list only grows), at most ``budget`` (default
+        ``error_read_budget``) per call so one poll stays cheap on a huge job; ``counted(job_id)``
+        says how many were read so far."""
         with self._lock:
             offset, counts = self._errors.pop(job_id, (0, Counter()))
         order, results = keys.job_order(job_id), keys.job_results(job_id)
-        budget = self.error_read_budget
+        budget = self.error_read_budget if budget is None else budget
         while budget > 0:
             ids = self.r.lrange(order, offset, offset + min(_READ_PAGE, budget) - 1)
             if not ids:

@@ -139,3 +139,17 @@ def test_rows_of_keeps_the_given_order_and_leaves_out_expired_jobs(redis_url):
     first, second = make_job(store, 1), make_job(store, 2)
     rows = JobsReader(store.r).rows_of([second, "gone-job", first])
     assert [r.id for r in rows] == [second, first]
+
+
+def test_one_listing_shares_one_error_read_budget(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client)
+    jobs = [make_job(store, 8) for _ in range(3)]
+    for job in jobs:
+        record(store, job, [(f"i{i}", "LMError") for i in range(8)])
+    reader = JobsReader(client, error_read_budget=12)
+    rows = reader.rows(limit=3, with_errors=True)  # newest first: 8 read for the first, 4 for the second, 0 then
+    assert [(r.error_types, r.error_types_partial) for r in rows] == [
+        ({"LMError": 8}, False), ({"LMError": 4}, True), ({}, True)]
+    assert [r.error_types for r in reader.rows(limit=3, with_errors=True)] == [
+        {"LMError": 8}, {"LMError": 8}, {"LMError": 8}]
