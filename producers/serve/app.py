@@ -5,13 +5,16 @@ Layout of the URL space:
   HTTP basic auth or an OAuth proxy's user (producers/serve/auth.py); without either the app is
   not built.
 - ``/api/v1``: the REST API (producers/api/app.py ``build_api_app``) is mounted here when that
-  package is present; it does its own bearer-token auth, so the page's auth skips the prefix.
+  package is present and TIDYQ_API_TOKENS is set; it does its own bearer-token auth, so the page's
+  auth skips the prefix.
 - ``/healthz``: open, no data (for compose and load-balancer health checks).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
@@ -50,13 +53,32 @@ class PageHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def api_routes(settings: Settings) -> list[BaseRoute]:
-    """The REST API's mount, when producers/api/ is installed alongside (issue 22)."""
+def api_app(settings: Settings) -> tuple[Starlette | None, str | None]:
+    """The REST API (producers/api/, issue 22) to mount at /api/v1, or None and why it is off.
+    It is off when the package is absent or no API token is configured (the page still runs);
+    a token setting it refuses is an error, as the API itself decides."""
     if importlib.util.find_spec("producers.api") is None or importlib.util.find_spec("producers.api.app") is None:
-        return []
+        return None, "producers/api is not installed"
+    # TIDYQ_API_TOKENS is the API's own setting (shared/config.py, issue 22)
+    if not getattr(settings, "api_tokens", None):
+        return None, "set TIDYQ_API_TOKENS to serve the REST API under /api/v1"
     from producers.api.app import build_api_app  # type: ignore[import-not-found,unused-ignore]
 
-    return [Mount(API_PREFIX, app=build_api_app(settings))]
+    return build_api_app(settings), None
+
+
+def lifespan_of(apps: list[Starlette]):
+    """Starlette runs the lifespan of the top app only: enter each mounted app's lifespan too
+    (the API closes its Redis pool on the way out)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for sub in apps:
+                await stack.enter_async_context(sub.router.lifespan_context(sub))
+            yield
+
+    return lifespan
 
 
 def build_app(settings: Settings | None = None) -> Starlette:
@@ -70,10 +92,13 @@ def build_app(settings: Settings | None = None) -> Starlette:
         Route("/ui/jobs/{job_id}.json", pages.job_json),
         Route("/healthz", pages.healthz),
         Mount("/static", app=StaticFiles(directory=pages.HERE / "static"), name="static"),
-        *api_routes(s),
     ]
-    app = Starlette(routes=routes)
+    api, api_off = api_app(s)
+    if api is not None:
+        routes.append(Mount(API_PREFIX, app=api))
+    app = Starlette(routes=routes, lifespan=lifespan_of([api] if api is not None else []))
     app.state.tidyq = pages.Context.from_settings(s)
+    app.state.api_off = api_off  # None when the REST API is mounted
     app.add_middleware(BasicAuthMiddleware, auth=page_auth, open_prefixes=OPEN_PREFIXES)
     app.add_middleware(PageHeaders)
     return app

@@ -44,6 +44,8 @@ def serve(
     except (BadInput, ConfigurationError) as exc:
         err.print(f"tidyq serve: error: {exc}", markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    if server_app.state.api_off:
+        err.print(f"tidyq serve: REST API off: {server_app.state.api_off}", markup=False)
     if host not in LOOPBACK:
         err.print(f"tidyq serve: listening on {host} beyond loopback; put TLS in front of it", markup=False)
     server = uvicorn.Server(config)

@@ -5,6 +5,7 @@ The browser test (tests/integration/test_serve_browser.py) runs it as `tidyq ser
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import sys
 import time
@@ -149,12 +150,18 @@ def test_the_rest_api_mounts_under_api_v1_with_its_own_auth(redis_url, monkeypat
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    seen = {}
+    seen: dict = {"lifespan": []}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        seen["lifespan"].append("start")
+        yield
+        seen["lifespan"].append("stop")
 
     def build_api_app(settings):
         seen["settings"] = settings
         return Starlette(routes=[Route("/jobs", lambda request: JSONResponse(
-            {"path": request.url.path, "auth": request.headers.get("authorization")}))])
+            {"path": request.url.path, "auth": request.headers.get("authorization")}))], lifespan=lifespan)
 
     package = types.ModuleType("producers.api")
     package.__spec__ = importlib.machinery.ModuleSpec("producers.api", None, is_package=True)
@@ -164,12 +171,21 @@ def test_the_rest_api_mounts_under_api_v1_with_its_own_auth(redis_url, monkeypat
     module.build_api_app = build_api_app
     monkeypatch.setitem(sys.modules, "producers.api", package)
     monkeypatch.setitem(sys.modules, "producers.api.app", module)
-    c = client_for(redis_url)
-    r = c.get("/api/v1/jobs", headers={"Authorization": "Bearer api-token"})
-    assert r.status_code == 200 and r.json() == {"path": "/api/v1/jobs", "auth": "Bearer api-token"}
-    assert "content-security-policy" not in r.headers  # the API sets its own headers
-    assert seen["settings"].ui_auth.get_secret_value() == f"{USER}:{PASSWORD}"
-    assert c.get("/").status_code == 401  # the page keeps its basic auth
+    without_tokens = build_app(Settings(redis_url=redis_url, ui_auth=f"{USER}:{PASSWORD}"))
+    assert without_tokens.state.api_off == "set TIDYQ_API_TOKENS to serve the REST API under /api/v1"
+    assert "settings" not in seen
+    # TIDYQ_API_TOKENS is the API's setting (issue 22); here it is given the way the merged Settings will hold it
+    settings = Settings(redis_url=redis_url, ui_auth=f"{USER}:{PASSWORD}")
+    object.__setattr__(settings, "api_tokens", "a-token")
+    app = build_app(settings)
+    assert app.state.api_off is None and seen["settings"] is settings
+    with TestClient(app) as c:
+        assert seen["lifespan"] == ["start"]  # the mounted API's lifespan runs with the server's
+        r = c.get("/api/v1/jobs", headers={"Authorization": "Bearer api-token"})
+        assert r.status_code == 200 and r.json() == {"path": "/api/v1/jobs", "auth": "Bearer api-token"}
+        assert "content-security-policy" not in r.headers  # the API sets its own headers
+        assert c.get("/").status_code == 401  # the page keeps its basic auth
+    assert seen["lifespan"] == ["start", "stop"]
 
 
 def test_running_jobs_come_first_however_many_newer_jobs_there_are(redis_url):
