@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.serve import pages
-from producers.serve.auth import BasicAuthMiddleware, PageAuth
+from producers.serve.auth import PageAuthMiddleware, PageAuth
 from shared.config import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -99,6 +99,6 @@ def build_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan_of([api] if api is not None else []))
     app.state.tidyq = pages.Context.from_settings(s)
     app.state.api_off = api_off  # None when the REST API is mounted
-    app.add_middleware(BasicAuthMiddleware, auth=page_auth, open_prefixes=OPEN_PREFIXES)
+    app.add_middleware(PageAuthMiddleware, auth=page_auth, open_prefixes=OPEN_PREFIXES)
     app.add_middleware(PageHeaders)
     return app

@@ -124,7 +124,7 @@ class PageAuth:
         return self.basic is not None and self.basic.check(header)
 
 
-class BasicAuthMiddleware:
+class PageAuthMiddleware:
     """ASGI middleware: 401 with a Basic challenge unless PageAuth allows the request."""
 
     def __init__(self, app: ASGIApp, auth: PageAuth, open_prefixes: tuple[str, ...] = ()):
