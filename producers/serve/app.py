@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.serve import pages
-from producers.serve.auth import PageAuthMiddleware, PageAuth
+from producers.serve.auth import PageAuth, PageAuthMiddleware
 from shared.config import Settings, get_settings
 
 API_PREFIX = "/api/v1"
