@@ -1,6 +1,6 @@
-# One image for every tidyq process: workers (one service per queue), Flower, the MLflow server
-# and the metrics exporter (see docker-compose.yml). No secret is baked in: everything comes
-# from the environment at run time.
+# One image for every tidyq process: workers (one service per queue), Flower, the MLflow server,
+# the metrics exporter and the jobs page (see docker-compose.yml). No secret is baked in:
+# everything comes from the environment at run time.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

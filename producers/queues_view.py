@@ -11,20 +11,12 @@ import time
 from typing import Literal
 
 from rich.console import Group
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from producers.formatting import age_text
 from producers.ops_state import OpsReader, Snapshot
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _bar(fraction: float, width: int = 20) -> str:
@@ -41,18 +33,19 @@ def render(snap: Snapshot) -> Group:
     for q in snap.queues:
         no_worker = q.workers == 0 and q.depth > 0
         err = "-" if q.error_rate is None else f"{q.error_rate:.2%}"
-        queues.add_row(q.name, str(q.depth), _age(q.oldest_age_seconds),
+        queues.add_row(q.name, str(q.depth), age_text(q.oldest_age_seconds),
                        Text(str(q.workers), style="bold red" if no_worker else ""), str(q.processes),
                        f"{q.items_per_second:,.1f}",
                        Text(err, style="red" if q.error_rate and q.error_rate > 0.001 else ""))
     jobs = Table(title="running jobs", expand=False)
     for col, justify in (("job", "left"), ("kind", "left"), ("backend", "left"), ("status", "left"),
                          ("progress", "left"), ("done", "right"), ("failed", "right"), ("items/s", "right")):
-        jobs.add_column(col, justify=justify)
+        # a job id is never cut: the other columns give way in a narrow terminal
+        jobs.add_column(col, justify=justify, no_wrap=col == "job", min_width=32 if col == "job" else None)
     for j in snap.jobs:
-        jobs.add_row(j.id[:12], j.kind, j.backend or "-", j.status, f"{_bar(j.fraction)} {j.fraction:4.0%}",
-                     f"{j.done}/{j.total}", str(j.failed),
-                     "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}")
+        rate = "-" if j.items_per_second is None else f"{j.items_per_second:,.1f}"
+        jobs.add_row(j.id, j.kind, j.backend or "-", j.status, f"{_bar(j.fraction)} {j.fraction:4.0%}",
+                     f"{j.done}/{j.total}", str(j.failed), rate)
     if not snap.jobs:
         jobs.add_row("(none)", "", "", "", "", "", "", "")
     footer = Text(f"{len(snap.workers)} worker node(s) live; {time.strftime('%H:%M:%S', time.localtime(snap.at))}",
@@ -73,12 +66,25 @@ def render(snap: Snapshot) -> Group:
     return Group(*parts, footer)
 
 
+def natural_width(console, view: Group) -> int:
+    """The width the view's widest part needs to show every cell in full."""
+    return max(Measurement.get(console, console.options.update(width=10_000), part).maximum
+               for part in view.renderables)
+
+
 def run(reader: OpsReader, *, once: bool, as_json: bool, interval: float, window: int, console) -> int:
     if as_json:
         print(json.dumps(reader.snapshot(window=window).to_json(), ensure_ascii=False))
         return 0
     if once:
-        console.print(render(reader.snapshot(window=window)))
+        # one snapshot for a pipe or a script: as wide as the tables need, so nothing is squeezed or cut
+        view = render(reader.snapshot(window=window))
+        narrow = console.width
+        console.width = max(narrow, natural_width(console, view))
+        try:
+            console.print(view)
+        finally:
+            console.width = narrow
         return 0
     from rich.live import Live
 

@@ -8,6 +8,7 @@ if [ -f "$target" ]; then exit 0; fi
 rand() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 redis_pw=$(rand 24)
 flower_pw=$(rand 12)
+ui_pw=$(rand 12)
 kek=$(rand 24)
 umask 077
 cat > "$target" <<ENV
@@ -22,6 +23,8 @@ MLFLOW_PORT=5000
 MLFLOW_CRYPTO_KEK_PASSPHRASE=$kek
 TIDYQ_MLFLOW_TRACKING_URI=http://127.0.0.1:5000
 TIDYQ_METRICS_PORT=9808
+TIDYQ_UI_AUTH=tidyq:$ui_pw
+TIDYQ_UI_PORT=8780
 LITELLM_LOCAL_MODEL_COST_MAP=True
 # Providers (workers read these; see .env.example):
 # TIDYQ_GATEWAY_URL=http://127.0.0.1:5000
@@ -29,4 +32,4 @@ LITELLM_LOCAL_MODEL_COST_MAP=True
 # OPENAI_API_KEY=
 # AWS_DEFAULT_REGION=us-east-1
 ENV
-echo "tidyq: wrote $target (Flower login: tidyq / $flower_pw)" >&2
+echo "tidyq: wrote $target (Flower login: tidyq / $flower_pw; jobs page login: tidyq / $ui_pw)" >&2

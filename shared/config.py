@@ -163,6 +163,16 @@ class Settings(BaseSettings):
     heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often
     metrics_port: int = 9808  # `tidyq metrics` listens here (127.0.0.1 unless --host)
 
+    # `tidyq serve` (producers/serve/): the jobs page; the REST API is mounted on it under /api/v1
+    ui_auth: SecretStr | None = None  # "user:password" for the page (HTTP basic); unset: serve refuses to start
+    # ... or behind an OAuth proxy (oauth2-proxy): the header carrying the signed-in user, trusted only
+    # from these peers (comma-separated addresses or networks)
+    ui_auth_proxy_header: str | None = None
+    ui_auth_proxy_from: str = "127.0.0.1,::1"
+    ui_port: int = 8780  # `tidyq serve` listens here (127.0.0.1 unless --host)
+    ui_refresh_seconds: float = 2.0  # how often the page polls for live progress
+    mlflow_ui_url: str | None = None  # MLflow UI for run links; default: the tracking URI when it is http(s)
+
     # `tidyq mcp` (producers/mcp_server.py). HTTP needs mcp_tokens or the mcp_oauth_* settings.
     mcp_tokens: SecretStr | None = None  # comma-separated bearer tokens accepted over HTTP
     mcp_root: str | None = None  # JSONL files given by path are read only under this directory

@@ -25,7 +25,7 @@ from shared.queues import ALL_QUEUES
 from shared.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_NAMES = ("TIDYQ_REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "MLFLOW_CRYPTO_KEK_PASSPHRASE")
+SECRET_NAMES = ("TIDYQ_REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "MLFLOW_CRYPTO_KEK_PASSPHRASE", "TIDYQ_UI_AUTH")
 
 
 def procfile() -> dict[str, str]:
@@ -63,7 +63,7 @@ def test_honcho_accepts_the_procfile():
     out = subprocess.run([str(ROOT / ".venv/bin/honcho"), "check"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    assert set(procfile()) == {"redis", "worker", "optimizer", "flower", "mlflow", "metrics"}
+    assert set(procfile()) == {"redis", "worker", "optimizer", "flower", "mlflow", "metrics", "web"}
 
 
 def test_procfile_and_compose_serve_the_same_queues():
@@ -87,6 +87,7 @@ def test_both_stacks_run_the_same_processes_with_the_same_setting_names():
     assert "flowerconfig.py" in p["flower"] and "flowerconfig.py" in services["flower"]
     assert "mlflow server" in p["mlflow"] and "mlflow server" in services["mlflow"]
     assert "tidyq metrics" in p["metrics"] and "tidyq metrics" in services["metrics"]
+    assert "tidyq serve" in p["web"] and "tidyq serve" in services["web"]
     compose_text = (ROOT / "docker-compose.yml").read_text()
     example = (ROOT / ".env.example").read_text()
     example_names = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
@@ -133,6 +134,17 @@ def test_flower_auth_is_required_in_both():
     out = subprocess.run([".venv/bin/python", "deploy/flower/flowerconfig.py"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "refusing to start without authentication" in out.stderr
+
+
+def test_jobs_page_auth_is_required_and_private_in_both():
+    p, c = procfile(), compose()
+    web = c["services"]["web"]
+    assert web["environment"]["TIDYQ_UI_AUTH"].startswith("${TIDYQ_UI_AUTH:?")
+    assert all(port.startswith("127.0.0.1:") for port in web["ports"])
+    assert "--host 127.0.0.1" in p["web"]
+    env = {k: v for k, v in os.environ.items() if k != "TIDYQ_UI_AUTH"}
+    out = subprocess.run(["sh", "-c", p["web"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "TIDYQ_UI_AUTH=user:password" in out.stderr, out.stderr
 
 
 def test_no_secret_value_in_shipped_files(tmp_path):
