@@ -7,7 +7,6 @@ when nothing uses them any more, so an unmigrated use keeps its import (and is r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import libcst as cst
@@ -15,27 +14,20 @@ from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor, ImportItem, RemoveImportsVisitor
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, QualifiedNameProvider
 
+from shared.migrate.assertions import AssertionRules
+from shared.migrate.dspy3 import Dspy3Rules
 from shared.migrate.findings import Finding
+from shared.migrate.wrappers import WrapperRules
 
-
-@dataclass
-class RunKnowledge:
-    """What one file's migration needs to know about the others in the same run."""
-
-    asserting_classes: set[str] = field(default_factory=set)
+MARK = "# tidyq-migrate:"
 
 
 class Migrator(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider, ParentNodeProvider)
 
-    def __init__(self, path: str, knowledge: RunKnowledge):
+    def __init__(self, path: str):
         super().__init__()
-        from shared.migrate.assertions import AssertionRules
-        from shared.migrate.dspy3 import Dspy3Rules
-        from shared.migrate.wrappers import WrapperRules
-
         self.path = path
-        self.knowledge = knowledge
         self.findings: list[Finding] = []
         self.accounted: set[int] = set()  # ids of original nodes rewritten or reported
         self.legacy_refs: list[tuple[cst.CSTNode, str, int]] = []  # (node, qualified name, line)
@@ -43,6 +35,7 @@ class Migrator(cst.CSTTransformer):
         self.dspy_alias: str | None = None
         self.legacy_imports: list[tuple[str, str | None, str | None]] = []
         self.rules = [WrapperRules(self), AssertionRules(self), Dspy3Rules(self)]
+        self.claimed: set[Finding] = set()
 
     # ---- helpers for the rules -------------------------------------------------------------
     def qnames(self, node: cst.CSTNode) -> set[str]:
@@ -131,7 +124,13 @@ class Migrator(cst.CSTTransformer):
             return  # the outermost attribute chain is the reference
         if isinstance(parent, (cst.Arg,)) and parent.keyword is node:
             return
-        legacy = sorted(q for q in self.qnames(node) if self.is_legacy(q))
+        root = node
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        # f(...).attr: libcst names it after f; for DSPy's names that is an attribute of f's result, not of f
+        dspy_result = not isinstance(root, cst.Name)
+        legacy = sorted(q for q in self.qnames(node) if self.is_legacy(q)
+                        and not (dspy_result and q.split(".")[0] in ("dspy", "dsp")))
         if legacy:
             self.legacy_refs.append((node, legacy[0], self.line(node)))
 
@@ -164,42 +163,40 @@ class Migrator(cst.CSTTransformer):
     def leave_ImportFrom(self, original, updated):
         return self._dispatch("leave_import_from", original, updated)
 
+    def leave_Import(self, original, updated):
+        return self._dispatch("leave_import", original, updated)
+
+    # ---- every finding is marked in the code, above the statement it is on ---------------------
+    def on_leave(self, original_node, updated_node):
+        result = super().on_leave(original_node, updated_node)
+        if isinstance(original_node, cst.BaseStatement) and isinstance(result, cst.BaseStatement):
+            result = self._marked(original_node, result)
+        return result
+
+    def _marked(self, original: cst.BaseStatement, updated: cst.BaseStatement) -> cst.BaseStatement:
+        """Claims the findings inside this statement not yet claimed by an inner one (leave runs
+        innermost first) and writes each as a ``# tidyq-migrate: why`` line above it, once."""
+        try:
+            where = self.get_metadata(PositionProvider, original)
+        except KeyError:
+            return updated
+        mine = [f for f in self.all_findings() if f not in self.claimed and where.start.line <= f.line <= where.end.line]
+        if not mine:
+            return updated
+        self.claimed.update(mine)
+        have = {line.comment.value for line in updated.leading_lines if line.comment is not None}
+        notes = [cst.EmptyLine(comment=cst.Comment(text)) for text in dict.fromkeys(f"{MARK} {f.message}" for f in mine)
+                 if text not in have]
+        return updated.with_changes(leading_lines=[*updated.leading_lines, *notes]) if notes else updated
+
+    def all_findings(self) -> list[Finding]:
+        return self.findings + list(self.unaccounted_findings())
+
     # ---- after the pass ------------------------------------------------------------------------
     def unaccounted_findings(self) -> Iterable[Finding]:
         for node, qname, line in self.legacy_refs:
             if id(node) not in self.accounted:
                 yield Finding(self.path, line, f"{qname}: {self.is_legacy(qname)}")
-
-
-class Rule:
-    """Base of the rule modules: every hook returns a replacement or None (not mine)."""
-
-    def __init__(self, m: Migrator):
-        self.m = m
-
-    def legacy_reason(self, qname: str) -> str | None:
-        return None
-
-    def analyze(self, module: cst.Module) -> None:
-        pass
-
-    def leave_call(self, original, updated):
-        return None
-
-    def leave_ref(self, original, updated):
-        return None
-
-    def leave_statement(self, original, updated):
-        return None
-
-    def leave_function(self, original, updated):
-        return None
-
-    def leave_class(self, original, updated):
-        return None
-
-    def leave_import_from(self, original, updated):
-        return None
 
 
 class _DropLegacyModuleImports(cst.CSTTransformer):
@@ -220,21 +217,13 @@ class _DropLegacyModuleImports(cst.CSTTransformer):
         return updated.with_changes(names=keep)
 
 
-def checked_classes(source: str, path: str) -> set[str]:
-    """Classes of this file whose checks are (or after migration will be) in assertion_checks."""
-    migrator = Migrator(path, RunKnowledge())
-    MetadataWrapper(cst.parse_module(source)).visit(migrator)
-    rules = migrator.rules[1]
-    return set(rules.plans) | set(rules.has_checks)
-
-
-def migrate_source(source: str, path: str, knowledge: RunKnowledge) -> tuple[str, list[Finding]]:
+def migrate_source(source: str, path: str) -> tuple[str, list[Finding]]:
     """(new source, findings). Raises libcst.ParserSyntaxError for unparsable input."""
     module = cst.parse_module(source)
     wrapper = MetadataWrapper(module)
-    migrator = Migrator(path, knowledge)
+    migrator = Migrator(path)
     new = wrapper.visit(migrator)
-    findings = list(migrator.findings) + list(migrator.unaccounted_findings())
+    findings = migrator.all_findings()
     if new.deep_equals(wrapper.module):
         return source, sorted(set(findings))
     context = CodemodContext()

@@ -31,7 +31,7 @@ from shared.compat.legacy_config import (
     EntryPoint,
 )
 from shared.migrate.cstutil import code, expr, split_args, string_value
-from shared.migrate.transform import Rule
+from shared.migrate.rule import Rule
 
 
 class WrapperRules(Rule):

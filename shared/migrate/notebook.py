@@ -1,0 +1,33 @@
+"""Notebook exports (``jupyter nbconvert --to script``) carry IPython magics (``%pip install``,
+``!ls``, ``%%capture``) that are not Python, so no parser reads the file. They do nothing in a plain
+interpreter either, so they are commented out in place, each reported as a note with its line;
+``#%%`` cell markers are comments already."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from shared.migrate.findings import Finding
+
+_MAGIC = re.compile(r"^(?P<indent>[ \t]*)(?P<magic>[%!].*)$")
+NOTE = "# tidyq-migrate: IPython magic, not Python; commented out"
+
+
+def comment_out_magics(source: str, path: str) -> tuple[str, list[Finding]]:
+    """(source to migrate, notes). A file that parses as it is is returned unchanged."""
+    try:
+        cst.parse_module(source)
+        return source, []
+    except cst.ParserSyntaxError:
+        pass
+    lines = source.splitlines(keepends=True)
+    notes = []
+    for number, line in enumerate(lines, 1):
+        body = line.rstrip("\r\n")
+        match = _MAGIC.match(body)
+        if match and not match["magic"].startswith("!="):
+            lines[number - 1] = f"{match['indent']}# {match['magic']}  {NOTE}{line[len(body):]}"
+            notes.append(Finding(path, number, f"note: IPython magic commented out: {match['magic']}"))
+    return "".join(lines), notes
