@@ -9,6 +9,7 @@ locals or self) and whichever file activates which class:
     import dspy.primitives.assertions as A              -> import tidyq.assertions as A
     from dspy import Assert, Predict                    -> from dspy import Predict + from tidyq.assertions import Assert
     m.activate_assertions(h, **kw)                      -> activate_assertions(m, h, **kw)
+    m.map_named_predictors(Retry)                       -> m   (backtracking needs no dspy.Retry here)
 
 with ``from tidyq.assertions import X`` added, or ``import tidyq.assertions`` and
 ``tidyq.assertions.X`` when the file already uses the name ``X`` for something else.
@@ -28,6 +29,7 @@ PROVIDED = ("Assert", "Suggest", "Constraint", "DSPyAssertionError", "DSPySugges
             "activate_assertions", "handle_assert_forward", "backtrack_handler", "noop_handler",
             "bypass_suggest_handler", "bypass_assert_handler", "assert_no_except_handler", "default_assertion_handler")
 ACTIVATE = "activate_assertions"
+RETRY = {"dspy.Retry", "dspy.predict.Retry", "dspy.predict.retry.Retry"}
 
 
 def short_name(qname: str) -> str | None:
@@ -100,6 +102,8 @@ class AssertionRules(Rule):
     # ---- m.activate_assertions(...) ----------------------------------------------------------------
     def leave_call(self, original: cst.Call, updated: cst.Call):
         func = updated.func
+        if self._maps_retry(original):
+            return func.value  # type: ignore[attr-defined]  # checked by _maps_retry
         if not (isinstance(func, cst.Attribute) and func.attr.value == ACTIVATE):
             return None
         if any(short_name(q) for q in self.m.qnames(original.func.value)):  # tidyq.assertions module alias
@@ -107,6 +111,17 @@ class AssertionRules(Rule):
         self.m.mark(original.func)
         module = cst.Arg(value=func.value)
         return updated.with_changes(func=self._runtime_ref(ACTIVATE), args=[module, *updated.args])
+
+    def _maps_retry(self, call: cst.Call) -> bool:
+        """``m.map_named_predictors(Retry)``: 2.x's backtracking needed every predictor wrapped in
+        dspy.Retry; tidyq.assertions backtracks plain predictors, so the call is just ``m``."""
+        if not (isinstance(call.func, cst.Attribute) and call.func.attr.value == "map_named_predictors"
+                and len(call.args) == 1 and call.args[0].keyword is None):
+            return False
+        if not self.m.qnames(call.args[0].value) & RETRY:
+            return False
+        self.m.mark(call.args[0].value)
+        return True
 
     # ---- imports ------------------------------------------------------------------------------------
     def leave_import(self, original: cst.Import, updated: cst.Import):

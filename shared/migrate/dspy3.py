@@ -35,6 +35,13 @@ for _old, _new, _modules in (
 ):
     for _module in _modules:
         RENAMES[f"{_module}.{_old}"] = _new
+# Moved, same function (paths under dspy; each is imported in tests/unit/test_migrate_dspy_names.py).
+RENAMES.update({
+    "dspy.evaluate.answer_exact_match_str": "evaluate.metrics._answer_match",  # 2.x: = dsp.answer_match
+    "dspy.evaluate.metrics.answer_exact_match_str": "evaluate.metrics._answer_match",
+    "dsp.answer_match": "evaluate.metrics._answer_match",
+    "dsp.passage_match": "evaluate.metrics._passage_match",
+})
 
 REPORTED = {
     "dspy.Retry": "dspy.Retry was removed with assertions in DSPy 3; use dspy.Refine or dspy.BestOfN",
@@ -115,10 +122,17 @@ class Dspy3Rules(Rule):
         if original.module is None or original.relative:
             return None
         module = cst.helpers.get_full_name_for_node(original.module)
-        if (module == "dsp" or module.startswith("dsp.")) and self._dsp_names_exist(original, module):
-            self.m.mark(original)
-            return updated.with_changes(module=expr(f"dspy.dsp{module[3:]}" if module != "dsp.settings" else "dspy"))
-        return None
+        if not ((module == "dsp" or module.startswith("dsp.")) and self._dsp_names_exist(original, module)):
+            return None
+        self.m.mark(original)
+        groups: dict[str, list[cst.ImportAlias]] = {}  # new module -> its names (dsp.utils went two ways)
+        for alias in updated.names:  # type: ignore[union-attr]  # ImportStar was excluded above
+            target = dsp_replacement(f"{module}.{alias.name.value}") or ""
+            groups.setdefault(target.rsplit(".", 1)[0], []).append(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+        imports = [updated.with_changes(module=expr(target), names=names, lpar=None,
+                                        rpar=None) if len(groups) > 1 else
+                   updated.with_changes(module=expr(target)) for target, names in groups.items()]
+        return imports[0] if len(imports) == 1 else cst.FlattenSentinel(imports)
 
     def _check_call(self, call: cst.Call) -> None:
         names = self.m.qnames(call.func)
@@ -159,7 +173,7 @@ class Dspy3Rules(Rule):
         self.m.mark(original)
         if isinstance(original, cst.Name):
             return None  # bound by `from dsp... import`, rewritten there
-        return expr(self.m.dspy(replacement[len("dspy."):]))
+        return expr(self.m.dspy(replacement[len("dspy."):]))  # dsp.x.y: an attribute chain, rewritten whole
 
     def leave_call(self, original: cst.Call, updated: cst.Call):
         client = next((q.rsplit(".", 1)[1] for q in self.m.qnames(original.func)
@@ -185,8 +199,12 @@ def dsp_replacement(qname: str) -> str | None:
         return "dspy" + qname[len("dsp"):]
     if not qname.startswith("dsp."):
         return None
-    candidate = "dspy.dsp" + qname[len("dsp"):]
-    return None if missing_in_dspy(candidate) else candidate
+    if qname in RENAMES:
+        return f"dspy.{RENAMES[qname]}"
+    candidates = ["dspy.dsp" + qname[len("dsp"):]]
+    if qname.count(".") <= 2 and qname.split(".")[1] in ("utils", qname.rsplit(".", 1)[1]):
+        candidates.append("dspy.evaluate.metrics." + qname.rsplit(".", 1)[1])  # 2.x's dsp.utils metrics
+    return next((c for c in candidates if not missing_in_dspy(c)), None)
 
 
 @lru_cache(maxsize=None)

@@ -9,6 +9,7 @@ Notebook exports: IPython magics (``%pip``, ``!ls``) are commented out before pa
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import sys
@@ -55,6 +56,15 @@ def _read(path: Path) -> str:
         return handle.read()
 
 
+def _error_line(source: str, exc: cst.ParserSyntaxError) -> int:
+    """libcst's tokenizer errors say line 1; Python's own parser knows the line."""
+    try:
+        ast.parse(source)
+    except SyntaxError as error:
+        return error.lineno or exc.raw_line
+    return exc.raw_line
+
+
 def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
         files = collect(list(paths))
@@ -78,7 +88,8 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
             print(f"{file}: cannot read: {exc.strerror}", file=err)
             bad = True
         except cst.ParserSyntaxError as exc:
-            print(f"{file}:{exc.raw_line}: syntax error, not migrated: {exc.message}", file=err)
+            print(f"{file}:{_error_line(parsable.get(file, ''), exc)}: syntax error, not migrated: {exc.message}",
+                  file=err)
             bad = True
     if bad:
         print("tidyq migrate: nothing was changed (fix the files above first)", file=err)
