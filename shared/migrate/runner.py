@@ -56,13 +56,13 @@ def _read(path: Path) -> str:
         return handle.read()
 
 
-def _error_line(source: str, exc: cst.ParserSyntaxError) -> int:
-    """libcst's tokenizer errors say line 1; Python's own parser knows the line."""
+def _syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[int, str]:
+    """(line, message) as Python's own parser says it (libcst's tokenizer errors all say line 1)."""
     try:
         ast.parse(source)
     except SyntaxError as error:
-        return error.lineno or exc.raw_line
-    return exc.raw_line
+        return error.lineno or exc.raw_line, error.msg
+    return exc.raw_line, exc.message
 
 
 def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -88,8 +88,8 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
             print(f"{file}: cannot read: {exc.strerror}", file=err)
             bad = True
         except cst.ParserSyntaxError as exc:
-            print(f"{file}:{_error_line(parsable.get(file, ''), exc)}: syntax error, not migrated: {exc.message}",
-                  file=err)
+            line, message = _syntax_error(parsable.get(file, ""), exc)
+            print(f"{file}:{line}: syntax error, not migrated: {message}", file=err)
             bad = True
     if bad:
         print("tidyq migrate: nothing was changed (fix the files above first)", file=err)
