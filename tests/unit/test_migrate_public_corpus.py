@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from shared.migrate import run
+from tests.migrate_support import removed_uses
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "corpus" / "public"))
 import build  # noqa: E402  (the corpus builder lives with its manifest)
 
 CLONE = os.environ.get("TIDYQ_DSPY_REPO", "")
-REMOVED = re.compile(r"\bdspy\.(Assert|Suggest|OpenAI|TypedPredictor|TypedChainOfThought|Retry|HFClientVLLM)\b"
-                     r"|primitives\.assertions|^\s*(from|import) dsp\b|\bactivate_assertions\(\)", re.M)
 MEASURED_FULLY_MIGRATED = 40  # of 52, measured 2026-12-01 (docs/migrate.md)
 
 pytestmark = pytest.mark.skipif(not CLONE or not Path(CLONE).exists(),
@@ -48,8 +46,7 @@ def test_public_dspy2_programs_migrate(tmp_path):
             assert source.count("# tidyq-migrate:") >= 1, path.name
             table.append((path.name, "needs a hand", findings[str(path)]))
             continue
-        code_lines = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
-        assert not REMOVED.search(code_lines), (path.name, REMOVED.search(code_lines))
+        assert not removed_uses(source), (path.name, removed_uses(source))
         table.append((path.name, "migrated", 0))
     again = io.StringIO()
     run([str(tmp_path / "corpus")], write=False, out=again, err=io.StringIO())
