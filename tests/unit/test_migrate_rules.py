@@ -89,3 +89,47 @@ def test_activation_forms_keep_their_handler_and_arguments(before, after):
     assert not findings, findings
     assert "from tidyq.assertions import *\n" in new and "primitives" not in new
     assert new.endswith(f"{after}\n")
+
+
+def test_notebook_magics_are_commented_out_with_their_line(tmp_path):
+    notebook = tmp_path / "nb.py"
+    notebook.write_text("# %%\n%load_ext autoreload\ntry:\n    import x\nexcept ImportError:\n    !pip install x \\\n"
+                        "      --upgrade\nimport dspy\nlm = dspy.OpenAI(model='gpt-4o')\n")
+    err = io.StringIO()
+    assert run([str(notebook)], write=True, out=io.StringIO(), err=err) == 0, err.getvalue()
+    assert f"{notebook}:2: note: IPython magic commented out: %load_ext autoreload" in err.getvalue()
+    assert f"{notebook}:6: note: IPython magic commented out: !pip install x" in err.getvalue()
+    written = notebook.read_text()
+    compile(written, str(notebook), "exec")
+    assert "    pass  # !pip install x \\  # tidyq-migrate:" in written and "# %%\n" in written
+    assert 'dspy.LM("openai/gpt-4o", temperature=0.0)' in written
+
+
+def test_a_file_with_findings_gets_its_safe_rewrites_and_a_mark_per_finding(tmp_path):
+    path = tmp_path / "mixed.py"
+    path.write_text("import dspy\nfrom dspy.signatures.signature import signature_to_template\n\n\n"
+                    "def helper(p):\n    dspy.Suggest(len(p.answer) < 9, 'short')\n"
+                    "    return signature_to_template(p)\n")
+    err = io.StringIO()
+    assert run([str(path)], write=True, out=io.StringIO(), err=err) == 1
+    assert f"{path}:7: dspy.signatures.signature.signature_to_template: signature_to_template is gone" \
+        in err.getvalue()
+    written = path.read_text()
+    assert "    Suggest(len(p.answer) < 9, 'short')\n" in written
+    assert "    # tidyq-migrate: dspy.signatures.signature.signature_to_template: signature_to_template is gone" \
+        in written
+    assert run([str(path)], write=True, out=io.StringIO(), err=io.StringIO()) == 1
+    assert path.read_text() == written  # the mark is written once
+
+
+def test_name_clashes_use_the_module_path_and_dsp_moves():
+    new, findings = migrate("import dspy\nimport dsp\nAssert = 1\ndspy.Assert(Assert == 1, 'x')\n"
+                            "print(dsp.settings.lm)\n")
+    assert not findings
+    assert "import tidyq.assertions\n" in new and "tidyq.assertions.Assert(Assert == 1, 'x')" in new
+    assert "print(dspy.settings.lm)" in new and "import dsp\n" not in new
+
+
+def test_names_the_installed_dspy_lacks_are_reported():
+    _, findings = migrate("import dspy\nlm = dspy.HFModel('x')\nr = dspy.Pyserini(index='i')\n")
+    assert [(f.line, f.message.split(":")[0]) for f in findings] == [(2, "dspy.HFModel"), (3, "dspy.Pyserini")]
