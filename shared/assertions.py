@@ -25,7 +25,8 @@ import inspect
 import logging
 import types
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dspy
 from dspy.adapters.chat_adapter import ChatAdapter

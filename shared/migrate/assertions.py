@@ -7,7 +7,7 @@ locals or self) and whichever file activates which class:
     dspy.Assert(c, m) / dspy.Suggest(c, m)              -> Assert(c, m) / Suggest(c, m)
     from dspy.primitives.assertions import X            -> from tidyq.assertions import X
     import dspy.primitives.assertions as A              -> import tidyq.assertions as A
-    from dspy import Assert, Predict                    -> from dspy import Predict + from tidyq.assertions import Assert
+    from dspy import Assert, Predict                    -> from dspy import Predict; from tidyq.assertions import Assert
     m.activate_assertions(h, **kw)                      -> activate_assertions(m, h, **kw)
     m.map_named_predictors(Retry)                       -> m   (backtracking needs no dspy.Retry here)
 
@@ -128,7 +128,7 @@ class AssertionRules(Rule):
         names = [alias.with_changes(name=expr(RUNTIME))
                  if alias.asname is not None and cst.helpers.get_full_name_for_node(alias.name) in OLD_MODULES
                  else alias for alias in updated.names]
-        if all(new is old for new, old in zip(names, updated.names)):
+        if all(new is old for new, old in zip(names, updated.names, strict=True)):
             return None
         self.m.mark(original)
         return updated.with_changes(names=names)

@@ -17,7 +17,7 @@ max_retries/explain; and, as a safety net, any other ``dspy.<name>`` the install
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 import libcst as cst
 
@@ -207,7 +207,7 @@ def dsp_replacement(qname: str) -> str | None:
     return next((c for c in candidates if not missing_in_dspy(c)), None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def missing_in_dspy(qname: str) -> bool:
     """True when ``dspy.a.b.Name`` names a module or a module's attribute the installed DSPy lacks
     (only the first name after the deepest importable module is checked: deeper ones are attributes

@@ -58,7 +58,7 @@ def lm_arguments(name: str, positional: list[str], keywords: dict[str, str]) -> 
     client = CLIENTS[name]
     if len(positional) > len(client.params):
         raise Unsupported(f"{len(positional)} positional arguments, the 2.x client took {len(client.params)}")
-    given = dict(zip(client.params, positional)) | keywords
+    given = dict(zip(client.params, positional, strict=False)) | keywords
     for key, only in client.dropped.items():
         if key in given and given[key].strip("'\"") == only:
             del given[key]

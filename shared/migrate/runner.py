@@ -113,8 +113,9 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
             written += 1
             print(f"rewrote {file}", file=err)
         else:
+            name = str(file).lstrip("/")
             out.writelines(difflib.unified_diff(sources[file].splitlines(keepends=True), new.splitlines(keepends=True),
-                                                fromfile=f"a/{str(file).lstrip('/')}", tofile=f"b/{str(file).lstrip('/')}"))
+                                                fromfile=f"a/{name}", tofile=f"b/{name}"))
     for finding in all_findings:
         print(f"{finding}", file=err)
     blocked = len({f.path for f in all_findings})

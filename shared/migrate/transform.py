@@ -7,7 +7,7 @@ when nothing uses them any more, so an unmigrated use keeps its import (and is r
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import libcst as cst
 from libcst.codemod import CodemodContext
@@ -180,7 +180,8 @@ class Migrator(cst.CSTTransformer):
             where = self.get_metadata(PositionProvider, original)
         except KeyError:
             return updated
-        mine = [f for f in self.all_findings() if f not in self.claimed and where.start.line <= f.line <= where.end.line]
+        mine = [f for f in self.all_findings()
+                if f not in self.claimed and where.start.line <= f.line <= where.end.line]
         if not mine:
             return updated
         self.claimed.update(mine)

@@ -89,7 +89,7 @@ class WrapperRules(Rule):
         if len(positional) > len(entry.positional):
             self.m.report(original.func, f"{entry.name} takes at most {len(entry.positional)} positional argument(s)")
             return None
-        bound = {name: arg.value for name, arg in zip(entry.positional, positional)}
+        bound = {name: arg.value for name, arg in zip(entry.positional, positional, strict=False)}
         for key, arg in keywords.items():
             if entry.kind != "module" and key not in KEYWORDS:
                 self.m.report(original.func, f"{entry.name}: argument {key!r} has no UnifiedConfig counterpart; "

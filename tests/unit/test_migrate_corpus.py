@@ -83,12 +83,12 @@ def test_migrated_program_uses_backend_from_environment(programs, tmp_path):
     target = programs / "assert_backtrack.py"
     assert run([str(target)], write=True, out=io.StringIO(), err=io.StringIO()) == 0
     env = _env(tmp_path)
-    probe = "import dspy, runpy; runpy.run_path(%r); print(dspy.settings.lm.model)" % str(target)
+    probe = f"import dspy, runpy; runpy.run_path({str(target)!r}); print(dspy.settings.lm.model)"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("mock/")
     env.pop("TIDYQ_BACKEND")
-    proc = subprocess.run([sys.executable, "-c", "import runpy; runpy.run_path(%r)" % str(target)],
+    proc = subprocess.run([sys.executable, "-c", f"import runpy; runpy.run_path({str(target)!r})"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode != 0 and "gateway" in proc.stderr.lower(), proc.stderr[-2000:]
 

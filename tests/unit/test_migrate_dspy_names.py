@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 
-import dspy
 import pytest
 
 import tidyq.assertions

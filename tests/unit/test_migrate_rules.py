@@ -37,13 +37,15 @@ def test_gateway_assignment_configures_dspy_after():
 
 
 def test_already_migrated_source_is_returned_unchanged():
-    source = "import dspy\nfrom shared import UnifiedConfig, UnifiedDSPyWrapper\nw = UnifiedDSPyWrapper(UnifiedConfig.from_env())\n"
+    source = ("import dspy\nfrom shared import UnifiedConfig, UnifiedDSPyWrapper\n"
+              "w = UnifiedDSPyWrapper(UnifiedConfig.from_env())\n")
     assert migrate(source) == (source, [])
 
 
 def test_checks_anywhere_become_tidyq_assertions_calls():
     source = ("import dspy\nclass M(dspy.Module):\n    def forward(self, q):\n        p = self.g(q=q)\n"
-              "        n = len(p.a)\n        if q:\n            try:\n                dspy.Assert(n > 1 and self.g, 'long')\n"
+              "        n = len(p.a)\n        if q:\n            try:\n"
+              "                dspy.Assert(n > 1 and self.g, 'long')\n"
               "            except ValueError:\n                pass\n        dspy.Suggest(p.a != '', 'x')\n"
               "        p.a = p.a.upper()\n        return p\n")
     new, findings = migrate(source)
