@@ -103,10 +103,11 @@ class AssertionRules(Rule):
     def leave_call(self, original: cst.Call, updated: cst.Call):
         func = updated.func
         if self._maps_retry(original):
-            return func.value  # type: ignore[attr-defined]  # checked by _maps_retry
+            return cst.ensure_type(func, cst.Attribute).value
         if not (isinstance(func, cst.Attribute) and func.attr.value == ACTIVATE):
             return None
-        if any(short_name(q) for q in self.m.qnames(original.func.value)):  # tidyq.assertions module alias
+        owner = cst.ensure_type(original.func, cst.Attribute).value
+        if any(short_name(q) for q in self.m.qnames(owner)):  # the tidyq.assertions module itself
             return None
         self.m.mark(original.func)
         module = cst.Arg(value=func.value)

@@ -97,11 +97,11 @@ class Dspy3Rules(Rule):
 
             def visit_Import(self, node: cst.Import) -> None:
                 for alias in node.names:
-                    rules._check_module(alias, cst.helpers.get_full_name_for_node(alias.name))
+                    rules._check_module(alias, cst.helpers.get_full_name_for_node(alias.name) or "")
 
             def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
                 if node.module is not None and not node.relative:
-                    rules._check_module(node, cst.helpers.get_full_name_for_node(node.module))
+                    rules._check_module(node, cst.helpers.get_full_name_for_node(node.module) or "")
 
         module.visit(_Calls())
 
@@ -121,7 +121,7 @@ class Dspy3Rules(Rule):
     def leave_import_from(self, original: cst.ImportFrom, updated: cst.ImportFrom):
         if original.module is None or original.relative:
             return None
-        module = cst.helpers.get_full_name_for_node(original.module)
+        module = cst.helpers.get_full_name_for_node(original.module) or ""
         if not ((module == "dsp" or module.startswith("dsp.")) and self._dsp_names_exist(original, module)):
             return None
         self.m.mark(original)

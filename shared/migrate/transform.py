@@ -89,8 +89,8 @@ class Migrator(cst.CSTTransformer):
         class _Scan(cst.CSTVisitor):
             def visit_Import(self, imp: cst.Import) -> bool:
                 for alias in imp.names:
-                    name = cst.helpers.get_full_name_for_node(alias.name)
-                    asname = alias.asname.name.value if alias.asname else None
+                    name = cst.helpers.get_full_name_for_node(alias.name) or ""
+                    asname = _alias_name(alias)
                     if name == "dspy" and migrator.dspy_alias is None:
                         migrator.dspy_alias = asname or "dspy"
                     if migrator.is_legacy(name):
@@ -100,10 +100,10 @@ class Migrator(cst.CSTTransformer):
             def visit_ImportFrom(self, imp: cst.ImportFrom) -> bool:
                 if imp.relative or imp.module is None or isinstance(imp.names, cst.ImportStar):
                     return False
-                module = cst.helpers.get_full_name_for_node(imp.module)
+                module = cst.helpers.get_full_name_for_node(imp.module) or ""
                 for alias in imp.names:
-                    name = alias.name.value
-                    asname = alias.asname.name.value if alias.asname else None
+                    name = cst.helpers.get_full_name_for_node(alias.name) or ""
+                    asname = _alias_name(alias)
                     if migrator.is_legacy(f"{module}.{name}") or migrator.is_legacy(module):
                         migrator.legacy_imports.append((module, name, asname))
                 return False
@@ -124,7 +124,7 @@ class Migrator(cst.CSTTransformer):
             return  # the outermost attribute chain is the reference
         if isinstance(parent, (cst.Arg,)) and parent.keyword is node:
             return
-        root = node
+        root: cst.BaseExpression = node
         while isinstance(root, cst.Attribute):
             root = root.value
         # f(...).attr: libcst names it after f; for DSPy's names that is an attribute of f's result, not of f
@@ -182,7 +182,7 @@ class Migrator(cst.CSTTransformer):
             return updated
         mine = [f for f in self.all_findings()
                 if f not in self.claimed and where.start.line <= f.line <= where.end.line]
-        if not mine:
+        if not mine or not isinstance(updated, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
             return updated
         self.claimed.update(mine)
         have = {line.comment.value for line in updated.leading_lines if line.comment is not None}
@@ -198,6 +198,11 @@ class Migrator(cst.CSTTransformer):
         for node, qname, line in self.legacy_refs:
             if id(node) not in self.accounted:
                 yield Finding(self.path, line, f"{qname}: {self.is_legacy(qname)}")
+
+
+def _alias_name(alias: cst.ImportAlias) -> str | None:
+    """The ``as`` name of an import alias (always a plain name in an import)."""
+    return cst.ensure_type(alias.asname.name, cst.Name).value if alias.asname else None
 
 
 class _DropLegacyModuleImports(cst.CSTTransformer):

@@ -169,22 +169,23 @@ class WrapperRules(Rule):
             return None
         kind = "predict"
         if "module_type" in bound:
-            kind = string_value(bound["module_type"])
-            if kind is None or kind.lower() not in MODULE_TYPES:
+            literal = string_value(bound["module_type"])
+            if literal is None or literal.lower() not in MODULE_TYPES:
                 self.m.report(original.func, "DynamicModule: module_type must be a literal, one of "
                                              f"{', '.join(sorted(MODULE_TYPES))}")
                 return None
+            kind = literal
         self.m.mark(original.func)
         return expr(f"{self.m.dspy(MODULE_TYPES[kind.lower()])}({code(bound['signature'])})")
 
     def _method_call(self, original: cst.Call, updated: cst.Call):
-        name = original.func.attr.value
+        name = cst.ensure_type(original.func, cst.Attribute).attr.value
         if name in SAME_METHODS:
             return None
         if name == "predict":
             positional, keywords, starred = split_args(updated)
             if len(positional) == 1 and not starred:
-                target = code(updated.func.value)
+                target = code(cst.ensure_type(updated.func, cst.Attribute).value)
                 rest = ", ".join(code(arg.value) if arg.keyword is None else f"{arg.keyword.value}={code(arg.value)}"
                                  for arg in updated.args[1:])
                 return expr(f"{target}.create_module({code(positional[0].value)}).predict({rest})")
@@ -220,6 +221,6 @@ class WrapperRules(Rule):
         entry = self.entry(assign.value.func)
         if entry is None or entry.kind != "configure" or not self._assigned_to_one_name(assign.value):
             return None
-        target = assign.targets[0].target.value
+        target = cst.ensure_type(assign.targets[0].target, cst.Name).value
         configure = cst.parse_statement(f"{self.m.dspy('configure')}(lm={target})\n")
         return cst.FlattenSentinel([updated, configure])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 
+import dspy
 import pytest
 
 import tidyq.assertions
@@ -51,7 +52,7 @@ def test_each_legacy_client_becomes_a_dspy_lm_that_builds(client):
     given = {"model": '"m"'} | ({"port": "8000"} if "port" in params else {}) | (
         {"api_base": '"http://127.0.0.1:9"', "api_version": '"2024-02-01"'} if client == "AzureOpenAI" else {})
     arguments = lm_arguments(client, [], given)
-    lm = eval(f"dspy.LM({arguments})")  # noqa: S307 - our own generated source, checked to build an LM
+    lm = eval(f"dspy.LM({arguments})", {"dspy": dspy})  # noqa: S307 - our generated source, checked to build
     assert lm.model.startswith(CLIENTS[client].provider + "/") and lm.kwargs["temperature"] == 0.0
 
 
