@@ -135,3 +135,25 @@ def test_name_clashes_use_the_module_path_and_dsp_moves():
 def test_names_the_installed_dspy_lacks_are_reported():
     _, findings = migrate("import dspy\nlm = dspy.HFModel('x')\nr = dspy.Pyserini(index='i')\n")
     assert [(f.line, f.message.split(":")[0]) for f in findings] == [(2, "dspy.HFModel"), (3, "dspy.Pyserini")]
+
+
+def test_every_import_form_of_the_assertion_api_moves_to_tidyq_assertions():
+    new, findings = migrate(
+        "import dspy\nimport dspy.primitives.assertions as A\nfrom dspy.primitives import assertions\n"
+        "from dspy import Assert, Predict\nfrom dspy import Suggest\nfrom dspy.predict import Retry\n"
+        "A.Suggest(True, 'a')\nassertions.Assert(True, 'b')\nAssert(True, 'c')\nSuggest(True, 'd')\n"
+        "p = A.assert_transform_module(Predict('q -> a').map_named_predictors(Retry), A.backtrack_handler)\n"
+        "A.activate_assertions(p)\n")
+    assert not findings, findings
+    assert new.startswith("import dspy\nimport tidyq.assertions as A\nfrom tidyq import assertions\n"
+                          "from dspy import Predict\nfrom tidyq.assertions import Assert\n"
+                          "from tidyq.assertions import Suggest\n")
+    assert "Retry" not in new and "A.assert_transform_module(Predict('q -> a'), A.backtrack_handler)" in new
+    assert "A.activate_assertions(p)" in new  # already the runtime's function: left as it is
+
+
+def test_dsp_imports_move_or_are_reported():
+    new, findings = migrate("from dsp.utils import deduplicate\nfrom dsp import *\nfrom dsp.modules import GPT3\n"
+                            "import dspy.retrieve\nx = deduplicate([1])\n")
+    assert "from dspy.dsp.utils import deduplicate\n" in new
+    assert sorted(f.message.split(":")[0] for f in findings) == ["import of dsp", "import of dsp.modules"]
