@@ -141,6 +141,8 @@ class FeedbackAdapter:
         return await self.inner.acall(lm, lm_kwargs, signature, demos, inputs)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copy.copy / deepcopy build the object without __init__)
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 

@@ -159,3 +159,31 @@ def test_only_the_successful_try_reaches_the_callers_trace(lm):
         program(question="q")
     assert [type(p).__name__ for p, _, _ in trace] == ["Predict", "Predict"]  # try 2's two predictors only
     assert "feedback" not in trace[1][1]  # the trace keeps the program's own inputs, as 2.x's Retry did
+
+
+def test_the_feedback_adapter_copies_and_delegates():
+    import copy
+
+    from dspy.adapters.chat_adapter import ChatAdapter
+
+    from shared.assertions import FeedbackAdapter
+
+    adapter = FeedbackAdapter(ChatAdapter(), target=None, feedback="be brief", past_outputs={"answer": "long"})
+    clone = copy.deepcopy(adapter)
+    assert clone.extra == {"past_answer": "long", "feedback": "be brief"}
+    assert clone.use_json_adapter_fallback == ChatAdapter().use_json_adapter_fallback  # delegated
+
+
+def test_the_feedback_reaches_an_async_call_of_the_backtracked_predictor(lm):
+    import asyncio
+
+    from dspy.adapters.chat_adapter import ChatAdapter
+
+    from shared.assertions import FeedbackAdapter
+
+    predictor, other = dspy.Predict("question -> answer"), dspy.Predict("question -> answer")
+    with dspy.context(adapter=FeedbackAdapter(ChatAdapter(), predictor, "say less", {"answer": "too long"})):
+        asyncio.run(predictor.acall(question="q"))
+        asyncio.run(other.acall(question="q"))
+    first, second = _prompts(lm)
+    assert "say less" in first and "too long" in first and "say less" not in second
