@@ -43,7 +43,7 @@ class TwoStep(dspy.Module):
         topic = self.first(question=question).topic
         pred = self.second(question=question, topic=topic)
         check = ta.Assert if self.kind == "assert" else ta.Suggest
-        extra = {"target_module": self.first} if self.target else {}
+        extra = {"target_module": self.first if self.target == "first" else self.second} if self.target else {}
         check(self.calls > self.passes_after, f"answer must mention {question!r}", **extra)
         return pred
 
@@ -64,11 +64,14 @@ def test_failing_suggest_reruns_the_last_predictor_with_feedback_then_is_bypasse
     assert "SuggestionFailed" in caplog.text
 
 
-def test_target_module_names_the_predictor_to_backtrack_to(lm):
-    program = ta.activate_assertions(TwoStep("suggest", target=True), max_backtracks=1)
+@pytest.mark.parametrize("target, past, not_past", [("first", "past_topic", "past_answer"),
+                                                    ("second", "past_answer", "past_topic")])
+def test_target_module_names_the_predictor_to_backtrack_to(lm, target, past, not_past):
+    """A Predict, or a module such as ChainOfThought whose own predictor is the one traced."""
+    program = ta.activate_assertions(TwoStep("suggest", target=target), max_backtracks=1)
     program(question="q1")
     retried = [p for p in _prompts(lm) if "feedback" in p]
-    assert len(retried) == 1 and "past_topic" in retried[0] and "past_answer" not in retried[0]
+    assert len(retried) == 1 and past in retried[0] and not_past not in retried[0]
 
 
 def test_failing_assert_raises_after_its_backtracks(lm):
@@ -187,3 +190,18 @@ def test_the_feedback_reaches_an_async_call_of_the_backtracked_predictor(lm):
         asyncio.run(other.acall(question="q"))
     first, second = _prompts(lm)
     assert "say less" in first and "too long" in first and "say less" not in second
+
+
+def test_a_target_module_not_in_the_trace_reruns_without_feedback_and_says_so(lm, caplog):
+    class Targeted(TwoStep):
+        def forward(self, question):
+            self.calls += 1
+            pred = self.second(question=question, topic="t")
+            ta.Suggest(False, "never holds", target_module=dspy.Signature)
+            return pred
+
+    program = ta.activate_assertions(Targeted(), max_backtracks=1)
+    with caplog.at_level(logging.ERROR, logger="shared.assertions"):
+        assert program(question="q").answer
+    assert program.calls == 2 and not any("feedback" in p for p in _prompts(lm))
+    assert "Module not found in trace" in caplog.text
