@@ -25,6 +25,8 @@ def _fields(signature: str | None, program: str | None, settings) -> tuple[Any, 
     from producers.program_check import check_program
     from shared.program_uri import is_import_path
 
+    if not program:
+        raise BadInput("give --signature or --program", where="--program")
     inputs = check_program(program, settings)
     if is_import_path(program):
         return inputs, None

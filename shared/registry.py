@@ -103,7 +103,7 @@ class Registry:
         params = {"program": source, "program_kind": spec.kind, "registered_model": name}
         run = start_job_run(run_id, "register", params, settings=self.settings,
                             run_name=f"register-{name}-{run_id[:8]}")
-        if not run.active:
+        if not run.active or run.run_id is None:
             raise ConfigurationError("could not create an MLflow run to register the program (MLflow unreachable at "
                                      "TIDYQ_MLFLOW_TRACKING_URI)")
         log_program(run, module, spec)

@@ -307,7 +307,7 @@ class JobStore:
         out: list[JobStatus] = []
         index, start, page = keys.jobs_index(), 0, max(limit, 50)
         while len(out) < limit:
-            ids = [_s(j) for j in self.r.zrevrange(index, start, start + page - 1)]
+            ids = [_s(j) for j in self.r.zrevrange(index, start, start + page - 1)]  # type: ignore[arg-type]
             if not ids:
                 break
             start += len(ids)
@@ -317,7 +317,7 @@ class JobStore:
                     p.ttl(keys.job(job_id))
                 replies = p.execute()
             gone = []
-            for job_id, raw, ttl in zip(ids, replies[0::2], replies[1::2]):
+            for job_id, raw, ttl in zip(ids, replies[0::2], replies[1::2], strict=True):
                 if not raw:
                     gone.append(job_id)
                     continue

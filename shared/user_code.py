@@ -90,7 +90,7 @@ def build(obj: Any, label: str) -> Any:
                        where=where)
     try:
         if isinstance(obj, type):  # DSPy's metaclass hides __init__ behind (*args, **kwargs)
-            inspect.signature(obj.__init__).bind(None)
+            inspect.signature(obj.__init__).bind(None)  # type: ignore[misc]
         else:
             inspect.signature(obj).bind()
     except TypeError:

@@ -128,7 +128,8 @@ def run_optimize_job(spec: dict, progress: Callable[[dict], None], should_stop: 
         "tidyq.job_id": job.id, "tidyq.optimizer": req.optimizer, "tidyq.metric": req.metric,
         "tidyq.signature": pspec.signature or "", "tidyq.program": pspec.import_path or "",
         "tidyq.program_kind": pspec.kind,
-        "tidyq.baseline_score": round(outcome.baseline_score, 6), "tidyq.optimized_score": round(outcome.optimized_score, 6),
+        "tidyq.baseline_score": round(outcome.baseline_score, 6),
+        "tidyq.optimized_score": round(outcome.optimized_score, 6),
         "tidyq.stopped": outcome.stopped or ""})
     uri = f"models:/{req.name}/{version}"
     run.set_tags({"tidyq.model_uri": uri, "tidyq.stopped": outcome.stopped or ""})

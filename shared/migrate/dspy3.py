@@ -4,20 +4,26 @@ Rewritten:
 - dspy.TypedPredictor / dspy.TypedChainOfThought (dspy.functional, removed): dspy.Predict and
   dspy.ChainOfThought take typed signatures since 2.6;
 - dspy.Program (alias removed): dspy.Module; dspy.SignatureOptimizer (alias removed): dspy.COPRO;
-- legacy LM clients (dspy.OpenAI, dspy.Claude, dspy.OllamaLocal, ...): dspy.LM("<provider>/<model>").
+- legacy LM clients (dspy.OpenAI, dspy.OllamaLocal, dspy.HFClientVLLM, ...): dspy.LM("<provider>/<model>")
+  with the old defaults (lm_clients.py);
+- dspy.retrieve.Retrieve (the dspy.retrieve package is gone): dspy.Retrieve.
 Reported (no faithful automatic rewrite): dspy.Retry, dspy.ChainOfThoughtWithHint, MIPRO and
 BayesianSignatureOptimizer (use MIPROv2, different arguments), the ``dsp`` package, the community
-retrievers under dspy.retrieve, assertion settings (bypass_assert, ...), Evaluate's
+retrievers under dspy.retrieve, signature_to_template, reading assertion settings, Evaluate's
 return_outputs/return_all_scores (Evaluate now returns an EvaluationResult), TypedPredictor's
-max_retries/explain.
+max_retries/explain; and, as a safety net, any other ``dspy.<name>`` the installed DSPy does not have.
 """
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
+
 import libcst as cst
 
-from shared.migrate.cstutil import code, expr, split_args, string_value
-from shared.migrate.transform import Rule
+from shared.migrate.cstutil import code, expr, split_args
+from shared.migrate.lm_clients import CLIENTS, Unsupported, lm_arguments
+from shared.migrate.rule import Rule
 
 RENAMES: dict[str, str] = {}
 for _old, _new, _modules in (
@@ -25,27 +31,35 @@ for _old, _new, _modules in (
     ("TypedChainOfThought", "ChainOfThought", ("dspy", "dspy.functional", "dspy.functional.functional")),
     ("Program", "Module", ("dspy", "dspy.primitives", "dspy.primitives.program")),
     ("SignatureOptimizer", "COPRO", ("dspy", "dspy.teleprompt", "dspy.teleprompt.signature_opt")),
+    ("Retrieve", "Retrieve", ("dspy.retrieve", "dspy.retrieve.retrieve")),
 ):
     for _module in _modules:
         RENAMES[f"{_module}.{_old}"] = _new
-
-LM_CLIENTS = {"OpenAI": "openai", "GPT3": "openai", "AzureOpenAI": "azure", "Claude": "anthropic",
-              "Cohere": "cohere", "Together": "together_ai", "OllamaLocal": "ollama_chat", "GROQ": "groq",
-              "Mistral": "mistral", "Databricks": "databricks", "GoogleVertexAI": "vertex_ai", "Anyscale": "anyscale"}
-LM_KWARGS = ("api_key", "api_base", "base_url", "api_version", "temperature", "max_tokens", "model_type", "top_p",
-             "n", "stop", "num_retries", "cache")
+# Moved, same function (paths under dspy; each is imported in tests/unit/test_migrate_dspy_names.py).
+RENAMES.update({
+    "dspy.evaluate.answer_exact_match_str": "evaluate.metrics._answer_match",  # 2.x: = dsp.answer_match
+    "dspy.evaluate.metrics.answer_exact_match_str": "evaluate.metrics._answer_match",
+    "dsp.answer_match": "evaluate.metrics._answer_match",
+    "dsp.passage_match": "evaluate.metrics._passage_match",
+})
 
 REPORTED = {
     "dspy.Retry": "dspy.Retry was removed with assertions in DSPy 3; use dspy.Refine or dspy.BestOfN",
     "dspy.predict.retry.Retry": "dspy.Retry was removed with assertions in DSPy 3; use dspy.Refine or dspy.BestOfN",
+    "dspy.predict.Retry": "dspy.Retry was removed with assertions in DSPy 3; use dspy.Refine or dspy.BestOfN",
+    "dspy.signatures.signature.signature_to_template": "signature_to_template is gone in DSPy 3: prompts are built "
+                                                       "by adapters, e.g. dspy.ChatAdapter().format(signature, demos, "
+                                                       "inputs)",
     "dspy.ChainOfThoughtWithHint": "removed in DSPy 3; use dspy.ChainOfThought with a `hint` input field",
     "dspy.MIPRO": "MIPRO was removed; dspy.MIPROv2 replaces it with different arguments",
     "dspy.teleprompt.MIPRO": "MIPRO was removed; dspy.MIPROv2 replaces it with different arguments",
     "dspy.BayesianSignatureOptimizer": "removed; dspy.MIPROv2 replaces it with different arguments",
     "dspy.teleprompt.BayesianSignatureOptimizer": "removed; dspy.MIPROv2 replaces it with different arguments",
-    "dspy.settings.bypass_assert": "assertion settings are gone in DSPy 3",
-    "dspy.settings.bypass_suggest": "assertion settings are gone in DSPy 3",
-    "dspy.settings.backtrack_to": "assertion settings are gone in DSPy 3",
+    "dspy.settings.bypass_assert": "DSPy 3's settings have no bypass_assert unless configured: read it with "
+                                   "dspy.settings.get('bypass_assert', False) (tidyq.assertions honours it)",
+    "dspy.settings.bypass_suggest": "DSPy 3's settings have no bypass_suggest unless configured: read it with "
+                                    "dspy.settings.get('bypass_suggest', False) (tidyq.assertions honours it)",
+    "dspy.settings.backtrack_to": "2.x's backtracking state is gone (tidyq.assertions keeps it per call)",
 }
 EVALUATE = {"dspy.Evaluate", "dspy.evaluate.Evaluate", "dspy.evaluate.evaluate.Evaluate"}
 EVALUATE_KWARGS = ("return_outputs", "return_all_scores")
@@ -55,7 +69,7 @@ class Dspy3Rules(Rule):
     def legacy_reason(self, qname: str) -> str | None:
         if qname in RENAMES:
             return f"renamed in DSPy 3 to dspy.{RENAMES[qname]}, but this use cannot be rewritten automatically"
-        if qname.rsplit(".", 1)[-1] in LM_CLIENTS and qname.rsplit(".", 1)[0] == "dspy":
+        if qname.rsplit(".", 1)[-1] in CLIENTS and qname.rsplit(".", 1)[0] == "dspy":
             return "legacy LM clients were removed; use dspy.LM('<provider>/<model>') (automatic only for a direct " \
                    "call with the model given)"
         if qname in REPORTED:
@@ -67,6 +81,8 @@ class Dspy3Rules(Rule):
                    "from a function or dspy.Tool"
         if qname in ("dspy.functional",):
             return "dspy.functional was removed in DSPy 3"
+        if missing_in_dspy(qname):
+            return f"the installed DSPy ({_dspy_version()}) has no {qname}"
         return None
 
     def _renamed(self, node: cst.CSTNode) -> str | None:
@@ -90,10 +106,33 @@ class Dspy3Rules(Rule):
         module.visit(_Calls())
 
     def _check_module(self, node: cst.CSTNode, module: str) -> None:
-        """Imports of packages DSPy 3 no longer has fail at import time, used or not."""
-        if module == "dsp" or module.startswith("dsp.") or module == "dspy.retrieve" or module.startswith(
-                "dspy.retrieve."):
+        """``from dsp.x import y`` fails at import time, used or not, unless rewritten (an unused
+        ``import dsp`` is removed, a used one is reported at its uses)."""
+        if isinstance(node, cst.ImportFrom) and (module == "dsp" or module.startswith("dsp.")) and \
+                not self._dsp_names_exist(node, module):
             self.m.report(node, f"import of {module}: {self.legacy_reason(module)}")
+
+    @staticmethod
+    def _dsp_names_exist(node: cst.ImportFrom, module: str) -> bool:
+        if isinstance(node.names, cst.ImportStar):
+            return False
+        return all(dsp_replacement(f"{module}.{alias.name.value}") for alias in node.names)
+
+    def leave_import_from(self, original: cst.ImportFrom, updated: cst.ImportFrom):
+        if original.module is None or original.relative:
+            return None
+        module = cst.helpers.get_full_name_for_node(original.module) or ""
+        if not ((module == "dsp" or module.startswith("dsp.")) and self._dsp_names_exist(original, module)):
+            return None
+        self.m.mark(original)
+        groups: dict[str, list[cst.ImportAlias]] = {}  # new module -> its names (dsp.utils went two ways)
+        for alias in updated.names:  # type: ignore[union-attr]  # ImportStar was excluded above
+            target = dsp_replacement(f"{module}.{alias.name.value}") or ""
+            groups.setdefault(target.rsplit(".", 1)[0], []).append(alias.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+        imports = [updated.with_changes(module=expr(target), names=names, lpar=None,
+                                        rpar=None) if len(groups) > 1 else
+                   updated.with_changes(module=expr(target)) for target, names in groups.items()]
+        return imports[0] if len(imports) == 1 else cst.FlattenSentinel(imports)
 
     def _check_call(self, call: cst.Call) -> None:
         names = self.m.qnames(call.func)
@@ -114,6 +153,9 @@ class Dspy3Rules(Rule):
     def leave_ref(self, original, updated):
         if id(original) in self.m.accounted:
             return None
+        dsp = next((r for r in map(dsp_replacement, self.m.qnames(original)) if r), None)
+        if dsp is not None:
+            return self._dsp_ref(original, dsp)
         new = self._renamed(original)
         if new is None:
             return None
@@ -123,22 +165,82 @@ class Dspy3Rules(Rule):
         self.m.mark(original)
         return expr(self.m.dspy(new))
 
+    def _dsp_ref(self, original, replacement: str):
+        """dsp.settings -> dspy.settings, dsp.utils.X -> dspy.dsp.utils.X (what DSPy 3 kept of dsp)."""
+        parent = self.m.parent(original)
+        if isinstance(parent, cst.Attribute) and parent.value is original:
+            return None  # the outermost attribute is rewritten whole
+        self.m.mark(original)
+        if isinstance(original, cst.Name):
+            return None  # bound by `from dsp... import`, rewritten there
+        return expr(self.m.dspy(replacement[len("dspy."):]))  # dsp.x.y: an attribute chain, rewritten whole
+
     def leave_call(self, original: cst.Call, updated: cst.Call):
         client = next((q.rsplit(".", 1)[1] for q in self.m.qnames(original.func)
-                       if q.rsplit(".", 1)[0] == "dspy" and q.rsplit(".", 1)[1] in LM_CLIENTS), None)
+                       if q.rsplit(".", 1)[0] == "dspy" and q.rsplit(".", 1)[1] in CLIENTS), None)
         if client is None:
             return None
         positional, keywords, starred = split_args(updated)
-        model = positional[0].value if positional else (keywords.pop("model").value if "model" in keywords else None)
-        unknown = sorted(set(keywords) - set(LM_KWARGS))
-        if starred or len(positional) > 1 or model is None or unknown:
-            why = ("the model is not given (the legacy default is gone)" if model is None else
-                   f"argument(s) {', '.join(unknown) or 'positional/starred'} have no dspy.LM counterpart")
-            self.m.report(original.func, f"dspy.{client}(...) -> dspy.LM('{LM_CLIENTS[client]}/<model>'): {why}")
+        try:
+            if starred:
+                raise Unsupported("*args/**kwargs cannot be mapped to dspy.LM's arguments")
+            arguments = lm_arguments(client, [code(a.value) for a in positional],
+                                     {k: code(a.value) for k, a in keywords.items()})
+        except Unsupported as exc:
+            self.m.report(original.func, f"dspy.{client}(...) -> dspy.LM('{CLIENTS[client].provider}/<model>'): {exc}")
             return None
-        literal = string_value(model)
-        prefix = LM_CLIENTS[client]
-        model_text = f'"{prefix}/{literal}"' if literal is not None else f'f"{prefix}/{{{code(model)}}}"'
-        rest = "".join(f", {k}={code(a.value)}" for k, a in keywords.items())
         self.m.mark(original.func)
-        return expr(f"{self.m.dspy('LM')}({model_text}{rest})")
+        return cst.parse_expression(f"{self.m.dspy('LM')}({arguments})")
+
+
+def dsp_replacement(qname: str) -> str | None:
+    """What ``dsp.<path>`` (2.x's bundled package) is in the installed DSPy, if it still exists."""
+    if qname == "dsp.settings" or qname.startswith("dsp.settings."):
+        return "dspy" + qname[len("dsp"):]
+    if not qname.startswith("dsp."):
+        return None
+    if qname in RENAMES:
+        return f"dspy.{RENAMES[qname]}"
+    candidates = ["dspy.dsp" + qname[len("dsp"):]]
+    if qname.count(".") <= 2 and qname.split(".")[1] in ("utils", qname.rsplit(".", 1)[1]):
+        candidates.append("dspy.evaluate.metrics." + qname.rsplit(".", 1)[1])  # 2.x's dsp.utils metrics
+    return next((c for c in candidates if not missing_in_dspy(c)), None)
+
+
+@cache
+def missing_in_dspy(qname: str) -> bool:
+    """True when ``dspy.a.b.Name`` names a module or a module's attribute the installed DSPy lacks
+    (only the first name after the deepest importable module is checked: deeper ones are attributes
+    of classes or objects, which a static name cannot tell)."""
+    parts = qname.split(".")
+    if parts[0] != "dspy" or len(parts) < 2:
+        return False
+    module = importlib.import_module("dspy")
+    index = 1
+    while index < len(parts):
+        try:
+            module = importlib.import_module(".".join(parts[:index + 1]))
+            index += 1
+        except ImportError:
+            break
+    if index == len(parts):
+        return False
+    return not hasattr(module, parts[index]) and not _fails_for_another_reason(".".join(parts[:index + 1]))
+
+
+def _fails_for_another_reason(name: str) -> bool:
+    """A name that fails to import for another reason than not existing (a missing optional
+    dependency) is not DSPy's removal."""
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        return exc.name is not None and not name.startswith(exc.name)
+    except ImportError:
+        return True
+    return True
+
+
+def _dspy_version() -> str:
+    import dspy
+
+    return f"dspy {dspy.__version__}"

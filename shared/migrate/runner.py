@@ -2,12 +2,14 @@
 
 Exit codes: 0 everything found was (or, in a dry run, can be) migrated; 1 something could not be
 migrated (each printed as path:line: why); 2 bad arguments or a file that does not parse (then
-nothing is written at all). A file with findings is never written: it keeps working on the
-compatibility shims (shared.compat) until the reported lines are ported by hand.
+nothing is written at all). A file with findings still gets every safe rewrite written, and each
+finding is marked above its line with a ``# tidyq-migrate: why`` comment, so nothing is left silently.
+Notebook exports: IPython magics (``%pip``, ``!ls``) are commented out before parsing (see notebook.py).
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import sys
@@ -17,7 +19,8 @@ from typing import TextIO
 import libcst as cst
 
 from shared.migrate.findings import Finding
-from shared.migrate.transform import RunKnowledge, checked_classes, migrate_source
+from shared.migrate.notebook import comment_out_magics
+from shared.migrate.transform import migrate_source
 
 SKIP_DIRS = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache", "build", "dist"}
 
@@ -53,13 +56,13 @@ def _read(path: Path) -> str:
         return handle.read()
 
 
-def _knowledge(sources: dict[Path, str]) -> RunKnowledge:
-    """Module classes whose assertions are migrated to ``assertion_checks`` in any file of the run
-    (or were already): a file that only activates or instantiates them needs to know."""
-    knowledge = RunKnowledge()
-    for file, source in sources.items():
-        knowledge.asserting_classes |= checked_classes(source, str(file))
-    return knowledge
+def _syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[int, str]:
+    """(line, message) as Python's own parser says it (libcst's tokenizer errors all say line 1)."""
+    try:
+        ast.parse(source)
+    except SyntaxError as error:
+        return error.lineno or exc.raw_line, error.msg
+    return exc.raw_line, exc.message
 
 
 def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -69,12 +72,15 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
         print(f"tidyq migrate: {exc}", file=err)
         return 2
     sources: dict[Path, str] = {}
-    trees: dict[Path, cst.Module] = {}
+    parsable: dict[Path, str] = {}  # the source with notebook magics commented out
+    notes: list[Finding] = []
     bad = False
     for file in files:
         try:
             sources[file] = _read(file)
-            trees[file] = cst.parse_module(sources[file])
+            parsable[file], magics = comment_out_magics(sources[file], str(file))
+            notes += magics
+            cst.parse_module(parsable[file])
         except UnicodeDecodeError as exc:
             print(f"{file}:1: cannot read as UTF-8: {exc.reason}", file=err)
             bad = True
@@ -82,15 +88,17 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
             print(f"{file}: cannot read: {exc.strerror}", file=err)
             bad = True
         except cst.ParserSyntaxError as exc:
-            print(f"{file}:{exc.raw_line}: syntax error, not migrated: {exc.message}", file=err)
+            line, message = _syntax_error(parsable.get(file, ""), exc)
+            print(f"{file}:{line}: syntax error, not migrated: {message}", file=err)
             bad = True
     if bad:
         print("tidyq migrate: nothing was changed (fix the files above first)", file=err)
         return 2
-    knowledge = _knowledge(sources)
+    for note in notes:
+        print(f"{note}", file=err)
     results: list[tuple[Path, str, list[Finding]]] = []
     for file in files:
-        new, findings = migrate_source(sources[file], str(file), knowledge)
+        new, findings = migrate_source(parsable[file], str(file))
         results.append((file, new, findings))
     changed = written = 0
     all_findings: list[Finding] = []
@@ -99,7 +107,7 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
         if new == sources[file]:
             continue
         changed += 1
-        if write and not findings:
+        if write:
             with open(file, "w", encoding="utf-8", newline="") as handle:
                 handle.write(new)
             written += 1
@@ -114,7 +122,6 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
     verb = "rewrote" if write else "would rewrite"
     summary = f"tidyq migrate: {len(files)} file(s) checked, {verb} {written if write else changed}"
     if all_findings:
-        summary += f"; {len(all_findings)} place(s) in {blocked} file(s) need a hand (files with findings are " \
-                   "not written)"
+        summary += f"; {len(all_findings)} place(s) in {blocked} file(s) need a hand (marked `# tidyq-migrate:`)"
     print(summary, file=err)
     return 1 if all_findings else 0

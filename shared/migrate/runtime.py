@@ -1,6 +1,7 @@
-"""What code migrated from DSPy 2.6 assertions runs on (DSPy 3 has no dspy.Assert/Suggest).
+"""What code migrated by earlier versions of `tidyq migrate` runs on; kept so that code keeps working.
+(The codemod now rewrites DSPy 2.x assertions to tidyq.assertions, which keeps 2.x's semantics.)
 
-`tidyq migrate` moves a module's ``dspy.Assert(cond, msg)`` / ``dspy.Suggest(cond, msg)`` calls out
+Those versions moved a module's ``dspy.Assert(cond, msg)`` / ``dspy.Suggest(cond, msg)`` calls out
 of ``forward()`` into a generator method ``assertion_checks(args, pred)`` that yields
 ``("assert"|"suggest", passed, message)`` in the original order, and wraps instances in
 :class:`RefineAssertions`. That keeps 2.6's observable contract on top of DSPy 3's native

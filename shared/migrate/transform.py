@@ -8,44 +8,26 @@ when nothing uses them any more, so an unmigrated use keeps its import (and is r
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import libcst as cst
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor, ImportItem, RemoveImportsVisitor
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, QualifiedNameProvider
 
+from shared.migrate.assertions import AssertionRules
+from shared.migrate.dspy3 import Dspy3Rules
 from shared.migrate.findings import Finding
+from shared.migrate.wrappers import WrapperRules
 
-NodeT = TypeVar("NodeT", bound=cst.CSTNode)
-
-
-def _as_name(alias: cst.ImportAlias) -> str | None:
-    """The ``as NAME`` of an import alias, if any."""
-    if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-        return alias.asname.name.value
-    return None
-
-
-@dataclass
-class RunKnowledge:
-    """What one file's migration needs to know about the others in the same run."""
-
-    asserting_classes: set[str] = field(default_factory=set)
+MARK = "# tidyq-migrate:"
 
 
 class Migrator(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider, ParentNodeProvider)
 
-    def __init__(self, path: str, knowledge: RunKnowledge):
+    def __init__(self, path: str):
         super().__init__()
-        from shared.migrate.assertions import AssertionRules
-        from shared.migrate.dspy3 import Dspy3Rules
-        from shared.migrate.wrappers import WrapperRules
-
         self.path = path
-        self.knowledge = knowledge
         self.findings: list[Finding] = []
         self.accounted: set[int] = set()  # ids of original nodes rewritten or reported
         self.legacy_refs: list[tuple[cst.CSTNode, str, int]] = []  # (node, qualified name, line)
@@ -53,6 +35,7 @@ class Migrator(cst.CSTTransformer):
         self.dspy_alias: str | None = None
         self.legacy_imports: list[tuple[str, str | None, str | None]] = []
         self.rules = [WrapperRules(self), AssertionRules(self), Dspy3Rules(self)]
+        self.claimed: set[Finding] = set()
 
     # ---- helpers for the rules -------------------------------------------------------------
     def qnames(self, node: cst.CSTNode) -> set[str]:
@@ -67,7 +50,7 @@ class Migrator(cst.CSTTransformer):
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
         return self.get_metadata(ParentNodeProvider, node, None)
 
-    def enclosing(self, node: cst.CSTNode, kind: type[NodeT]) -> NodeT | None:
+    def enclosing(self, node: cst.CSTNode, kind: type) -> cst.CSTNode | None:
         cur = self.parent(node)
         while cur is not None and not isinstance(cur, kind):
             cur = self.parent(cur)
@@ -107,7 +90,7 @@ class Migrator(cst.CSTTransformer):
             def visit_Import(self, imp: cst.Import) -> bool:
                 for alias in imp.names:
                     name = cst.helpers.get_full_name_for_node(alias.name) or ""
-                    asname = _as_name(alias)
+                    asname = _alias_name(alias)
                     if name == "dspy" and migrator.dspy_alias is None:
                         migrator.dspy_alias = asname or "dspy"
                     if migrator.is_legacy(name):
@@ -120,7 +103,7 @@ class Migrator(cst.CSTTransformer):
                 module = cst.helpers.get_full_name_for_node(imp.module) or ""
                 for alias in imp.names:
                     name = cst.helpers.get_full_name_for_node(alias.name) or ""
-                    asname = _as_name(alias)
+                    asname = _alias_name(alias)
                     if migrator.is_legacy(f"{module}.{name}") or migrator.is_legacy(module):
                         migrator.legacy_imports.append((module, name, asname))
                 return False
@@ -141,7 +124,13 @@ class Migrator(cst.CSTTransformer):
             return  # the outermost attribute chain is the reference
         if isinstance(parent, (cst.Arg,)) and parent.keyword is node:
             return
-        legacy = sorted(q for q in self.qnames(node) if self.is_legacy(q))
+        root: cst.BaseExpression = node
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        # f(...).attr: libcst names it after f; for DSPy's names that is an attribute of f's result, not of f
+        dspy_result = not isinstance(root, cst.Name)
+        legacy = sorted(q for q in self.qnames(node) if self.is_legacy(q)
+                        and not (dspy_result and q.split(".")[0] in ("dspy", "dsp")))
         if legacy:
             self.legacy_refs.append((node, legacy[0], self.line(node)))
 
@@ -174,6 +163,36 @@ class Migrator(cst.CSTTransformer):
     def leave_ImportFrom(self, original, updated):
         return self._dispatch("leave_import_from", original, updated)
 
+    def leave_Import(self, original, updated):
+        return self._dispatch("leave_import", original, updated)
+
+    # ---- every finding is marked in the code, above the statement it is on ---------------------
+    def on_leave(self, original_node, updated_node):
+        result = super().on_leave(original_node, updated_node)
+        if isinstance(original_node, cst.BaseStatement) and isinstance(result, cst.BaseStatement):
+            result = self._marked(original_node, result)
+        return result
+
+    def _marked(self, original: cst.BaseStatement, updated: cst.BaseStatement) -> cst.BaseStatement:
+        """Claims the findings inside this statement not yet claimed by an inner one (leave runs
+        innermost first) and writes each as a ``# tidyq-migrate: why`` line above it, once."""
+        try:
+            where = self.get_metadata(PositionProvider, original)
+        except KeyError:
+            return updated
+        mine = [f for f in self.all_findings()
+                if f not in self.claimed and where.start.line <= f.line <= where.end.line]
+        if not mine or not isinstance(updated, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            return updated
+        self.claimed.update(mine)
+        have = {line.comment.value for line in updated.leading_lines if line.comment is not None}
+        notes = [cst.EmptyLine(comment=cst.Comment(text)) for text in dict.fromkeys(f"{MARK} {f.message}" for f in mine)
+                 if text not in have]
+        return updated.with_changes(leading_lines=[*updated.leading_lines, *notes]) if notes else updated
+
+    def all_findings(self) -> list[Finding]:
+        return self.findings + list(self.unaccounted_findings())
+
     # ---- after the pass ------------------------------------------------------------------------
     def unaccounted_findings(self) -> Iterable[Finding]:
         for node, qname, line in self.legacy_refs:
@@ -181,35 +200,9 @@ class Migrator(cst.CSTTransformer):
                 yield Finding(self.path, line, f"{qname}: {self.is_legacy(qname)}")
 
 
-class Rule:
-    """Base of the rule modules: every hook returns a replacement or None (not mine)."""
-
-    def __init__(self, m: Migrator):
-        self.m = m
-
-    def legacy_reason(self, qname: str) -> str | None:
-        return None
-
-    def analyze(self, module: cst.Module) -> None:
-        pass
-
-    def leave_call(self, original, updated):
-        return None
-
-    def leave_ref(self, original, updated):
-        return None
-
-    def leave_statement(self, original, updated):
-        return None
-
-    def leave_function(self, original, updated):
-        return None
-
-    def leave_class(self, original, updated):
-        return None
-
-    def leave_import_from(self, original, updated):
-        return None
+def _alias_name(alias: cst.ImportAlias) -> str | None:
+    """The ``as`` name of an import alias (always a plain name in an import)."""
+    return cst.ensure_type(alias.asname.name, cst.Name).value if alias.asname else None
 
 
 class _DropLegacyModuleImports(cst.CSTTransformer):
@@ -230,21 +223,13 @@ class _DropLegacyModuleImports(cst.CSTTransformer):
         return updated.with_changes(names=keep)
 
 
-def checked_classes(source: str, path: str) -> set[str]:
-    """Classes of this file whose checks are (or after migration will be) in assertion_checks."""
-    migrator = Migrator(path, RunKnowledge())
-    MetadataWrapper(cst.parse_module(source)).visit(migrator)
-    rules: Any = migrator.rules[1]  # the assertion rules (shared/migrate/assertions.py)
-    return set(rules.plans) | set(rules.has_checks)
-
-
-def migrate_source(source: str, path: str, knowledge: RunKnowledge) -> tuple[str, list[Finding]]:
+def migrate_source(source: str, path: str) -> tuple[str, list[Finding]]:
     """(new source, findings). Raises libcst.ParserSyntaxError for unparsable input."""
     module = cst.parse_module(source)
     wrapper = MetadataWrapper(module)
-    migrator = Migrator(path, knowledge)
+    migrator = Migrator(path)
     new = wrapper.visit(migrator)
-    findings = list(migrator.findings) + list(migrator.unaccounted_findings())
+    findings = migrator.all_findings()
     if new.deep_equals(wrapper.module):
         return source, sorted(set(findings))
     context = CodemodContext()

@@ -18,8 +18,6 @@ The argument table is shared with the compatibility shims (shared.compat.legacy_
 
 from __future__ import annotations
 
-from typing import cast
-
 import libcst as cst
 
 from shared.compat.legacy_config import (
@@ -33,7 +31,7 @@ from shared.compat.legacy_config import (
     EntryPoint,
 )
 from shared.migrate.cstutil import code, expr, split_args, string_value
-from shared.migrate.transform import Rule
+from shared.migrate.rule import Rule
 
 
 class WrapperRules(Rule):
@@ -171,23 +169,23 @@ class WrapperRules(Rule):
             return None
         kind = "predict"
         if "module_type" in bound:
-            given = string_value(bound["module_type"])
-            if given is None or given.lower() not in MODULE_TYPES:
+            literal = string_value(bound["module_type"])
+            if literal is None or literal.lower() not in MODULE_TYPES:
                 self.m.report(original.func, "DynamicModule: module_type must be a literal, one of "
                                              f"{', '.join(sorted(MODULE_TYPES))}")
                 return None
-            kind = given
+            kind = literal
         self.m.mark(original.func)
         return expr(f"{self.m.dspy(MODULE_TYPES[kind.lower()])}({code(bound['signature'])})")
 
     def _method_call(self, original: cst.Call, updated: cst.Call):
-        name = cast(cst.Attribute, original.func).attr.value
+        name = cst.ensure_type(original.func, cst.Attribute).attr.value
         if name in SAME_METHODS:
             return None
         if name == "predict":
             positional, keywords, starred = split_args(updated)
             if len(positional) == 1 and not starred:
-                target = code(cast(cst.Attribute, updated.func).value)
+                target = code(cst.ensure_type(updated.func, cst.Attribute).value)
                 rest = ", ".join(code(arg.value) if arg.keyword is None else f"{arg.keyword.value}={code(arg.value)}"
                                  for arg in updated.args[1:])
                 return expr(f"{target}.create_module({code(positional[0].value)}).predict({rest})")
@@ -223,6 +221,6 @@ class WrapperRules(Rule):
         entry = self.entry(assign.value.func)
         if entry is None or entry.kind != "configure" or not self._assigned_to_one_name(assign.value):
             return None
-        target = cast(cst.Name, assign.targets[0].target).value  # one plain name: _assigned_to_one_name
+        target = cst.ensure_type(assign.targets[0].target, cst.Name).value
         configure = cst.parse_statement(f"{self.m.dspy('configure')}(lm={target})\n")
         return cst.FlattenSentinel([updated, configure])

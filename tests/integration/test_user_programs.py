@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from producers.cli import app
 from producers.client import Client
+from shared.queues import ALL_QUEUES
 from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
 from tests.user_programs_support import (
     agent_question,
@@ -20,7 +21,6 @@ from tests.user_programs_support import (
     worker_env,
     write_jsonl,
 )
-from shared.queues import ALL_QUEUES
 
 MODEL = "openai/gpt-4o-mini"
 

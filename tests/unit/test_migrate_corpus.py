@@ -93,16 +93,22 @@ def test_migrated_program_uses_backend_from_environment(programs, tmp_path):
     assert proc.returncode != 0 and "gateway" in proc.stderr.lower(), proc.stderr[-2000:]
 
 
-def test_unmigratable_code_is_reported_with_file_and_line_and_not_written(tmp_path):
+def test_unmigratable_code_is_reported_with_file_and_line_and_marked_in_the_written_file(tmp_path):
     folder = tmp_path / "manual"
     shutil.copytree(CORPUS / "manual", folder)
-    original = _digest(folder)
+    path = folder / "needs_a_hand.py"
+    source = path.read_text()
+    expected = {i: m.group(1) for i, line in enumerate(source.splitlines(), 1)
+                if (m := re.search(r"# expect: (.*)$", line))}
     err = io.StringIO()
     assert run([str(folder)], write=True, out=io.StringIO(), err=err) == 1
-    assert _digest(folder) == original, "a file with findings was written"
-    path = folder / "needs_a_hand.py"
-    expected = {i: m.group(1) for i, line in enumerate(path.read_text().splitlines(), 1)
-                if (m := re.search(r"# expect: (.*)$", line))}
+    written = path.read_text()
+    assert "from tidyq.assertions import" in written and "dspy.Suggest" not in written  # the safe rewrites
+    lines = written.splitlines()
+    marked = [i for i, line in enumerate(lines) if re.search(r"# expect: (.*)$", line)]
+    assert len(marked) == len(expected)
+    for index in marked:  # the line above each finding says why
+        assert lines[index - 1].strip().startswith("# tidyq-migrate:"), (lines[index], lines[index - 1])
     reported = {}
     for line in err.getvalue().splitlines():
         if line.startswith(f"{path}:"):
@@ -120,5 +126,5 @@ def test_syntax_error_exits_2_and_writes_nothing(tmp_path):
     before = _digest(tmp_path / "broken")
     err = io.StringIO()
     assert run([str(tmp_path / "broken")], write=True, out=io.StringIO(), err=err) == 2
-    assert "syntax_error.py:4: syntax error" in err.getvalue()
+    assert "syntax_error.py:3: syntax error, not migrated: '(' was never closed" in err.getvalue()  # Python's words
     assert _digest(tmp_path / "broken") == before

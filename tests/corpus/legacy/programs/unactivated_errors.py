@@ -25,7 +25,7 @@ class Lenient(dspy.Module):
 
     def forward(self, question):
         pred = self.gen(question=question)
-        dspy.Assert(pred.answer, "The answer must not be empty")
+        dspy.Assert(bool(pred.answer), "The answer must not be empty")  # 2.x demanded a bool
         return pred
 
 

@@ -1,0 +1,70 @@
+"""Every name `tidyq migrate` writes into migrated code exists in the installed DSPy 3.4 (and in
+tidyq.assertions), checked by importing it; and the codemod's own check for names DSPy lacks."""
+
+from __future__ import annotations
+
+import importlib
+
+import dspy
+import pytest
+
+import tidyq.assertions
+from shared.migrate.assertions import PROVIDED
+from shared.migrate.dspy3 import RENAMES, dsp_replacement, missing_in_dspy
+from shared.migrate.lm_clients import CLIENTS, Unsupported, lm_arguments
+
+
+def _resolve(dotted: str):
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+@pytest.mark.parametrize("path", sorted(set(RENAMES.values())))
+def test_renamed_targets_exist_in_dspy(path):
+    assert callable(_resolve(f"dspy.{path}"))
+
+
+@pytest.mark.parametrize("name", PROVIDED)
+def test_every_assertion_name_the_codemod_writes_is_in_tidyq_assertions(name):
+    assert getattr(tidyq.assertions, name) is not None
+
+
+@pytest.mark.parametrize("qname, expected", [
+    ("dsp.settings", "dspy.settings"), ("dsp.utils.deduplicate", "dspy.dsp.utils.deduplicate"),
+    ("dsp.utils.normalize_text", "dspy.evaluate.metrics.normalize_text"), ("dsp.GPT3", None),
+    ("dsp.answer_match", "dspy.evaluate.metrics._answer_match"),
+])
+def test_dsp_names_map_to_what_dspy_3_kept(qname, expected):
+    assert dsp_replacement(qname) == expected
+    if expected and expected != "dspy.settings":
+        assert callable(_resolve(expected))
+
+
+def test_missing_names_are_told_apart_from_present_ones():
+    assert missing_in_dspy("dspy.Assert") and missing_in_dspy("dspy.retrieve") and missing_in_dspy("dspy.OpenAI")
+    assert not missing_in_dspy("dspy.Predict") and not missing_in_dspy("dspy.evaluate.metrics.normalize_text")
+    assert not missing_in_dspy("dspy.Predict.forward") and not missing_in_dspy("numpy.nothing")
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_each_legacy_client_becomes_a_dspy_lm_that_builds(client):
+    params = CLIENTS[client].params
+    given = {"model": '"m"'} | ({"port": "8000"} if "port" in params else {}) | (
+        {"api_base": '"http://127.0.0.1:9"', "api_version": '"2024-02-01"'} if client == "AzureOpenAI" else {})
+    arguments = lm_arguments(client, [], given)
+    lm = eval(f"dspy.LM({arguments})", {"dspy": dspy})  # noqa: S307 - our generated source, checked to build
+    assert lm.model.startswith(CLIENTS[client].provider + "/") and lm.kwargs["temperature"] == 0.0
+
+
+def test_legacy_client_arguments_that_do_not_carry_over_are_refused():
+    with pytest.raises(Unsupported, match="system_prompt"):
+        lm_arguments("OpenAI", ['"gpt-4o"'], {"system_prompt": '"be brief"'})
+    with pytest.raises(Unsupported, match="port is not given"):
+        lm_arguments("HFClientVLLM", ['"m"'], {})
+    with pytest.raises(Unsupported, match="no default"):
+        lm_arguments("Databricks", [], {})
+    with pytest.raises(Unsupported, match="positional"):
+        lm_arguments("Anyscale", ['"a"', '"b"'], {})
+    assert lm_arguments("OpenAI", ['"gpt-4o"'], {"api_provider": '"openai"', "temperature": "0.7"}) == \
+        '"openai/gpt-4o", temperature=0.7'
+    assert 'api_base=f"{url}:{port}/v1"' in lm_arguments("HFClientVLLM", ["name"], {"port": "port", "url": "url"})
