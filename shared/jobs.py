@@ -98,6 +98,7 @@ class JobSpec(BaseModel):
     created_at: float
     idempotency_key: str | None = None
     retry_of: str | None = None
+    webhook_url: str | None = None  # POSTed the signed status at the job's end (shared/webhooks.py)
 
     @field_validator("backend")
     @classmethod
@@ -189,6 +190,7 @@ class JobStatus(BaseModel):
     progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
+    webhooks: dict | None = None  # event -> delivery state {"event_id", "state", "attempts", ...}
 
 
 def iso(ts: float | None) -> str | None:
