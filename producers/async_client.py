@@ -141,8 +141,10 @@ class AsyncClient:
     async def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                              model: str | None = None, program: str | None = None,
                              fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                             deadline_seconds: float | None = None, webhook_url: str | None = None) -> AsyncJob:
-        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds)
+                             deadline_seconds: float | None = None, webhook_url: str | None = None,
+                             tenant: str | None = None) -> AsyncJob:
+        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds,
+                                    tenant)
         item = submission.predict_item(target, inputs, self.settings)
         return await self._submit(JobKind.PREDICT, target, lambda: iter([item]), 1, idempotency_key, chunk_size=1)
 
@@ -150,9 +152,10 @@ class AsyncClient:
                            backend: str | None = None, model: str | None = None, program: str | None = None,
                            fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                            chunk_size: int | None = None, deadline_seconds: float | None = None,
-                           webhook_url: str | None = None) -> AsyncJob:
+                           webhook_url: str | None = None, tenant: str | None = None) -> AsyncJob:
         """Rows are ``{"custom_id", "inputs"}`` dicts, held in memory (submit_file streams a file)."""
-        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds)
+        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds,
+                                    tenant)
 
         def check() -> tuple[int, Callable[[], Iterator[Item]]]:
             items = submission.batch_items(rows, target, self.settings)
@@ -164,9 +167,10 @@ class AsyncClient:
                           model: str | None = None, program: str | None = None,
                           fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                           chunk_size: int | None = None, deadline_seconds: float | None = None,
-                          webhook_url: str | None = None) -> AsyncJob:
+                          webhook_url: str | None = None, tenant: str | None = None) -> AsyncJob:
         """A JSONL file of any size: checked in one streaming pass (in a thread), enqueued in a second."""
-        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds)
+        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds,
+                                    tenant)
 
         def check() -> tuple[int, Callable[[], Iterator[Item]]]:
             total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,
@@ -200,12 +204,14 @@ class AsyncClient:
         return job
 
     # --- internals ---------------------------------------------------------------------------------
-    async def _target(self, signature, program, backend, model, fallbacks, webhook_url, deadline) -> dict:
+    async def _target(self, signature, program, backend, model, fallbacks, webhook_url, deadline,
+                      tenant=None) -> dict:
         # resolving a webhook host is a DNS lookup: off the loop
         target = await asyncio.to_thread(submission.build_target, self.settings, signature, program, backend, model,
                                          fallbacks, webhook_url) if webhook_url or self.settings.webhook_url else \
             submission.build_target(self.settings, signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = submission.deadline_seconds(deadline)
+        target["tenant"] = tenant
         return target
 
     async def _submit_checked(self, target: dict, idempotency_key: str | None, chunk_size: int | None,

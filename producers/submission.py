@@ -128,7 +128,8 @@ def batch_items(rows: Iterable[Any], target: dict, settings: Settings, *, where:
 def retry_target(old: JobSpec) -> dict:
     """A retry job runs on the original job's program and targets."""
     return {"signature": old.signature, "program": old.program, "backend": old.backend, "model": old.model,
-            "fallback": old.fallback, "input_fields": None, "webhook_url": old.webhook_url}
+            "fallback": old.fallback, "input_fields": None, "webhook_url": old.webhook_url,
+            "tenant": old.tenant}
 
 
 def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempotency_key: str | None, *,
@@ -142,6 +143,7 @@ def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempo
                    backend=target["backend"], model=target["model"], fallback=target["fallback"], total=total,
                    chunk_size=size, ttl_seconds=settings.result_ttl_seconds, created_at=now,
                    idempotency_key=idempotency_key, retry_of=retry_of, webhook_url=target.get("webhook_url"),
+                   tenant=target.get("tenant"),
                    deadline=now + deadline if deadline else None)
 
 

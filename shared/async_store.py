@@ -163,8 +163,8 @@ class AsyncJobStore:
         return _status_from_hash(job_id, raw, ttl)
 
     async def list_jobs(self, *, statuses: Iterable[str] | None = None, kind: str | None = None,
-                        limit: int = 50) -> list[JobStatus]:
-        """As JobStore.list_jobs: newest first, filtered, expired index entries dropped."""
+                        limit: int = 50, tenant: str | None = None) -> list[JobStatus]:
+        """As JobStore.list_jobs: newest first, filtered (also by tenant), expired index entries dropped."""
         wanted = {JobState(s).value for s in statuses} if statuses else None
         out: list[JobStatus] = []
         index, start, page = keys.jobs_index(), 0, max(limit, 50)
@@ -178,11 +178,26 @@ class AsyncJobStore:
                     p.hgetall(keys.job(job_id))
                     p.ttl(keys.job(job_id))
                 replies = await p.execute()
-            gone = collect_listed(ids, replies, wanted, kind, out, limit)
+            gone = collect_listed(ids, replies, wanted, kind, out, limit, tenant)
             if gone:
                 await self.r.zrem(index, *gone)
                 start -= len(gone)
         return out
+
+    async def wait_end(self, job_id: str, timeout: float, poll_max: float = 0.25) -> JobState:
+        """The job's state once it has ended, or its state after ``timeout`` seconds (woken by its results)."""
+        deadline = time.monotonic() + timeout
+        async with self.events.watch(keys.job(job_id)) as woken:
+            while True:
+                woken.clear()
+                state = await self.state(job_id)
+                if state is None:
+                    raise JobNotFound(job_id)
+                left = deadline - time.monotonic()
+                if state.terminal or left <= 0:
+                    return state
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(poll_max, left))
 
     async def cancel(self, job_id: str) -> JobState:
         st = _s(await self._cancel(keys=_job_keys(job_id), args=[repr(time.time())]))

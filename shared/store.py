@@ -166,12 +166,13 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
         progress=json.loads(h["progress"]) if h.get("progress") else None,
         result=json.loads(h["result"]) if h.get("result") else None,
         waiting_for_backend=_waiting(h),
+        tenant=spec.tenant,
         webhooks={k[len("webhook:"):]: json.loads(v) for k, v in h.items() if k.startswith("webhook:")} or None,
     )
 
 
 def collect_listed(ids: list[str], replies: list, wanted: set[str] | None, kind: str | None, out: list[JobStatus],
-                   limit: int) -> list[str]:
+                   limit: int, tenant: str | None = None) -> list[str]:
     """One page of list_jobs: (HGETALL, TTL) reply pairs -> matching statuses appended to ``out`` (up to
     ``limit``); returns the ids whose job expired (the caller drops them from the index)."""
     gone = []
@@ -180,7 +181,8 @@ def collect_listed(ids: list[str], replies: list, wanted: set[str] | None, kind:
             gone.append(job_id)
             continue
         st = _status_from_hash(job_id, raw, ttl)
-        if (wanted is None or st.status.value in wanted) and (kind is None or st.kind == kind):
+        if (wanted is None or st.status.value in wanted) and (kind is None or st.kind == kind) \
+                and (tenant is None or st.tenant == tenant):
             out.append(st)
             if len(out) == limit:
                 break
