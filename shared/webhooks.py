@@ -126,9 +126,14 @@ def progress_event(done: int, total: int, step: int) -> str | None:
     return f"job.progress.{percent}" if 0 < percent < 100 else None
 
 
+# KEYS: job ; ARGV: field, value. Never recreates an expired job's hash (it would have no TTL).
+_SET_IF_JOB = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end"
+
+
 def record_state(redis_client, job_id: str, event: str, state: dict) -> None:
     """The delivery state of one event, shown in the job's status under ``webhooks``."""
-    redis_client.hset(keys.job(job_id), STATE_FIELD_PREFIX + event, json.dumps(state, separators=(",", ":")))
+    redis_client.eval(_SET_IF_JOB, 1, keys.job(job_id), STATE_FIELD_PREFIX + event,
+                      json.dumps(state, separators=(",", ":")))
 
 
 def schedule(store, spec: JobSpec, event: str, send: Send, settings: Settings) -> bool:

@@ -24,6 +24,7 @@ from workers.celery_app import broker_url
 from shared.fallback import job_deadline, requeue_delay
 from workers.chunk import ChunkRunner, error_message
 from workers.routing import CHUNK_TASK, queue_for
+from workers import webhooks  # also registers the webhook delivery task
 
 _stores: dict[int, JobStore] = {}
 
@@ -123,4 +124,8 @@ def run_chunk(self, payload: Any) -> dict:
                 tracking.finish_job(spec.id)
             except Exception as exc:
                 log.warning("job_tracking_failed", error=error_message(exc))
+            try:  # the job's end (or progress) webhook, scheduled once per event
+                webhooks.after_chunk(store, spec)
+            except Exception as exc:
+                log.warning("webhook_schedule_failed", error=error_message(exc))
     return {"recorded": outcome.recorded if outcome else 0}
