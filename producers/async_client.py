@@ -117,7 +117,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         store = self._stores.get(loop)
         if store is None:
-            store = self._stores[loop] = AsyncJobStore.from_url(self.redis_url)
+            store = self._stores[loop] = AsyncJobStore.from_url(self.redis_url, self.settings.async_max_connections)
         return store
 
     async def close(self) -> None:

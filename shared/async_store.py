@@ -97,8 +97,13 @@ class AsyncJobStore:
         self.events = JobEvents(client)
 
     @classmethod
-    def from_url(cls, url: str) -> AsyncJobStore:
-        return cls(aioredis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True, retry_on_timeout=True))
+    def from_url(cls, url: str, max_connections: int = 64) -> AsyncJobStore:
+        """A blocking pool: past ``max_connections`` a caller waits (up to 20 s) for a free connection
+        instead of failing, so a burst of requests queues instead of erroring."""
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=20,
+                                                        health_check_interval=30, socket_keepalive=True,
+                                                        retry_on_timeout=True)
+        return cls(aioredis.Redis(connection_pool=pool))
 
     async def close(self) -> None:
         await self.events.close()

@@ -186,6 +186,7 @@ class Settings(BaseSettings):
     optimize_heartbeat_seconds: float = 10.0  # a running optimize job refreshes its claim this often
 
     # REST API (producers/api/) and completion webhooks (shared/webhooks.py, workers/webhooks.py)
+    async_max_connections: int = 64  # AsyncClient: Redis connections per event loop (more callers wait for one)
     api_tokens: SecretStr | None = None  # comma-separated bearer tokens, each TOKEN or TENANT=TOKEN
     api_max_wait_seconds: float = 60.0  # cap of POST /jobs?wait=SECONDS
     api_upload_max_bytes: int = 1024 * 1024 * 1024  # a JSONL upload larger than this is refused (413)

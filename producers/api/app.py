@@ -45,6 +45,7 @@ def problem_for(exc: Exception) -> Problem:
     if isinstance(exc, ConfigurationError):
         return Problem(503, "server-configuration", f"the server is not set up for this: {exc}")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        log.warning("api_redis_unavailable: %s: %s", type(exc).__name__, exc)
         return Problem(503, "queue-unavailable", "cannot reach the queue's Redis; try again later",
                        headers={"Retry-After": "5"})
     if isinstance(exc, TidyqError):
