@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,6 +32,10 @@ from shared.store import (
     collect_listed,
     queue_create_job,
 )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class JobEvents:
@@ -140,7 +145,7 @@ class AsyncJobStore:
         await self.r.delete(*_job_keys(job_id))
 
     async def fail_job(self, job_id: str, error: str) -> str:
-        return _s(await self._fail(keys=_job_keys(job_id), args=[repr(time.time()), error]))
+        return _s(await self._fail(keys=_job_keys(job_id), args=[repr(time.time()), error])) or "missing"
 
     async def link_retry(self, old_id: str, new_id: str) -> None:
         if await self.r.exists(keys.job(old_id)):
@@ -174,7 +179,7 @@ class AsyncJobStore:
         out: list[JobStatus] = []
         index, start, page = keys.jobs_index(), 0, max(limit, 50)
         while len(out) < limit:
-            ids = [_s(j) for j in await self.r.zrevrange(index, start, start + page - 1)]
+            ids = [_text(j) for j in await self.r.zrevrange(index, start, start + page - 1)]
             if not ids:
                 break
             start += len(ids)
@@ -215,7 +220,7 @@ class AsyncJobStore:
 
     async def failed_items(self, job_id: str, count: int = 500) -> AsyncIterator[Item]:
         async for cid, raw in self.r.hscan_iter(keys.job_failed_inputs(job_id), count=count):
-            yield Item(custom_id=_s(cid), inputs=json.loads(raw))
+            yield Item(custom_id=_text(cid), inputs=json.loads(raw))
 
     async def results_page(self, job_id: str, offset: int, limit: int) -> tuple[list[dict], int, JobState, bool]:
         """As JobStore.results_page: (rows, next offset, state, ended and nothing left)."""

@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.jobs import ItemResult, JobStatus
 
+PREDICT_EXAMPLE: dict[str, Any] = {"signature": "question -> answer", "backend": "mock",
+                                   "inputs": {"question": "What is 2+2?"}}
+BATCH_EXAMPLE: dict[str, Any] = {"signature": "question -> answer", "backend": "mock",
+                                 "rows": [{"custom_id": "a", "inputs": {"question": "What is 1+1?"}}]}
+
 
 class Row(BaseModel):
     """One batch row, as a JSONL input line (custom_id optional: then its position, from 1)."""
@@ -20,10 +25,7 @@ class Row(BaseModel):
 class JobRequest(BaseModel):
     """A predict (``inputs``) or a batch (``rows``); or, for a JSONL upload, the query parameters."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"signature": "question -> answer", "backend": "mock", "inputs": {"question": "What is 2+2?"}},
-                     {"signature": "question -> answer", "backend": "mock",
-                      "rows": [{"custom_id": "a", "inputs": {"question": "What is 1+1?"}}]}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PREDICT_EXAMPLE, BATCH_EXAMPLE]})
     signature: str | None = Field(None, description="DSPy signature, e.g. 'question -> answer'")
     program: str | None = Field(None, description="models:/NAME/N, models:/NAME@alias or pkg.module:Name")
     backend: str | None = Field(None, description="mock, direct, bedrock, gateway or auto (the server's default)")

@@ -84,8 +84,7 @@ def openapi() -> dict[str, Any]:
                          "parameters": SUBMIT_QUERY,
                          "requestBody": {"required": True, "content": {
                              "application/json": {"schema": _ref("JobRequest"),
-                                                  "example": models.JobRequest.model_config["json_schema_extra"]
-                                                  ["examples"][0]},
+                                                  "example": models.PREDICT_EXAMPLE},
                              **{t: jsonl_body for t in JSONL_TYPES}}},
                          "responses": {"201": _json("JobView", "the new job's status"),
                                        "200": _json("JobView", "the idempotency key matched an existing job"),
