@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,22 @@ class Row(BaseModel):
     inputs: dict[str, Any]
 
 
+class OptimizeOptions(BaseModel):
+    """An optimize job (as `tidyq optimize`): the program to tune comes from the request's signature/program."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="registered model name the optimized program is saved under")
+    trainset: list[Any] = Field(description="{inputs, outputs} examples")
+    valset: list[Any] | None = None
+    optimizer: str = "bootstrap-fewshot"
+    settings: dict[str, Any] | None = None
+    metric: str = "exact_match"
+    metric_options: dict[str, Any] | None = None
+    kind: Literal["predict", "chain_of_thought"] = "predict"
+    time_limit: float | None = Field(None, gt=0)
+    num_threads: int = Field(1, ge=1)
+
+
 class JobRequest(BaseModel):
     """A predict (``inputs``) or a batch (``rows``); or, for a JSONL upload, the query parameters."""
 
@@ -33,6 +49,7 @@ class JobRequest(BaseModel):
     fallbacks: list[str] = Field(default_factory=list, description="BACKEND[:MODEL] targets tried after the job's")
     inputs: dict[str, Any] | None = Field(None, description="a predict: input field -> value")
     rows: list[Any] | None = Field(None, description="a batch: {custom_id, inputs} objects")
+    optimize: OptimizeOptions | None = Field(None, description="an optimize job (`tidyq optimize`)")
     webhook_url: str | None = Field(None, description="POSTed the signed job status when the job ends")
     idempotency_key: str | None = Field(None, description="a second submit with the same key returns the first job")
     chunk_size: int | None = Field(None, ge=1)

@@ -95,13 +95,32 @@ class Api:
         if not isinstance(body, dict):
             raise Problem(422, "bad-input", "the body must be a JSON object", field="body")
         req = models.JobRequest.model_validate(body)
-        if (req.inputs is None) == (req.rows is None):
-            raise BadInput("give exactly one of 'inputs' (a predict) or 'rows' (a batch)", where="inputs")
+        if sum(x is not None for x in (req.inputs, req.rows, req.optimize)) != 1:
+            raise BadInput("give exactly one of 'inputs' (a predict), 'rows' (a batch) or 'optimize'", where="inputs")
+        if req.optimize is not None:
+            return await self._submit_optimize(req, caller)
         options = self._options(req, request, caller)
         if req.inputs is not None:
             options.pop("chunk_size")
             return await self.client.submit_predict(req.signature, req.inputs, **options)
         return await self.client.submit_batch(req.rows or [], req.signature, **options)
+
+    async def _submit_optimize(self, req: models.JobRequest, caller: Caller) -> AsyncJob:
+        opts = req.optimize.model_dump() if req.optimize else {}
+        try:
+            return await self.client.submit_optimize(signature=req.signature, program=req.program, backend=req.backend,
+                                                     model=req.model, tenant=caller.tenant, **opts)
+        except BadInput as exc:  # the optimize checks name CLI flags: name the API fields instead
+            problem = bad_input(exc)
+            where = problem.field or ""
+            if where.startswith("--"):
+                flag = where[2:].split(" ", 1)
+                name = {"set": "settings", "metric-option": "metric_options"}.get(flag[0], flag[0].replace("-", "_"))
+                path = name if name in ("signature", "program") else f"optimize.{name}"
+                problem.field = path + (f".{flag[1]}" if len(flag) > 1 else "")
+            elif where.startswith(("trainset", "valset")):
+                problem.field = f"optimize.{where}"
+            raise problem from None
 
     def _options(self, req: models.JobRequest, request: Request, caller: Caller) -> dict:
         key = req.idempotency_key or request.headers.get("idempotency-key")

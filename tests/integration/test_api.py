@@ -199,3 +199,17 @@ def test_the_runner_refuses_to_start_without_tokens(redis_url):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "TIDYQ_API_TOKENS" in done.stderr and "Traceback" not in done.stderr
         assert tokens is None or tokens not in done.stderr
+
+
+def test_optimize_jobs_are_submitted_and_checked_like_the_cli(api):
+    train = [{"inputs": {"question": f"{i}+{i}?"}, "outputs": {"answer": str(2 * i)}} for i in range(4)]
+    body = {"signature": SIG, "backend": "mock", "optimize": {"name": "qa-api", "trainset": train}}
+    r = httpx.post(f"{api.url}/jobs", json=body, headers=auth(TENANT_A))
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "optimize" and r.json()["status"] == "queued" and r.json()["tenant"] == "alpha"
+    for change, field in [({"optimizer": "nope"}, "optimize.optimizer"),
+                          ({"settings": {"zzz": 1}}, "optimize.settings.zzz"),
+                          ({"trainset": [{"inputs": {"question": "x"}}]}, "optimize.trainset"),
+                          ({"kind": "tree"}, "optimize.kind")]:
+        bad = httpx.post(f"{api.url}/jobs", json={**body, "optimize": {**body["optimize"], **change}}, headers=auth())
+        assert bad.status_code == 422 and bad.json()["field"].startswith(field), (change, bad.text)
