@@ -90,11 +90,14 @@ def check_count(total: int, where: str, settings: Settings) -> None:
                        where=where)
 
 
+PREDICT_ITEM_ID = "1"  # the custom_id of a predict job's one item
+
+
 def predict_item(target: dict, inputs: Any, settings: Settings, *, where: str = "inputs") -> Item:
     """The one item of a predict job."""
     if not isinstance(inputs, dict):
         raise BadInput("inputs must be a dict of input field -> value", where=where)
-    item = jsonl.item_from_row({"custom_id": "1", "inputs": inputs}, where=where, line_no=None,
+    item = jsonl.item_from_row({"custom_id": PREDICT_ITEM_ID, "inputs": inputs}, where=where, line_no=None,
                                input_fields=target["input_fields"], signature=target["signature"])
     check_size(item, where, settings)
     return item

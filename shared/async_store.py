@@ -194,18 +194,16 @@ class AsyncJobStore:
                 start -= len(gone)
         return out
 
-    async def wait_end(self, job_id: str, timeout: float, poll_max: float = 0.25) -> JobState:
-        """The job's state once it has ended, or its state after ``timeout`` seconds (woken by its results)."""
+    async def wait_end(self, job_id: str, timeout: float, poll_max: float = 0.25) -> JobStatus:
+        """The job's status once it has ended, or after ``timeout`` seconds (woken by its results)."""
         deadline = time.monotonic() + timeout
         async with self.events.watch(keys.job(job_id)) as woken:
             while True:
                 woken.clear()
-                state = await self.state(job_id)
-                if state is None:
-                    raise JobNotFound(job_id)
+                status = await self.status(job_id)
                 left = deadline - time.monotonic()
-                if state.terminal or left <= 0:
-                    return state
+                if status.status.terminal or left <= 0:
+                    return status
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), min(poll_max, left))
 
@@ -214,6 +212,10 @@ class AsyncJobStore:
         if st == "missing":
             raise JobNotFound(job_id)
         return JobState(st)
+
+    async def get_result(self, job_id: str, custom_id: str) -> dict | None:
+        raw = await self.r.hget(keys.job_results(job_id), custom_id)
+        return None if raw is None else json.loads(raw)
 
     async def failed_count(self, job_id: str) -> int:
         return int(await self.r.hlen(keys.job_failed_inputs(job_id)))

@@ -20,7 +20,7 @@ from producers.api.auth import ApiTokens, Caller
 from producers.api.problems import Problem, bad_input
 from producers.api.schema import JSONL_TYPES, openapi
 from producers.async_client import AsyncClient, AsyncJob
-from producers.submission import JobFailed, predict_outputs
+from producers.submission import PREDICT_ITEM_ID, JobFailed, predict_outputs
 from shared.config import Settings
 from shared.errors import BadInput
 from shared.jobs import JobState
@@ -161,11 +161,11 @@ class Api:
     async def _view(self, job: AsyncJob, wait: float | None) -> dict:
         """The status; after ``wait`` seconds at most (or the job's end), with a predict's outputs."""
         store = self.client.store
-        if wait:
-            await store.wait_end(job.id, wait)
-        view = (await store.status(job.id)).model_dump(mode="json")
-        if wait and view["kind"] == "predict" and JobState(view["status"]).terminal:
-            rows = (await store.results_page(job.id, 0, 1))[0]
+        status = await store.wait_end(job.id, wait) if wait else await store.status(job.id)
+        view = status.model_dump(mode="json")
+        if wait and view["kind"] == "predict" and status.status.terminal:
+            row = await store.get_result(job.id, PREDICT_ITEM_ID)
+            rows = [row] if row else []
             try:
                 view["outputs"] = predict_outputs(job.id, rows, JobState(view["status"]))
             except JobFailed as exc:
