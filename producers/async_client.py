@@ -21,6 +21,7 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -33,7 +34,7 @@ from producers.submission import JobFailed
 from shared.async_store import AsyncJobStore
 from shared.config import Settings, get_settings
 from shared.errors import BadInput
-from shared.jobs import Item, JobKind, JobState, Target
+from shared.jobs import Item, JobKind, Target
 from shared.store import JobNotFound, JobTimeout
 
 __all__ = ["AsyncClient", "AsyncJob", "JobFailed", "JobNotFound", "JobTimeout"]
@@ -72,17 +73,12 @@ class AsyncJob:
         ok = rows and rows[0]["status"] == "succeeded"
         return submission.predict_outputs(self.id, rows, None if ok else await self.client.store.state(self.id))
 
-    async def wait(self, timeout: float | None = None, poll: float = 0.1) -> dict:
-        """The status once the job has ended (JobTimeout after ``timeout`` seconds)."""
-        async def ended() -> dict:
-            while not JobState((st := await self.status())["status"]).terminal:
-                await asyncio.sleep(poll)
-            return st
-
-        try:
-            return await asyncio.wait_for(ended(), timeout)
-        except TimeoutError:
-            raise JobTimeout(f"job {self.id} did not finish within {timeout}s") from None
+    async def wait(self, timeout: float | None = None) -> dict:
+        """The status once the job has ended, woken by its results (JobTimeout after ``timeout`` seconds)."""
+        status = await self.client.store.wait_end(self.id, math.inf if timeout is None else timeout)
+        if not status.status.terminal:
+            raise JobTimeout(f"job {self.id} did not finish within {timeout}s")
+        return status.model_dump(mode="json")
 
     async def cancel(self) -> str:
         """Stop pending chunks; finished results are kept. Returns the new state."""
