@@ -190,6 +190,7 @@ class Settings(BaseSettings):
     api_tokens: SecretStr | None = None  # comma-separated bearer tokens, each TOKEN or TENANT=TOKEN
     api_max_wait_seconds: float = 60.0  # cap of POST /jobs?wait=SECONDS
     api_upload_max_bytes: int = 1024 * 1024 * 1024  # a JSONL upload larger than this is refused (413)
+    api_json_max_bytes: int = 32 * 1024 * 1024  # a JSON body (held in memory) larger than this is refused (413)
     webhook_secret: SecretStr | None = None  # HMAC-SHA256 key of Tidyq-Signature; webhooks need it
     webhook_url: str | None = None  # default webhook of jobs submitted without webhook_url
     webhook_allow_private: bool = False  # allow loopback/private/link-local receivers (tests, private nets)

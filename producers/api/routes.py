@@ -88,8 +88,14 @@ class Api:
         return JSONResponse(view, status_code=200 if job.existing else 201, headers={"Location": location})
 
     async def _submit_json(self, request: Request, caller: Caller) -> AsyncJob:
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.settings.api_json_max_bytes:
+                raise Problem(413, "too-large", f"the JSON body is over {self.settings.api_json_max_bytes} bytes "
+                              "(TIDYQ_API_JSON_MAX_BYTES); send large batches as a JSONL upload", field="body")
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(bytes(raw) or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise Problem(400, "malformed-json", f"the body is not JSON: {exc}", field="body") from None
         if not isinstance(body, dict):

@@ -27,7 +27,8 @@ def auth(token=TOKEN):
 @pytest.fixture
 def api(redis_url, tmp_path):
     env = {"TIDYQ_REDIS_URL": redis_url, "TIDYQ_API_TOKENS": f"{TOKEN},alpha={TENANT_A},beta={TENANT_B}",
-           "TIDYQ_WEBHOOK_SECRET": "whsec-test-0123456789", "TIDYQ_WEBHOOK_ALLOW_PRIVATE": "true"}
+           "TIDYQ_WEBHOOK_SECRET": "whsec-test-0123456789", "TIDYQ_WEBHOOK_ALLOW_PRIVATE": "true",
+           "TIDYQ_API_JSON_MAX_BYTES": "200000"}
     server = ApiServerProcess(env, log_path=tmp_path / "api.log").start()
     yield server
     server.stop()
@@ -73,6 +74,12 @@ def test_the_api_walked_from_its_own_openapi_document(api, mock_worker):
                 assert refused.headers["content-type"] == "application/problem+json"
                 wrong = httpx.request(method, url, json=body, headers=auth("not-a-valid-token-at-all"))
                 assert wrong.status_code == 401
+            for param in op.get("parameters", []):  # every numeric query parameter refuses a non-number
+                if param["in"] == "query" and param["schema"].get("type") in ("integer", "number") and \
+                        (op["operationId"] != "submitJob" or param["name"] == "wait"):
+                    bad = httpx.request(method, url, json=body, params={param["name"]: "abc"}, headers=auth())
+                    check_response(doc, op, bad)
+                    assert bad.status_code == 422 and bad.json()["field"] == f"query parameter '{param['name']}'"
             seen.add(op["operationId"])
     assert seen == {"submitJob", "listJobs", "getJob", "getResults", "cancelJob", "retryJob", "listPrograms",
                     "openapi"}
@@ -167,6 +174,9 @@ def test_bad_requests_are_problems_naming_the_field(api, redis_url, body, params
 
 
 def test_malformed_bodies_and_media_types(api):
+    big = b'{"rows": [' + b'{"inputs": {"question": "x"}},' * 8000 + b"{}]}"  # over the server's 200 kB
+    r = httpx.post(f"{api.url}/jobs", content=big, headers={**auth(), "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body" and "JSONL" in r.json()["detail"]
     r = httpx.post(f"{api.url}/jobs", content=b"{not json", headers={**auth(), "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["field"] == "body"
     r = httpx.post(f"{api.url}/jobs", content=b"x", headers={**auth(), "Content-Type": "text/csv"})
