@@ -51,12 +51,14 @@ def run(env: Env, n: int = 200, block: int = 25, concurrent: int = 200) -> dict:
             (t_api if fn is via_api else t_client).extend(fn(b * block + i) * 1000 for i in range(block))
     a50, c50 = median(t_api), median(t_client)
 
-    peak = {"rss_mb": proc_status_mb(server.process.pid)}
+    assert server.process is not None
+    pid = server.process.pid
+    peak = {"rss_mb": proc_status_mb(pid)}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak["rss_mb"] = max(peak["rss_mb"], proc_status_mb(server.process.pid))
+            peak["rss_mb"] = max(peak["rss_mb"], proc_status_mb(pid))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
