@@ -152,7 +152,7 @@ def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempo
 
 def chunk_payloads(spec: JobSpec, items: Iterator[Item]) -> Iterator[dict]:
     """The chunk task messages of a job, ``spec.chunk_size`` items each, in order."""
-    job = spec.model_dump(mode="json")
+    job = spec.model_dump(mode="json", exclude_none=True)  # unset new fields stay out: older workers accept it
     index = 0
     while chunk := list(islice(items, spec.chunk_size)):
         yield {"job": job, "chunk": index, "items": [it.model_dump(mode="json") for it in chunk], "requeues": 0}

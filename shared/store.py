@@ -192,7 +192,7 @@ def collect_listed(ids: list[str], replies: list, wanted: set[str] | None, kind:
 def queue_create_job(pipe, spec: JobSpec) -> None:
     """The commands that write a new job, queued on a (sync or asyncio) transaction pipeline; the first
     reply says whether the id existed. Shared by JobStore and shared.async_store.AsyncJobStore."""
-    mapping = {"spec": spec.model_dump_json(), "kind": spec.kind.value, "status": JobState.QUEUED.value,
+    mapping = {"spec": spec.model_dump_json(exclude_none=True), "kind": spec.kind.value, "status": JobState.QUEUED.value,
                "total": spec.total, "succeeded": 0, "failed": 0, "ttl": spec.ttl_seconds,
                "created_at": repr(spec.created_at)}
     if spec.retry_of:
