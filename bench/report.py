@@ -63,6 +63,13 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     f"hit {o['wrapper_cache_hit_cpu_ms']} ms)",
                     f"+{o['overhead_pct']}% (no cache {o['overhead_no_cache_pct']:+}%)",
                     f"{o['goal']}: {_yes(o['met'])}"))
+    if a := _ok(res, "api_load"):
+        out.append((f"8. REST API predict ?wait; {a['concurrent']} concurrent waits on one server process",
+                    f"Python client p50 {a['client_p50_ms']} ms, p99 {a['client_p99_ms']} ms",
+                    f"API p50 {a['api_p50_ms']} ms, p99 {a['api_p99_ms']} ms; {a['concurrent_answered']}/"
+                    f"{a['concurrent']} answered in {a['concurrent_seconds']} s, "
+                    f"server peak {a['server_peak_rss_mb']} MB",
+                    f"{a['ratio_p50']:.2f}x", f"{a['goal']}: {_yes(a['met'])}"))
     return out
 
 

@@ -14,29 +14,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from producers import jsonl
-from producers.program_check import check_program
+from producers import jsonl, submission
+from producers.submission import JobFailed
+from shared import webhooks
 from shared.celery_config import celery_app
-from shared.config import BackendType, Settings, UnifiedConfig, get_settings
-from shared.errors import BadInput, ConfigurationError, TidyqError
-from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
+from shared.config import Settings, get_settings
+from shared.errors import BadInput
+from shared.jobs import Item, JobKind, JobSpec, JobState, Target
 from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobNotFound, JobStore, JobTimeout
 
 __all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
-
-
-class JobFailed(TidyqError):
-    """A predict job's item failed; ``error`` is the result's {"type", "message"}."""
-
-    def __init__(self, job_id: str, error: dict | None, status: str):
-        self.job_id, self.error, self.status = job_id, error or {}, status
-        detail = f"{self.error.get('type')}: {self.error.get('message')}" if error else status
-        super().__init__(f"job {job_id} {status}: {detail}")
 
 
 class Job:
@@ -59,10 +50,8 @@ class Job:
     def result(self, timeout: float | None = None) -> dict:
         """The outputs of a single-item job; JobFailed if its item failed or it was cancelled."""
         rows = list(self.results(timeout=timeout))
-        if rows and rows[0]["status"] == "succeeded":
-            return rows[0]["outputs"]
-        st = self.client.store.status(self.id)
-        raise JobFailed(self.id, rows[0]["error"] if rows else None, st.status.value)
+        return submission.predict_outputs(self.id, rows, None if rows and rows[0]["status"] == "succeeded"
+                                          else self.client.store.state(self.id))
 
     def wait(self, timeout: float | None = None, poll: float = 0.1) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -77,7 +66,10 @@ class Job:
     def cancel(self) -> str:
         """Stop pending chunks; finished results are kept. Returns 'cancelling' or 'cancelled'
         (or the terminal state the job had already reached)."""
-        return self.client.store.cancel(self.id).value
+        state = self.client.store.cancel(self.id)
+        if state.terminal:  # ended here, not on a worker: its webhook event is scheduled from here
+            self.client.job_ended(self.id)
+        return state.value
 
     def retry(self, **kwargs: Any) -> Job | None:
         return self.client.retry(self.id, **kwargs)
@@ -97,6 +89,15 @@ class Client:
             self._app = celery_app(self.redis_url, settings=self.settings)
         return self._app
 
+    def job_ended(self, job_id: str) -> None:
+        """Schedule the job's end webhook (once per event id) when the job ended outside a worker."""
+        spec = self.store.spec(job_id)
+
+        def send(name: str, args: list, countdown: float) -> None:
+            self.app.send_task(name, args=args, queue=queue_for(spec.backend), countdown=countdown)
+
+        webhooks.after_change(self.store, spec, send, self.settings)
+
     def job(self, job_id: str) -> Job:
         if self.store.state(job_id) is None:
             raise JobNotFound(job_id)
@@ -114,55 +115,35 @@ class Client:
     def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                        model: str | None = None, program: str | None = None,
                        fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                       deadline_seconds: float | None = None) -> Job:
-        target = self._target(signature, program, backend, model, fallbacks)
+                       deadline_seconds: float | None = None, webhook_url: str | None = None) -> Job:
+        target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
-        if not isinstance(inputs, dict):
-            raise BadInput("inputs must be a dict of input field -> value", where="inputs")
-        item = jsonl.item_from_row({"custom_id": "1", "inputs": inputs}, where="inputs", line_no=None,
-                                   input_fields=target["input_fields"], signature=signature)
-        self._check_size(item, "inputs")
+        item = submission.predict_item(target, inputs, self.settings)
         return self._submit(JobKind.PREDICT, target, lambda: iter([item]), 1, idempotency_key, chunk_size=1)
 
     def submit_batch(self, rows: Iterable[dict | Item], signature: str | None = None, *, backend: str | None = None,
                      model: str | None = None, program: str | None = None,
                      fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                     chunk_size: int | None = None, deadline_seconds: float | None = None) -> Job:
+                     chunk_size: int | None = None, deadline_seconds: float | None = None,
+                     webhook_url: str | None = None) -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
         target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS)."""
-        target = self._target(signature, program, backend, model, fallbacks)
+        target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
-        items: list[Item] = []
-        seen: dict[str, int] = {}
-        for index, row in enumerate(rows, start=1):
-            where = f"rows[{index - 1}]"
-            if isinstance(row, Item):
-                row = row.model_dump()
-            if not isinstance(row, dict):
-                raise BadInput("expected a dict like {'custom_id': ..., 'inputs': {...}}, "
-                               f"got {type(row).__name__}",
-                               where=where)
-            item = jsonl.item_from_row(row, where=where, line_no=index, input_fields=target["input_fields"],
-                                       signature=signature)
-            if item.custom_id in seen:
-                raise BadInput(f"duplicate custom_id {item.custom_id!r} (first in rows[{seen[item.custom_id]}])",
-                               where=f"{where}: field 'custom_id'")
-            seen[item.custom_id] = index - 1
-            self._check_size(item, where)
-            items.append(item)
-        self._check_count(len(items), "rows")
+        items = submission.batch_items(rows, target, self.settings)
         return self._submit(JobKind.BATCH, target, lambda: iter(items), len(items), idempotency_key,
                             chunk_size=chunk_size)
 
     def submit_file(self, path: str | Path, signature: str | None = None, *, backend: str | None = None,
                     model: str | None = None, program: str | None = None,
                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                    chunk_size: int | None = None, deadline_seconds: float | None = None) -> Job:
+                    chunk_size: int | None = None, deadline_seconds: float | None = None,
+                    webhook_url: str | None = None) -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
-        target = self._target(signature, program, backend, model, fallbacks)
+        target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
@@ -182,9 +163,8 @@ class Client:
         total = self.store.failed_count(job_id)
         if total == 0:
             return None
-        target = {"signature": old.signature, "program": old.program, "backend": old.backend, "model": old.model,
-                  "fallback": old.fallback, "input_fields": None}
-        job = self._submit(JobKind.BATCH if old.kind is not JobKind.PREDICT else JobKind.PREDICT, target,
+        job = self._submit(JobKind.BATCH if old.kind is not JobKind.PREDICT else JobKind.PREDICT,
+                           submission.retry_target(old),
                            lambda: self.store.iter_failed_items(job_id), total, idempotency_key,
                            chunk_size=old.chunk_size, retry_of=job_id)
         if not job.existing:
@@ -192,56 +172,20 @@ class Client:
         return job
 
     # --- internals ---------------------------------------------------------------------------
-    def _target(self, signature, program, backend, model, fallback) -> dict:
-        if signature and program:
-            raise BadInput("give a signature or a program, not both", where="signature")
-        if not signature and not program:
-            raise BadInput("a signature (e.g. 'question -> answer') or a program URI is required", where="signature")
-        input_fields = signature_fields(signature)[0] if signature else check_program(program, self.settings)
-        backend = self.resolve_backend(backend, model)
-        fallbacks: list[Target] = []
-        for f in [fallback] if isinstance(fallback, str) else fallback or ():
-            try:
-                fallbacks.extend(Target.parse_list(f))
-            except (ConfigurationError, TypeError) as exc:
-                raise BadInput(f"expected BACKEND[:MODEL] ({exc})", where=f"fallback {f!r}") from None
-        return {"signature": signature, "program": program, "backend": backend, "model": model or None,
-                "fallback": fallbacks, "input_fields": input_fields}
+    def _target(self, signature, program, backend, model, fallback, webhook_url=None) -> dict:
+        return submission.build_target(self.settings, signature, program, backend, model, fallback, webhook_url)
 
     def resolve_backend(self, backend: str | None, model: str | None) -> str:
-        """'auto' (the default) is resolved here, from this environment, so the job can be routed."""
-        name = parse_backend(backend or self.settings.backend)
-        if name != BackendType.AUTO.value:
-            return name
-        from shared.backends.auto import choose_backend
-
-        try:
-            return choose_backend(UnifiedConfig(backend=BackendType.AUTO, model=model).resolved(self.settings)).value
-        except ConfigurationError as exc:
-            raise BadInput(f"{exc} (or pass --backend mock|direct|bedrock|gateway)", where="backend") from None
+        return submission.resolve_backend(self.settings, backend, model)
 
     def _check_size(self, item: Item, where: str) -> None:
-        """The per-item limit the file reader and the worker apply, also for rows given in code."""
-        import json
-
-        size = len(json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode())
-        if size > self.settings.max_item_bytes:
-            raise BadInput(f"item is {size} bytes; the limit is {self.settings.max_item_bytes} (TIDYQ_MAX_ITEM_BYTES)",
-                           where=where)
+        submission.check_size(item, where, self.settings)
 
     def _check_count(self, total: int, where: str) -> None:
-        if total == 0:
-            raise BadInput("no items", where=where)
-        if total > self.settings.max_items_per_job:
-            raise BadInput(f"{total} items; the limit is {self.settings.max_items_per_job} (TIDYQ_MAX_ITEMS_PER_JOB)",
-                           where=where)
+        submission.check_count(total, where, self.settings)
 
     def _existing(self, idempotency_key: str) -> Job | None:
-        import hashlib
-
-        from shared import keys
-
-        other = self.store.r.get(keys.idempotency(hashlib.sha256(idempotency_key.encode()).hexdigest()))
+        other = self.store.r.get(submission.idempotency_key_name(idempotency_key))
         if other is not None:
             job_id = other.decode() if isinstance(other, bytes) else str(other)
             if self.store.state(job_id) is not None:
@@ -250,18 +194,11 @@ class Client:
 
     def _submit(self, kind: JobKind, target: dict, items: Callable[[], Iterator[Item]], total: int,
                 idempotency_key: str | None, *, chunk_size: int | None = None, retry_of: str | None = None) -> Job:
-        size = chunk_size or (self.settings.chunk_size if target["backend"] == "mock"
-                              else self.settings.chunk_size_io)
-        if size < 1:
-            raise BadInput("chunk size must be >= 1", where="chunk_size")
-        spec = JobSpec(id=new_job_id(), kind=kind, signature=target["signature"], program=target["program"],
-                       backend=target["backend"], model=target["model"], fallback=target["fallback"], total=total,
-                       chunk_size=size, ttl_seconds=self.settings.result_ttl_seconds, created_at=time.time(),
-                       idempotency_key=idempotency_key, retry_of=retry_of,
-                       deadline=time.time() + target["deadline_seconds"] if target.get("deadline_seconds") else None)
+        spec = submission.new_spec(kind, target, total, self.settings, idempotency_key, chunk_size=chunk_size,
+                                   retry_of=retry_of)
         self.store.create_job(spec)
         if idempotency_key:
-            ttl = self.settings.idempotency_ttl_seconds or spec.ttl_seconds
+            ttl = submission.idempotency_ttl(spec, self.settings)
             other = self.store.claim_idempotency(idempotency_key, spec.id, ttl)
             if other is not None:
                 self.store.delete_job(spec.id)
@@ -274,23 +211,13 @@ class Client:
         return Job(self, spec.id)
 
     def _enqueue(self, spec: JobSpec, items: Iterator[Item]) -> int:
-        job = spec.model_dump(mode="json")
         queue = queue_for(spec.backend)
         sent = 0
         with self.app.producer_or_acquire() as producer:
-            index = 0
-            while chunk := list(islice(items, spec.chunk_size)):
-                payload = {"job": job, "chunk": index, "items": [it.model_dump(mode="json") for it in chunk],
-                           "requeues": 0}
+            for payload in submission.chunk_payloads(spec, items):
                 self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer)
-                index += 1
-                sent += len(chunk)
+                sent += len(payload["items"])
         return sent
 
 
-def _deadline_seconds(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise BadInput(f"deadline must be a positive number of seconds, got {value!r}", where="deadline_seconds")
-    return float(value)
+_deadline_seconds = submission.deadline_seconds

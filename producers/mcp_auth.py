@@ -38,27 +38,40 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-class StaticTokenVerifier:
-    """Accepts any of a fixed set of tokens. ``client_id`` names the token by its position
-    (static-1, static-2, ...) so logs can tell callers apart without revealing the token."""
+class TokenDigests:
+    """A fixed set of bearer tokens kept only as SHA-256 digests; ``match`` compares in constant time.
+    Shared by the MCP server (TIDYQ_MCP_TOKENS) and the REST API (TIDYQ_API_TOKENS, producers/api/auth.py)."""
 
-    def __init__(self, tokens: list[str], scopes: list[str] | None = None):
+    def __init__(self, tokens: list[str], setting: str = "TIDYQ_MCP_TOKENS"):
         if not tokens:
-            raise ConfigurationError("no bearer tokens given (TIDYQ_MCP_TOKENS)")
+            raise ConfigurationError(f"no bearer tokens given ({setting})")
         for n, token in enumerate(tokens, start=1):
             if len(token) < MIN_TOKEN_LENGTH:
-                raise ConfigurationError(f"TIDYQ_MCP_TOKENS: token #{n} is shorter than {MIN_TOKEN_LENGTH} characters; "
+                raise ConfigurationError(f"{setting}: token #{n} is shorter than {MIN_TOKEN_LENGTH} characters; "
                                          "use a long random one, e.g. "
                                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
         self._digests = [_digest(t) for t in tokens]
-        self._scopes = list(scopes or [])
 
-    async def verify_token(self, token: str) -> AccessToken | None:
+    def match(self, token: str) -> int:
+        """The 1-based position of ``token`` among the tokens, 0 when it is none of them."""
         given = _digest(token)
         match = 0
         for n, digest in enumerate(self._digests, start=1):
             if hmac.compare_digest(given, digest):  # no early exit: time does not depend on which one
                 match = match or n
+        return match
+
+
+class StaticTokenVerifier:
+    """Accepts any of a fixed set of tokens. ``client_id`` names the token by its position
+    (static-1, static-2, ...) so logs can tell callers apart without revealing the token."""
+
+    def __init__(self, tokens: list[str], scopes: list[str] | None = None):
+        self._tokens = TokenDigests(tokens)
+        self._scopes = list(scopes or [])
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        match = self._tokens.match(token)
         if not match:
             return None
         return AccessToken(token=token, client_id=f"static-{match}", scopes=list(self._scopes))

@@ -59,7 +59,7 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
                     program: str | None = None, kind: str = "predict", optimizer: str = "bootstrap-fewshot",
                     settings: dict | None = None, metric: str = "exact_match", metric_options: dict | None = None,
                     backend: str | None = None, model: str | None = None, time_limit: float | None = None,
-                    num_threads: int = 1) -> str:
+                    num_threads: int = 1, tenant: str | None = None) -> str:
     """Check, write and enqueue an optimize job; returns its id (``Client.submit_optimize`` wraps
     it in a Job). Its single result's outputs hold ``model_uri`` (models:/NAME/VERSION) and the scores."""
     from shared.optimize import OptimizeRequest, check_settings, resolve_metric
@@ -94,7 +94,7 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
         raise BadInput(str(exc).splitlines()[-1] if str(exc) else "bad optimize request", where="optimize") from None
     spec = JobSpec(id=new_job_id(), kind=JobKind.OPTIMIZE, signature=signature, program=program, backend=backend_name,
                    model=model or None, total=1, chunk_size=1, ttl_seconds=client.settings.result_ttl_seconds,
-                   created_at=time.time())
+                   created_at=time.time(), tenant=tenant)
     client.store.create_job(spec)
     payload = {"job": spec.model_dump(mode="json"), "request": request.model_dump(mode="json")}
     try:

@@ -200,6 +200,21 @@ class Settings(BaseSettings):
     optimize_time_limit: int = 3600  # default and cap of an optimize job's search time (seconds)
     optimize_heartbeat_seconds: float = 10.0  # a running optimize job refreshes its claim this often
 
+    # REST API (producers/api/) and completion webhooks (shared/webhooks.py, workers/webhooks.py)
+    async_max_connections: int = 64  # AsyncClient: Redis connections per event loop (more callers wait for one)
+    api_tokens: SecretStr | None = None  # comma-separated bearer tokens, each TOKEN or TENANT=TOKEN
+    api_max_wait_seconds: float = 60.0  # cap of POST /jobs?wait=SECONDS
+    api_upload_max_bytes: int = 1024 * 1024 * 1024  # a JSONL upload larger than this is refused (413)
+    api_json_max_bytes: int = 32 * 1024 * 1024  # a JSON body (held in memory) larger than this is refused (413)
+    webhook_secret: SecretStr | None = None  # HMAC-SHA256 key of Tidyq-Signature; webhooks need it
+    webhook_url: str | None = None  # default webhook of jobs submitted without webhook_url
+    webhook_allow_private: bool = False  # allow loopback/private/link-local receivers (tests, private nets)
+    webhook_progress_percent: int = 0  # also send a progress event every N percent (0 = only the job end)
+    webhook_timeout_seconds: float = 10.0  # one delivery attempt's HTTP timeout
+    webhook_retry_base_seconds: float = 10.0  # first retry delay, doubling per failed attempt ...
+    webhook_retry_max_delay_seconds: float = 3600.0  # ... capped at this ...
+    webhook_retry_window_seconds: float = 24 * 3600.0  # ... and given up this long after the event
+
     # circuit breaker per (backend, model), state in Redis, shared by every worker (shared/breaker.py)
     breaker_enabled: bool = True
     breaker_backends: str = "direct,bedrock,gateway"  # the offline mock never needs one

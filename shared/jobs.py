@@ -79,6 +79,8 @@ class JobSpec(BaseModel):
     created_at: float
     idempotency_key: str | None = None
     retry_of: str | None = None
+    webhook_url: str | None = None  # POSTed the signed status at the job's end (shared/webhooks.py)
+    tenant: str | None = None  # who submitted it, from the API token (producers/api/auth.py)
 
     @field_validator("backend")
     @classmethod
@@ -170,6 +172,8 @@ class JobStatus(BaseModel):
     progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
+    tenant: str | None = None
+    webhooks: dict | None = None  # event -> delivery state {"event_id", "state", "attempts", ...}
 
 
 def iso(ts: float | None) -> str | None:

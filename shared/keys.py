@@ -132,3 +132,14 @@ def worker_heartbeat(hostname: str) -> str:
 def active_jobs() -> str:
     """Sorted set job id -> last time a worker started one of its chunks (the running-jobs view)."""
     return f"{PREFIX}:ops:active-jobs"
+
+
+def job_events_pattern() -> str:
+    """Pub/sub pattern of every job's wake-up channel (the record-results script PUBLISHes on the job
+    key's name): an asyncio client holds one pattern subscription for all the jobs it waits on."""
+    return f"{PREFIX}:job:{{*}}"
+
+
+def webhook_event(event_id: str) -> str:
+    """String: set once when a webhook event is first scheduled, so each event id is sent once."""
+    return f"{PREFIX}:webhook-event:{event_id}"

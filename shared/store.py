@@ -171,7 +171,44 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
         progress=json.loads(h["progress"]) if h.get("progress") else None,
         result=json.loads(h["result"]) if h.get("result") else None,
         waiting_for_backend=_waiting(h),
+        tenant=spec.tenant,
+        webhooks={k[len("webhook:"):]: json.loads(v) for k, v in h.items() if k.startswith("webhook:")} or None,
     )
+
+
+def collect_listed(ids: list[str], replies: list, wanted: set[str] | None, kind: str | None, out: list[JobStatus],
+                   limit: int, tenant: str | None = None) -> list[str]:
+    """One page of list_jobs: (HGETALL, TTL) reply pairs -> matching statuses appended to ``out`` (up to
+    ``limit``); returns the ids whose job expired (the caller drops them from the index)."""
+    gone = []
+    for job_id, raw, ttl in zip(ids, replies[0::2], replies[1::2], strict=True):
+        if not raw:
+            gone.append(job_id)
+            continue
+        st = _status_from_hash(job_id, raw, ttl)
+        if (wanted is None or st.status.value in wanted) and (kind is None or st.kind == kind) \
+                and (tenant is None or st.tenant == tenant):
+            out.append(st)
+            if len(out) == limit:
+                break
+    return gone
+
+
+def queue_create_job(pipe, spec: JobSpec) -> None:
+    """The commands that write a new job, queued on a (sync or asyncio) transaction pipeline; the first
+    reply says whether the id existed. Shared by JobStore and shared.async_store.AsyncJobStore."""
+    mapping: dict[str, Any] = {
+        "spec": spec.model_dump_json(exclude_none=True), "kind": spec.kind.value, "status": JobState.QUEUED.value,
+        "total": spec.total, "succeeded": 0, "failed": 0, "ttl": spec.ttl_seconds,
+        "created_at": repr(spec.created_at)}
+    if spec.retry_of:
+        mapping["retry_of"] = spec.retry_of
+    key = keys.job(spec.id)
+    pipe.exists(key)
+    pipe.hset(key, mapping=mapping)
+    pipe.expire(key, spec.ttl_seconds)
+    pipe.zadd(keys.jobs_index(), {spec.id: spec.created_at})
+    pipe.zremrangebyscore(keys.jobs_index(), "-inf", spec.created_at - JOBS_INDEX_HORIZON_SECONDS)
 
 
 class JobStore:
@@ -194,18 +231,8 @@ class JobStore:
     # --- producer side -------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:
         """Write a new job (status queued). Raises if the id exists (ids are uuid4)."""
-        mapping: dict[Any, Any] = {"spec": spec.model_dump_json(), "kind": spec.kind.value,
-                                   "status": JobState.QUEUED.value, "total": spec.total, "succeeded": 0, "failed": 0,
-                                   "ttl": spec.ttl_seconds, "created_at": repr(spec.created_at)}
-        if spec.retry_of:
-            mapping["retry_of"] = spec.retry_of
-        key = keys.job(spec.id)
         with self.r.pipeline(transaction=True) as p:
-            p.exists(key)
-            p.hset(key, mapping=mapping)
-            p.expire(key, spec.ttl_seconds)
-            p.zadd(keys.jobs_index(), {spec.id: spec.created_at})
-            p.zremrangebyscore(keys.jobs_index(), "-inf", spec.created_at - JOBS_INDEX_HORIZON_SECONDS)
+            queue_create_job(p, spec)
             existed = p.execute()[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")
@@ -316,16 +343,7 @@ class JobStore:
                     p.hgetall(keys.job(job_id))
                     p.ttl(keys.job(job_id))
                 replies = p.execute()
-            gone = []
-            for job_id, raw, ttl in zip(ids, replies[0::2], replies[1::2], strict=True):
-                if not raw:
-                    gone.append(job_id)
-                    continue
-                st = _status_from_hash(job_id, raw, ttl)
-                if (wanted is None or st.status.value in wanted) and (kind is None or st.kind == kind):
-                    out.append(st)
-                    if len(out) == limit:
-                        break
+            gone = collect_listed(ids, replies, wanted, kind, out, limit)
             if gone:
                 self.r.zrem(index, *gone)
                 start -= len(gone)

@@ -17,7 +17,8 @@ import structlog
 
 SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|secret|password|token|authorization|credential|session[_-]?token)", re.I)
 SECRET_ENV_NAMES = ("TIDYQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY",
-                    "AWS_SESSION_TOKEN", "TIDYQ_FLOWER_BASIC_AUTH", "TIDYQ_MCP_TOKENS", "REDIS_PASSWORD")
+                    "AWS_SESSION_TOKEN", "TIDYQ_FLOWER_BASIC_AUTH", "TIDYQ_MCP_TOKENS", "REDIS_PASSWORD",
+                    "TIDYQ_API_TOKENS", "TIDYQ_WEBHOOK_SECRET")
 URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
 MASK = "***"
 

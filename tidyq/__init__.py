@@ -20,6 +20,7 @@ except PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
 _EXPORTS = {
+    "AsyncClient": "producers.async_client", "AsyncJob": "producers.async_client",
     "Client": "producers.client", "Job": "producers.client", "JobFailed": "producers.client",
     "JobNotFound": "producers.client", "JobTimeout": "producers.client",
     "UnifiedDSPyWrapper": "shared.wrapper", "UnifiedDSPyModule": "shared.wrapper",

@@ -21,7 +21,10 @@ from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
 from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
-from workers import app
+from workers import (
+    app,
+    webhooks,  # also registers the webhook delivery task
+)
 from workers.celery_app import broker_url
 from workers.chunk import ChunkRunner, error_message
 
@@ -123,4 +126,8 @@ def run_chunk(self, payload: Any) -> dict:
                 tracking.finish_job(spec.id)
             except Exception as exc:
                 log.warning("job_tracking_failed", error=error_message(exc))
+            try:  # the job's end (or progress) webhook, scheduled once per event
+                webhooks.after_chunk(store, spec)
+            except Exception as exc:
+                log.warning("webhook_schedule_failed", error=error_message(exc))
     return {"recorded": outcome.recorded if outcome else 0}

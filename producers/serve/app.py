@@ -4,15 +4,13 @@ Layout of the URL space:
 - ``/``, ``/jobs/{id}``, ``/ui/*.json``, ``/static/*``: the page (producers/serve/pages.py), behind
   HTTP basic auth or an OAuth proxy's user (producers/serve/auth.py); without either the app is
   not built.
-- ``/api/v1``: the REST API (producers/api/app.py ``build_api_app``) is mounted here when that
-  package is present and TIDYQ_API_TOKENS is set; it does its own bearer-token auth, so the page's
-  auth skips the prefix.
+- ``/api/v1``: the REST API (producers/api/app.py ``build_api_app``) is mounted here when
+  TIDYQ_API_TOKENS is set; it does its own bearer-token auth, so the page's auth skips the prefix.
 - ``/healthz``: open, no data (for compose and load-balancer health checks).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -21,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from producers.api.app import build_api_app
 from producers.serve import pages
 from producers.serve.auth import PageAuth, PageAuthMiddleware
 from shared.config import Settings, get_settings
@@ -54,16 +53,10 @@ class PageHeaders:
 
 
 def api_app(settings: Settings) -> tuple[Starlette | None, str | None]:
-    """The REST API (producers/api/, issue 22) to mount at /api/v1, or None and why it is off.
-    It is off when the package is absent or no API token is configured (the page still runs);
-    a token setting it refuses is an error, as the API itself decides."""
-    if importlib.util.find_spec("producers.api") is None or importlib.util.find_spec("producers.api.app") is None:
-        return None, "producers/api is not installed"
-    # TIDYQ_API_TOKENS is the API's own setting (shared/config.py, issue 22)
-    if not getattr(settings, "api_tokens", None):
+    """The REST API to mount at /api/v1, or None and why it is off. It is off when no API token is
+    configured (the page still runs); a token setting it refuses is an error, as the API decides."""
+    if not settings.api_tokens:
         return None, "set TIDYQ_API_TOKENS to serve the REST API under /api/v1"
-    from producers.api.app import build_api_app  # type: ignore[import-not-found,unused-ignore]
-
     return build_api_app(settings), None
 
 

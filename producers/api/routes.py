@@ -1,0 +1,244 @@
+"""The API's endpoints. Each one checks the caller, then does what the matching CLI command does,
+through the AsyncClient (the same checks, job building and keys as `tidyq` and the Python client)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from producers.api import models
+from producers.api.auth import ApiTokens, Caller
+from producers.api.problems import Problem, bad_input
+from producers.api.schema import JSONL_TYPES, openapi
+from producers.async_client import AsyncClient, AsyncJob
+from producers.submission import PREDICT_ITEM_ID, JobFailed, predict_outputs
+from shared.config import Settings
+from shared.errors import BadInput
+from shared.jobs import JobState
+from shared.store import JobNotFound
+
+UPLOAD_FIELDS = ("signature", "program", "backend", "model", "webhook_url", "idempotency_key", "chunk_size",
+                 "deadline_seconds")
+MAX_PAGE = 1000
+
+
+class Api:
+    """The state every endpoint needs: settings, tokens, one AsyncClient."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.tokens = ApiTokens.from_settings(settings)
+        self.client = AsyncClient(settings=settings)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def caller(self, request: Request) -> Caller:
+        caller = self.tokens.caller(request.headers.get("authorization"))
+        if caller is None:
+            raise Problem(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)",
+                          headers={"WWW-Authenticate": 'Bearer realm="tidyq"'})
+        return caller
+
+    async def visible_job(self, request: Request, caller: Caller) -> tuple[AsyncJob, dict]:
+        job_id = request.path_params["job_id"]
+        status = (await self.client.store.status(job_id)).model_dump(mode="json")
+        if not caller.may_see(status.get("tenant")):
+            raise JobNotFound(job_id)  # another tenant's job does not exist for this caller
+        return AsyncJob(self.client, job_id), status
+
+    def _number(self, request: Request, name: str, kind: type, *, default: Any = None, low: float | None = None,
+                high: float | None = None) -> Any:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise BadInput(f"expected a{'n integer' if kind is int else ' number'}, got {raw!r}",
+                           where=f"query parameter '{name}'") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise BadInput(f"must be between {low} and {high}, got {raw}", where=f"query parameter '{name}'")
+        return value
+
+    # --- endpoints ---------------------------------------------------------------------------------
+    async def schema(self, request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    async def submit(self, request: Request) -> Response:
+        caller = self.caller(request)
+        wait = self._number(request, "wait", float, low=0.0, high=self.settings.api_max_wait_seconds)
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media in JSONL_TYPES:
+            job = await self._submit_upload(request, caller)
+        elif media in ("application/json", ""):
+            job = await self._submit_json(request, caller)
+        else:
+            raise Problem(415, "unsupported-media-type", f"send application/json or a JSONL upload "
+                          f"({', '.join(JSONL_TYPES)}), not {media}", field="Content-Type")
+        view = await self._view(job, wait)
+        location = f"{request.scope.get('root_path', '')}/jobs/{job.id}"
+        return JSONResponse(view, status_code=200 if job.existing else 201, headers={"Location": location})
+
+    async def _submit_json(self, request: Request, caller: Caller) -> AsyncJob:
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.settings.api_json_max_bytes:
+                raise Problem(413, "too-large", f"the JSON body is over {self.settings.api_json_max_bytes} bytes "
+                              "(TIDYQ_API_JSON_MAX_BYTES); send large batches as a JSONL upload", field="body")
+        try:
+            body = json.loads(bytes(raw) or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Problem(400, "malformed-json", f"the body is not JSON: {exc}", field="body") from None
+        if not isinstance(body, dict):
+            raise Problem(422, "bad-input", "the body must be a JSON object", field="body")
+        req = models.JobRequest.model_validate(body)
+        if sum(x is not None for x in (req.inputs, req.rows, req.optimize)) != 1:
+            raise BadInput("give exactly one of 'inputs' (a predict), 'rows' (a batch) or 'optimize'", where="inputs")
+        if req.optimize is not None:
+            return await self._submit_optimize(req, caller)
+        options = self._options(req, request, caller)
+        if req.inputs is not None:
+            options.pop("chunk_size")
+            return await self.client.submit_predict(req.signature, req.inputs, **options)
+        return await self.client.submit_batch(req.rows or [], req.signature, **options)
+
+    async def _submit_optimize(self, req: models.JobRequest, caller: Caller) -> AsyncJob:
+        opts = req.optimize.model_dump() if req.optimize else {}
+        try:
+            return await self.client.submit_optimize(signature=req.signature, program=req.program, backend=req.backend,
+                                                     model=req.model, tenant=caller.tenant, **opts)
+        except BadInput as exc:  # the optimize checks name CLI flags: name the API fields instead
+            problem = bad_input(exc)
+            where = problem.field or ""
+            if where.startswith("--"):
+                flag = where[2:].split(" ", 1)
+                name = {"set": "settings", "metric-option": "metric_options"}.get(flag[0], flag[0].replace("-", "_"))
+                path = name if name in ("signature", "program") else f"optimize.{name}"
+                problem.field = path + (f".{flag[1]}" if len(flag) > 1 else "")
+            elif where.startswith(("trainset", "valset")):
+                problem.field = f"optimize.{where}"
+            raise problem from None
+
+    def _options(self, req: models.JobRequest, request: Request, caller: Caller) -> dict:
+        key = req.idempotency_key or request.headers.get("idempotency-key")
+        if key and caller.tenant:
+            key = f"{caller.tenant}\x00{key}"  # one tenant's key never returns another tenant's job
+        return {"backend": req.backend, "model": req.model, "program": req.program, "fallbacks": req.fallbacks,
+                "idempotency_key": key, "deadline_seconds": req.deadline_seconds, "webhook_url": req.webhook_url,
+                "tenant": caller.tenant, "chunk_size": req.chunk_size}
+
+    async def _submit_upload(self, request: Request, caller: Caller) -> AsyncJob:
+        query = {name: request.query_params[name] for name in UPLOAD_FIELDS if name in request.query_params}
+        fallbacks = [f for v in request.query_params.getlist("fallback") for f in v.split(",") if f.strip()]
+        unknown = set(request.query_params) - {*UPLOAD_FIELDS, "fallback", "wait"}
+        if unknown:
+            raise BadInput(f"unknown parameter(s) {', '.join(sorted(unknown))}", where="query")
+        req = models.JobRequest.model_validate({**query, "fallbacks": fallbacks})
+        fd, path = tempfile.mkstemp(prefix="tidyq-upload-", suffix=".jsonl")
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.settings.api_upload_max_bytes:
+                        raise Problem(413, "too-large", f"the upload is over {self.settings.api_upload_max_bytes} "
+                                      "bytes (TIDYQ_API_UPLOAD_MAX_BYTES)", field="body")
+                    fh.write(chunk)
+            try:
+                return await self.client.submit_file(path, req.signature, **self._options(req, request, caller))
+            except BadInput as exc:  # name the upload, not the server's temporary file
+                problem = bad_input(exc)
+                problem.detail = problem.detail.replace(path, "body")
+                problem.field = (problem.field or "").replace(path, "body") or None
+                raise problem from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def _view(self, job: AsyncJob, wait: float | None) -> dict:
+        """The status; after ``wait`` seconds at most (or the job's end), with a predict's outputs."""
+        store = self.client.store
+        status = await store.wait_end(job.id, wait) if wait else await store.status(job.id)
+        view = status.model_dump(mode="json")
+        if wait and view["kind"] == "predict" and status.status.terminal:
+            row = await store.get_result(job.id, PREDICT_ITEM_ID)
+            rows = [row] if row else []
+            try:
+                view["outputs"] = predict_outputs(job.id, rows, JobState(view["status"]))
+            except JobFailed as exc:
+                view["output_error"] = exc.error or {"type": "JobEnded", "message": str(exc)}
+        return view
+
+    async def list_jobs(self, request: Request) -> Response:
+        caller = self.caller(request)
+        statuses = [s.strip() for s in request.query_params.get("status", "").split(",") if s.strip()]
+        for s in statuses:
+            if s not in {st.value for st in JobState}:
+                raise BadInput(f"unknown state {s!r}; expected: {', '.join(st.value for st in JobState)}",
+                               where="query parameter 'status'")
+        kind = request.query_params.get("kind") or None
+        if kind not in (None, "predict", "batch", "optimize"):
+            raise BadInput(f"unknown kind {kind!r}; expected predict, batch or optimize",
+                           where="query parameter 'kind'")
+        limit = self._number(request, "limit", int, default=50, low=1, high=MAX_PAGE)
+        jobs = await self.client.store.list_jobs(statuses=statuses or None, kind=kind, limit=limit,
+                                                 tenant=caller.tenant)
+        return JSONResponse({"jobs": [j.model_dump(mode="json") for j in jobs]})
+
+    async def get_job(self, request: Request) -> Response:
+        _, status = await self.visible_job(request, self.caller(request))
+        return JSONResponse(status)
+
+    async def results(self, request: Request) -> Response:
+        job, _ = await self.visible_job(request, self.caller(request))
+        fmt = request.query_params.get("format")
+        if fmt not in (None, "json", "jsonl"):
+            raise BadInput(f"expected json or jsonl, got {fmt!r}", where="query parameter 'format'")
+        accept = request.headers.get("accept", "")
+        if fmt == "jsonl" or (fmt is None and any(t in accept for t in JSONL_TYPES)):
+            follow = request.query_params.get("follow", "true").lower() not in ("false", "0", "no")
+            return StreamingResponse(self._jsonl(job, follow), media_type="application/x-ndjson")
+        offset = self._number(request, "offset", int, default=0, low=0, high=None)
+        limit = self._number(request, "limit", int, default=100, low=1, high=MAX_PAGE)
+        rows, nxt, state, done = await self.client.store.results_page(job.id, offset, limit)
+        return JSONResponse({"results": rows, "next_offset": nxt, "status": state.value, "done": done})
+
+    async def _jsonl(self, job: AsyncJob, follow: bool) -> AsyncIterator[bytes]:
+        async for row in job.results(follow=follow):
+            yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
+
+    async def cancel(self, request: Request) -> Response:
+        job, _ = await self.visible_job(request, self.caller(request))
+        return JSONResponse({"id": job.id, "status": await job.cancel()})
+
+    async def retry(self, request: Request) -> Response:
+        job, _ = await self.visible_job(request, self.caller(request))
+        again = await self.client.retry(job.id)
+        if again is None:
+            return Response(status_code=204)
+        return JSONResponse(await again.status(), status_code=201,
+                            headers={"Location": f"{request.scope.get('root_path', '')}/jobs/{again.id}"})
+
+    async def programs(self, request: Request) -> Response:
+        self.caller(request)
+        from producers.mcp_server import registered_programs
+
+        listing = await asyncio.to_thread(registered_programs, self.settings)
+        return JSONResponse(listing.model_dump(mode="json"))
+
+
+def validation_problem(exc: ValidationError) -> Problem:
+    """A pydantic error on the request body: the first error's location as the field."""
+    first = exc.errors()[0]
+    field = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(first["loc"]))
+    return Problem(422, "bad-input", first["msg"], field=field or "body",
+                   errors=[{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()[:20]])

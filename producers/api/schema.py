@@ -1,0 +1,133 @@
+"""The OpenAPI 3.1 document of the API, generated from the pydantic models in producers/api/models.py.
+
+Paths are relative to the mount point (``servers: [{url: "/api/v1"}]``), so the same document is right
+wherever `tidyq serve` or producers/api/standalone.py mounts the app.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from producers.api import models, problems
+from shared.jobs import ItemResult, JobStatus
+
+JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _problems(*codes: int) -> dict:
+    what = {400: "malformed request", 401: "no valid bearer token", 404: "no such job (or not this tenant's)",
+            409: "the job is in the wrong state for this", 413: "upload too large", 415: "unsupported content type",
+            422: "bad input: `field` names it", 503: "the queue's Redis or a server setting is missing"}
+    return {str(c): {"description": what[c], "content": {problems.MEDIA_TYPE: {"schema": _ref("Problem")}}}
+            for c in codes}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+SUBMIT_QUERY = [
+    _query("wait", {"type": "number", "exclusiveMinimum": 0}, "answer once the job ended (at most this many "
+           "seconds; capped by TIDYQ_API_MAX_WAIT_SECONDS); a predict's answer then carries `outputs`"),
+    *[_query(name, {"type": "string"}, f"JSONL uploads only: the job's {name}")
+      for name in ("signature", "program", "backend", "model", "webhook_url", "idempotency_key")],
+    _query("fallback", {"type": "array", "items": {"type": "string"}}, "JSONL uploads only: BACKEND[:MODEL], "
+           "repeatable"),
+    _query("chunk_size", {"type": "integer", "minimum": 1}, "JSONL uploads only"),
+    _query("deadline_seconds", {"type": "number", "exclusiveMinimum": 0}, "JSONL uploads only"),
+]
+
+
+@lru_cache(maxsize=1)
+def openapi() -> dict[str, Any]:
+    _, defs = models_json_schema([(models.JobRequest, "validation"), (models.Row, "validation"),
+                                  (models.JobView, "serialization"), (models.JobList, "serialization"),
+                                  (models.ResultsPage, "serialization"), (models.Cancelled, "serialization"),
+                                  (JobStatus, "serialization"), (ItemResult, "serialization")],
+                                 ref_template="#/components/schemas/{model}")
+    schemas = defs["$defs"]
+    schemas["JobRequest"]["properties"]["rows"] = {
+        "anyOf": [{"type": "array", "items": _ref("Row"), "minItems": 1}, {"type": "null"}],
+        "description": "a batch: {custom_id, inputs} objects"}
+    schemas["Problem"] = problems.SCHEMA
+    from producers.mcp_server import ProgramList  # the MCP server's list_programs answer, same shape
+
+    schemas.update(ProgramList.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
+    schemas["ProgramList"] = {k: v for k, v in ProgramList.model_json_schema(
+        ref_template="#/components/schemas/{model}").items() if k != "$defs"}
+    jsonl_body = {"schema": {"type": "string", "description": "one {custom_id, inputs} JSON object per line"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tidyq", "version": "1", "description": "Jobs of DSPy programs: submit predicts and "
+                 "batches, follow them, read their results. Every call but this document needs "
+                 "`Authorization: Bearer <token>` (TIDYQ_API_TOKENS). Errors are RFC 9457 problem details."},
+        "servers": [{"url": "/api/v1"}],
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/jobs": {
+                "post": {"operationId": "submitJob", "summary": "Submit a predict (inputs) or a batch (rows, or "
+                         "a JSONL upload streamed to disk, never held in memory)",
+                         "parameters": SUBMIT_QUERY,
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": _ref("JobRequest"),
+                                                  "example": models.PREDICT_EXAMPLE},
+                             **{t: jsonl_body for t in JSONL_TYPES}}},
+                         "responses": {"201": _json("JobView", "the new job's status"),
+                                       "200": _json("JobView", "the idempotency key matched an existing job"),
+                                       **_problems(400, 401, 413, 415, 422, 503)}},
+                "get": {"operationId": "listJobs", "summary": "The newest jobs first",
+                        "parameters": [
+                            _query("status", {"type": "string"}, "comma-separated states, e.g. queued,running"),
+                            _query("kind", {"type": "string", "enum": ["predict", "batch", "optimize"]}, ""),
+                            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "")],
+                        "responses": {"200": _json("JobList", "statuses, newest first"), **_problems(401, 422, 503)}},
+            },
+            "/jobs/{job_id}": {"get": {"operationId": "getJob", "summary": "A job's status (as `tidyq status`)",
+                                       "parameters": [JOB_ID],
+                                       "responses": {"200": _json("JobStatus", "the status"),
+                                                     **_problems(401, 404, 503)}}},
+            "/jobs/{job_id}/results": {"get": {
+                "operationId": "getResults", "summary": "Results in arrival order: a JSON page, or with "
+                "`Accept: application/x-ndjson` (or format=jsonl) JSONL streamed until the job ends",
+                "parameters": [JOB_ID,
+                               _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "JSON pages"),
+                               _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                                      "JSON pages"),
+                               _query("format", {"type": "string", "enum": ["json", "jsonl"]}, ""),
+                               _query("follow", {"type": "boolean", "default": True},
+                                      "JSONL: keep the stream open until the job ends")],
+                "responses": {"200": {"description": "a page, or the JSONL stream",
+                                      "content": {"application/json": {"schema": _ref("ResultsPage")},
+                                                  "application/x-ndjson": jsonl_body}},
+                              **_problems(401, 404, 422, 503)}}},
+            "/jobs/{job_id}/cancel": {"post": {"operationId": "cancelJob", "summary": "Stop pending chunks; "
+                                               "finished results are kept", "parameters": [JOB_ID],
+                                               "responses": {"200": _json("Cancelled", "the job's new state"),
+                                                             **_problems(401, 404, 503)}}},
+            "/jobs/{job_id}/retry": {"post": {"operationId": "retryJob", "summary": "A new job with only the "
+                                              "failed items, linked both ways", "parameters": [JOB_ID],
+                                              "responses": {"201": _json("JobStatus", "the new job's status"),
+                                                            "204": {"description": "no failed items: no job"},
+                                                            **_problems(401, 404, 409, 503)}}},
+            "/programs": {"get": {"operationId": "listPrograms", "summary": "Registered programs usable as "
+                                  "`program`", "responses": {"200": _json("ProgramList", "programs"),
+                                                             **_problems(401, 503)}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1",
+                                                            "content": {"application/json": {}}}}}},
+        },
+    }

@@ -1,0 +1,225 @@
+"""The REST API as a service in another language would use it: a real `python -m producers.api` process,
+plain HTTP (httpx), the OpenAPI document, a real redis-server and real workers."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+import jsonschema
+import pytest
+import redis
+
+from producers import Client
+from producers.api.process import ApiServerProcess
+from shared import keys
+
+TOKEN = "api-token-0123456789abcdef"
+TENANT_A = "tenant-a-token-0123456789"
+TENANT_B = "tenant-b-token-0123456789"
+SIG = "question -> answer"
+
+
+def auth(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def api(redis_url, tmp_path):
+    env = {"TIDYQ_REDIS_URL": redis_url, "TIDYQ_API_TOKENS": f"{TOKEN},alpha={TENANT_A},beta={TENANT_B}",
+           "TIDYQ_WEBHOOK_SECRET": "whsec-test-0123456789", "TIDYQ_WEBHOOK_ALLOW_PRIVATE": "true",
+           "TIDYQ_API_JSON_MAX_BYTES": "200000"}
+    server = ApiServerProcess(env, log_path=tmp_path / "api.log").start()
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
+def validator(doc, schema):
+    return jsonschema.Draft202012Validator({**schema, "components": doc["components"]})
+
+
+def check_response(doc, op, response):
+    """The status code is documented for the operation and the body matches its schema."""
+    documented = op["responses"]
+    assert str(response.status_code) in documented, (op["operationId"], response.status_code, response.text)
+    content = documented[str(response.status_code)].get("content", {})
+    media = response.headers.get("content-type", "").split(";")[0]
+    if media in content and content[media].get("schema") and media.endswith("json"):
+        validator(doc, content[media]["schema"]).validate(response.json())
+    elif response.status_code != 204:
+        assert media in content, (op["operationId"], media)
+
+
+def test_the_api_walked_from_its_own_openapi_document(api, mock_worker):
+    doc = httpx.get(f"{api.url}/openapi.json").json()
+    assert doc["servers"] == [{"url": "/api/v1"}] and doc["openapi"].startswith("3.1")
+    seen = set()
+    job_id = None
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("example")
+            url = api.url + path.replace("{job_id}", job_id or "x")
+            query = {"wait": 30} if op["operationId"] == "submitJob" else {}
+            response = httpx.request(method, url, json=body, params=query, headers=auth(), timeout=60)
+            check_response(doc, op, response)
+            if op["operationId"] == "submitJob":
+                job_id = response.json()["id"]
+                assert response.status_code == 201 and response.json()["outputs"]["answer"]
+                assert response.headers["location"] == f"/api/v1/jobs/{job_id}"
+            if op.get("security", doc["security"]):  # every operation but the document needs a token
+                refused = httpx.request(method, url, json=body)
+                assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+                check_response(doc, op, refused)
+                assert refused.headers["content-type"] == "application/problem+json"
+                wrong = httpx.request(method, url, json=body, headers=auth("not-a-valid-token-at-all"))
+                assert wrong.status_code == 401
+            for param in op.get("parameters", []):  # every numeric query parameter refuses a non-number
+                if param["in"] == "query" and param["schema"].get("type") in ("integer", "number") and \
+                        (op["operationId"] != "submitJob" or param["name"] == "wait"):
+                    bad = httpx.request(method, url, json=body, params={param["name"]: "abc"}, headers=auth())
+                    check_response(doc, op, bad)
+                    assert bad.status_code == 422 and bad.json()["field"] == f"query parameter '{param['name']}'"
+            seen.add(op["operationId"])
+    assert seen == {"submitJob", "listJobs", "getJob", "getResults", "cancelJob", "retryJob", "listPrograms",
+                    "openapi"}
+    # unknown endpoints and methods are problems too
+    missing = httpx.get(f"{api.url}/nope", headers=auth())
+    assert missing.status_code == 404 and missing.json()["type"].endswith("not-found")
+    assert httpx.delete(f"{api.url}/jobs", headers=auth()).status_code == 405
+
+
+def test_predict_with_wait_answers_the_cli_status_shape_plus_outputs(api, mock_worker):
+    r = httpx.post(f"{api.url}/jobs?wait=30", headers=auth(), timeout=60,
+                   json={"signature": SIG, "backend": "mock", "inputs": {"question": "What is 2+2?"}})
+    assert r.status_code == 201, r.text
+    view = r.json()
+    assert view["status"] == "completed" and view["outputs"]["answer"].endswith("(What is 2+2?)")
+    cli = Client().job(view["id"]).status()  # what `tidyq status` prints
+    assert {k: v for k, v in view.items() if k not in ("outputs", "output_error", "expires_in_seconds")} == \
+        {k: v for k, v in cli.items() if k != "expires_in_seconds"}
+    got = httpx.get(f"{api.url}/jobs/{view['id']}", headers=auth()).json()
+    assert got["counts"] == {"total": 1, "succeeded": 1, "failed": 0}
+
+
+def test_batch_results_paged_and_streamed_then_cancel_retry_list(api, mock_worker):
+    rows = [{"custom_id": f"r{i}", "inputs": {"question": f"q{i}?"}} for i in range(25)]
+    r = httpx.post(f"{api.url}/jobs", params={"wait": 30}, headers=auth(), timeout=60,
+                   json={"signature": SIG, "backend": "mock", "rows": rows, "chunk_size": 5})
+    assert r.status_code == 201 and r.json()["status"] == "completed", r.text
+    job_id = r.json()["id"]
+    pages, offset = [], 0
+    while True:
+        page = httpx.get(f"{api.url}/jobs/{job_id}/results", params={"offset": offset, "limit": 10},
+                         headers=auth()).json()
+        pages.append(page["results"])
+        offset = page["next_offset"]
+        if page["done"]:
+            break
+    assert [len(p) for p in pages] == [10, 10, 5]
+    streamed = httpx.get(f"{api.url}/jobs/{job_id}/results", headers={**auth(), "Accept": "application/x-ndjson"})
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert sorted(x["custom_id"] for x in lines) == sorted(x["custom_id"] for p in pages for x in p)
+    assert sorted(x["custom_id"] for x in lines) == sorted(f"r{i}" for i in range(25))
+    assert httpx.post(f"{api.url}/jobs/{job_id}/retry", headers=auth()).status_code == 204  # nothing failed
+    assert httpx.post(f"{api.url}/jobs/{job_id}/cancel", headers=auth()).json() == {"id": job_id,
+                                                                                    "status": "completed"}
+    listed = httpx.get(f"{api.url}/jobs", params={"status": "completed", "kind": "batch"}, headers=auth()).json()
+    assert [j["id"] for j in listed["jobs"]] == [job_id]
+
+
+def test_jsonl_upload_is_streamed_and_bad_lines_are_named(api, mock_worker, redis_url):
+    lines = "".join(json.dumps({"custom_id": f"u{i}", "inputs": {"question": f"up {i}"}}) + "\n" for i in range(300))
+    r = httpx.post(f"{api.url}/jobs", params={"signature": SIG, "backend": "mock", "wait": 60},
+                   content=lines.encode(), headers={**auth(), "Content-Type": "application/x-ndjson"}, timeout=90)
+    assert r.status_code == 201, r.text
+    assert r.json()["counts"] == {"total": 300, "succeeded": 300, "failed": 0}
+    before = redis.Redis.from_url(redis_url).zcard(keys.jobs_index())
+    bad = '{"inputs": {"question": "ok"}}\n{"inputs": {"question": "ok"}}\n{"inputs": {"quest": "typo"}}\n'
+    r = httpx.post(f"{api.url}/jobs", params={"signature": SIG, "backend": "mock"}, content=bad.encode(),
+                   headers={**auth(), "Content-Type": "application/jsonl"})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["field"] == "body:3: field 'inputs.quest'" and "unknown input field 'quest'" in r.json()["detail"]
+    assert "tidyq-upload" not in r.text  # the server's temporary file is never named
+    assert redis.Redis.from_url(redis_url).zcard(keys.jobs_index()) == before  # nothing half-enqueued
+
+
+@pytest.mark.parametrize("body, params, field, status", [
+    ({"signature": SIG, "backend": "mock", "inputs": {"question": "x"}, "colour": 1}, {}, "colour", 422),
+    ({"signature": SIG, "backend": "mock", "inputs": {"other": "x"}}, {}, "inputs: field 'inputs.other'", 422),
+    ({"signature": "no arrow", "backend": "mock", "inputs": {"q": "x"}}, {}, "signature", 422),
+    ({"signature": SIG, "backend": "nope", "inputs": {"question": "x"}}, {}, "backend", 422),
+    ({"signature": SIG, "backend": "mock", "fallbacks": ["zzz:m"], "inputs": {"question": "x"}}, {},
+     "fallback 'zzz:m'", 422),
+    ({"signature": SIG, "backend": "mock"}, {}, "inputs", 422),
+    ({"signature": SIG, "backend": "mock", "rows": [{"custom_id": "a", "inputs": {"question": "x"}}, 7]}, {},
+     "rows[1]", 422),
+    ({"signature": SIG, "backend": "mock", "inputs": {"question": "x"}}, {"wait": "soon"}, "query parameter 'wait'",
+     422),
+    ({"signature": SIG, "backend": "mock", "inputs": {"question": "x"}}, {"wait": "9999"}, "query parameter 'wait'",
+     422),
+    ({"signature": SIG, "backend": "mock", "inputs": {"question": "x"}, "webhook_url": "ftp://example.com/x"}, {},
+     "webhook_url", 422),
+    ({"signature": SIG, "backend": "mock", "chunk_size": 0, "rows": []}, {}, "chunk_size", 422),
+])
+def test_bad_requests_are_problems_naming_the_field(api, redis_url, body, params, field, status):
+    r = httpx.post(f"{api.url}/jobs", json=body, params=params, headers=auth())
+    assert r.status_code == status, r.text
+    problem = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert problem["field"] == field and problem["status"] == status and problem["detail"]
+    assert problem["type"].startswith("https://tidyq.dev/problems/")
+    assert redis.Redis.from_url(redis_url).zcard(keys.jobs_index()) == 0
+
+
+def test_malformed_bodies_and_media_types(api):
+    big = b'{"rows": [' + b'{"inputs": {"question": "x"}},' * 8000 + b"{}]}"  # over the server's 200 kB
+    r = httpx.post(f"{api.url}/jobs", content=big, headers={**auth(), "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body" and "JSONL" in r.json()["detail"]
+    r = httpx.post(f"{api.url}/jobs", content=b"{not json", headers={**auth(), "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["field"] == "body"
+    r = httpx.post(f"{api.url}/jobs", content=b"x", headers={**auth(), "Content-Type": "text/csv"})
+    assert r.status_code == 415 and r.json()["field"] == "Content-Type"
+    r = httpx.get(f"{api.url}/jobs", params={"status": "sleeping"}, headers=auth())
+    assert r.status_code == 422 and r.json()["field"] == "query parameter 'status'"
+    r = httpx.get(f"{api.url}/jobs/0000/results", headers=auth())
+    assert r.status_code == 404 and r.json()["field"] == "job"
+
+
+def test_a_tenant_token_sees_only_its_tenants_jobs(api, redis_url):
+    body = {"signature": SIG, "backend": "mock", "inputs": {"question": "mine"}, "idempotency_key": "same"}
+    a = httpx.post(f"{api.url}/jobs", json=body, headers=auth(TENANT_A)).json()
+    b = httpx.post(f"{api.url}/jobs", json=body, headers=auth(TENANT_B)).json()
+    assert a["tenant"] == "alpha" and b["tenant"] == "beta" and a["id"] != b["id"]  # keys are per tenant
+    again = httpx.post(f"{api.url}/jobs", json=body, headers=auth(TENANT_A))
+    assert again.status_code == 200 and again.json()["id"] == a["id"]
+    assert httpx.get(f"{api.url}/jobs/{a['id']}", headers=auth(TENANT_B)).status_code == 404
+    assert httpx.post(f"{api.url}/jobs/{a['id']}/cancel", headers=auth(TENANT_B)).status_code == 404
+    assert [j["id"] for j in httpx.get(f"{api.url}/jobs", headers=auth(TENANT_B)).json()["jobs"]] == [b["id"]]
+    assert {j["id"] for j in httpx.get(f"{api.url}/jobs", headers=auth()).json()["jobs"]} == {a["id"], b["id"]}
+    assert httpx.post(f"{api.url}/jobs/{a['id']}/cancel", headers=auth(TENANT_A)).json()["status"] == "cancelled"
+
+
+def test_the_runner_refuses_to_start_without_tokens(redis_url):
+    env = {"TIDYQ_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    for tokens in (None, "tok9xq"):
+        run_env = env | ({"TIDYQ_API_TOKENS": tokens} if tokens else {})
+        done = subprocess.run([sys.executable, "-m", "producers.api", "--port", "1"], env=run_env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "TIDYQ_API_TOKENS" in done.stderr and "Traceback" not in done.stderr
+        assert tokens is None or tokens not in done.stderr
+
+
+def test_optimize_jobs_are_submitted_and_checked_like_the_cli(api):
+    train = [{"inputs": {"question": f"{i}+{i}?"}, "outputs": {"answer": str(2 * i)}} for i in range(4)]
+    body = {"signature": SIG, "backend": "mock", "optimize": {"name": "qa-api", "trainset": train}}
+    r = httpx.post(f"{api.url}/jobs", json=body, headers=auth(TENANT_A))
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "optimize" and r.json()["status"] == "queued" and r.json()["tenant"] == "alpha"
+    for change, field in [({"optimizer": "nope"}, "optimize.optimizer"),
+                          ({"settings": {"zzz": 1}}, "optimize.settings.zzz"),
+                          ({"trainset": [{"inputs": {"question": "x"}}]}, "optimize.trainset"),
+                          ({"kind": "tree"}, "optimize.kind")]:
+        bad = httpx.post(f"{api.url}/jobs", json={**body, "optimize": {**body["optimize"], **change}}, headers=auth())
+        assert bad.status_code == 422 and bad.json()["field"].startswith(field), (change, bad.text)
