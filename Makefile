@@ -3,7 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tidyq-installed
 
-COV_FLOOR ?= 88
+# the total coverage of the whole suite, measured 90.27% (issue 17), rounded down; raise it as coverage grows
+COV_FLOOR ?= 90
 
 .PHONY: setup demo lint test test-fast bench up clean
 

@@ -178,3 +178,21 @@ def test_the_facade_names_the_implementation_objects():
     assert "Client" in dir(tidyq)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         tidyq.nope  # noqa: B018
+
+
+def test_the_sending_app_has_the_worker_settings_but_no_tasks(redis_url):
+    from shared.celery_config import celery_app
+    from shared.config import get_settings
+    from shared.queues import ALL_QUEUES, CHUNK_TASK, OPTIMIZE_TASK
+
+    app = celery_app(redis_url, settings=get_settings())
+    assert app.conf.task_serializer == "json" and app.conf.accept_content == ["json"]  # never pickle
+    assert {q.name for q in app.conf.task_queues} == set(ALL_QUEUES)
+    assert app.conf.broker_url == redis_url
+    # in a producer process (nothing of workers imported, unlike this test process) it has no
+    # task of ours: it sends them by name
+    code = ("from shared.celery_config import celery_app; app = celery_app('redis://127.0.0.1:1/0'); "
+            "print(sorted(t for t in app.tasks if t.startswith('tidyq')))")
+    out = subprocess.run([sys.executable, "-c", code],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]" and CHUNK_TASK.startswith("tidyq") and OPTIMIZE_TASK.startswith("tidyq")
