@@ -5,9 +5,7 @@ The browser test (tests/integration/test_serve_browser.py) runs it as `tidyq ser
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
-import sys
 import time
 
 import pytest
@@ -140,52 +138,23 @@ def test_pages_carry_a_strict_content_security_policy(redis_url):
     assert c.get("/").headers["content-security-policy"] == csp  # the 401 too
 
 
-def test_the_rest_api_mounts_under_api_v1_with_its_own_auth(redis_url, monkeypatch):
-    """Stands in for producers/api/app.py (issue 22, built in parallel): the contract is
-    ``build_api_app(settings) -> Starlette`` with routes relative to /api/v1."""
-    import importlib.machinery
-    import types
-
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    seen: dict = {"lifespan": []}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        seen["lifespan"].append("start")
-        yield
-        seen["lifespan"].append("stop")
-
-    def build_api_app(settings):
-        seen["settings"] = settings
-        return Starlette(routes=[Route("/jobs", lambda request: JSONResponse(
-            {"path": request.url.path, "auth": request.headers.get("authorization")}))], lifespan=lifespan)
-
-    package = types.ModuleType("producers.api")
-    package.__spec__ = importlib.machinery.ModuleSpec("producers.api", None, is_package=True)
-    package.__path__ = []
-    module = types.ModuleType("producers.api.app")
-    module.__spec__ = importlib.machinery.ModuleSpec("producers.api.app", None)
-    module.build_api_app = build_api_app
-    monkeypatch.setitem(sys.modules, "producers.api", package)
-    monkeypatch.setitem(sys.modules, "producers.api.app", module)
+def test_the_rest_api_mounts_under_api_v1_with_its_own_auth(redis_url):
+    """The real REST API (producers/api/) under /api/v1: bearer tokens there, the page's basic auth
+    everywhere else, and the API's own headers (not the page's CSP) on its answers."""
     without_tokens = build_app(Settings(redis_url=redis_url, ui_auth=f"{USER}:{PASSWORD}"))
     assert without_tokens.state.api_off == "set TIDYQ_API_TOKENS to serve the REST API under /api/v1"
-    assert "settings" not in seen
-    # TIDYQ_API_TOKENS is the API's setting (issue 22); here it is given the way the merged Settings will hold it
-    settings = Settings(redis_url=redis_url, ui_auth=f"{USER}:{PASSWORD}")
-    object.__setattr__(settings, "api_tokens", "a-token")
-    app = build_app(settings)
-    assert app.state.api_off is None and seen["settings"] is settings
+    token = "api-token-0123456789abcdef"
+    app = build_app(Settings(redis_url=redis_url, ui_auth=f"{USER}:{PASSWORD}", api_tokens=token))
+    assert app.state.api_off is None
+    listed = make_job(JobStore(redis.Redis.from_url(redis_url)), 1)
     with TestClient(app) as c:
-        assert seen["lifespan"] == ["start"]  # the mounted API's lifespan runs with the server's
-        r = c.get("/api/v1/jobs", headers={"Authorization": "Bearer api-token"})
-        assert r.status_code == 200 and r.json() == {"path": "/api/v1/jobs", "auth": "Bearer api-token"}
+        r = c.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and [j["id"] for j in r.json()["jobs"]] == [listed]
         assert "content-security-policy" not in r.headers  # the API sets its own headers
+        assert c.get("/api/v1/jobs", headers=auth()).status_code == 401  # the page's login is no API token
+        assert c.get("/api/v1/jobs").headers["content-type"].startswith("application/problem+json")
         assert c.get("/").status_code == 401  # the page keeps its basic auth
-    assert seen["lifespan"] == ["start", "stop"]
+        assert c.get("/", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
 def test_running_jobs_come_first_however_many_newer_jobs_there_are(redis_url):
