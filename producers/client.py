@@ -12,6 +12,7 @@ sends its chunks; bad input raises BadInput and enqueues nothing.
 
 from __future__ import annotations
 
+import json
 import time
 from itertools import islice
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
+from shared.ledger import ChunkLedger, chunk_task_id
 from shared.store import JobNotFound, JobStore, JobTimeout
 from producers import jsonl
 from workers.routing import CHUNK_TASK, queue_for
@@ -85,6 +87,7 @@ class Client:
         self.settings = settings or get_settings()
         self.redis_url = redis_url or self.settings.redis_url or self.settings.default_redis_url
         self.store = JobStore.from_url(self.redis_url)
+        self.ledger = ChunkLedger(self.store.r)
         self._app = None
 
     @property
@@ -281,7 +284,9 @@ class Client:
             while chunk := list(islice(items, spec.chunk_size)):
                 payload = {"job": job, "chunk": index, "items": [it.model_dump(mode="json") for it in chunk],
                            "requeues": 0}
-                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer)
+                task_id = chunk_task_id(spec.id, index)  # the ledger keeps it until the chunk ends
+                self.ledger.sent(spec.id, index, task_id, queue, json.dumps(payload), spec.ttl_seconds)
+                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id)
                 index += 1
                 sent += len(chunk)
         return sent

@@ -152,7 +152,12 @@ class Settings(BaseSettings):
     visibility_timeout: float | None = None  # lease of an unacked chunk, renewed by its live worker; default 20 s
     worker_soft_shutdown_timeout: float = 30.0  # seconds a stopping worker lets running chunks finish
     max_requeues: int = 8  # trips back to the queue (RetryLater, time limit) before an item fails
+    # chunk ledger (shared/ledger.py, workers/sweeper.py): a chunk nobody has seen alive (queued, held,
+    # running) for ledger_lease_seconds, on two sweeps in a row, is sent again; one sweep per interval
+    ledger_lease_seconds: float = 30.0
+    sweep_interval: float = 10.0
     max_requeue_delay: float = 300.0  # cap of a RetryLater countdown (kept below the visibility timeout)
+    requeue_backoff_seconds: float = 5.0  # first countdown of an item whose provider still fails; doubles per trip
     cancel_check_interval: float = 0.25  # how often a running chunk re-reads its job's state
     results_flush_interval: float = 0.2  # a chunk writes its results at least this often ...
     results_flush_items: int = 25  # ... or every this many results

@@ -189,6 +189,8 @@ class JobStatus(BaseModel):
     progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
+    chunks_outstanding: int = 0  # chunks in the ledger: sent and not ended yet (shared/ledger.py)
+    chunk_resends: int = 0  # chunks the sweeper sent again because the broker had lost them
 
 
 def iso(ts: float | None) -> str | None:

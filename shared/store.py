@@ -264,7 +264,8 @@ class JobStore:
         with self.r.pipeline(transaction=True) as p:
             p.hgetall(key)
             p.ttl(key)
-            raw, ttl = p.execute()
+            p.zcard(keys.job_ledger_seen(job_id))
+            raw, ttl, outstanding = p.execute()
         if not raw:
             raise JobNotFound(job_id)
         h = {_s(k): _s(v) for k, v in raw.items()}
@@ -280,6 +281,7 @@ class JobStore:
             progress=json.loads(h["progress"]) if h.get("progress") else None,
             result=json.loads(h["result"]) if h.get("result") else None,
             waiting_for_backend=_waiting(h),
+            chunks_outstanding=int(outstanding or 0), chunk_resends=int(h.get("chunk_resends", 0)),
         )
 
     def mark_waiting_for_backend(self, job_id: str, until: float, targets: list[str]) -> None:

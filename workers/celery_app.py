@@ -19,6 +19,8 @@ from celery import Celery
 from kombu import Queue
 
 from shared.config import Settings, get_settings
+from workers.leases import LeaseRenewal, visibility_timeout
+from workers.sweeper import LedgerSweeper
 from workers.routing import ALL_QUEUES, CHUNK_TASK, OPTIMIZE_QUEUE, OPTIMIZE_TASK, PREDICT_QUEUES
 
 # Task modules other helpers may add; included only when present.
@@ -28,10 +30,6 @@ OPTIONAL_TASK_MODULES = ("workers.optimize", "workers.optimize_task")
 def broker_url(settings: Settings | None = None) -> str:
     s = settings or get_settings()
     return s.redis_url or s.default_redis_url
-
-
-def visibility_timeout(settings: Settings) -> float:
-    return settings.visibility_timeout or 20
 
 
 def transport_options(settings: Settings) -> dict:
@@ -74,7 +72,6 @@ def make_app(redis_url: str | None = None, *, settings: Settings | None = None, 
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     if with_tasks:
-        from workers.leases import LeaseRenewal
-
         app.steps["consumer"].add(LeaseRenewal)
+        app.steps["consumer"].add(LedgerSweeper)
     return app
