@@ -57,10 +57,13 @@ class RetryConfig:
     max_delay: float = 30.0
     jitter: float = 0.1
     max_inline_wait: float = 10.0
+    # rate-limit answers (429, 503 + Retry-After) are not failures: their own, larger budget; with a
+    # global rate limit on the backend they wait for the limiter's next slot instead of backing off
+    max_rate_limit_retries: int = 10
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ConfigurationError("RetryConfig.max_retries must be >= 0")
+        if self.max_retries < 0 or self.max_rate_limit_retries < 0:
+            raise ConfigurationError("RetryConfig.max_retries and max_rate_limit_retries must be >= 0")
         if self.base_delay < 0 or self.max_delay < 0 or self.backoff_factor < 1:
             raise ConfigurationError("RetryConfig delays must be >= 0 and backoff_factor >= 1")
         if not 0 <= self.jitter <= 1:
