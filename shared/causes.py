@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from shared.telemetry import redact
 
-MAX_CHARS = 300
+MAX_CHARS = 240
 
 
 def one_line(exc: BaseException) -> str:
@@ -33,9 +33,22 @@ def service_of(exc: BaseException) -> str | None:
     return None
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception ``exc`` was raised from (e.g. the refused connection under an
+    MlflowException whose own message is mostly a URL)."""
+    seen = 0
+    while seen < 10 and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return exc
+
+
 def describe(exc: BaseException) -> str | None:
-    """'the MLflow call failed: MlflowException: ...' for an outside failure, else None."""
+    """'the MLflow call failed: MlflowException: ... (cause: ConnectionRefusedError: ...)' for an
+    outside failure, else None."""
     service = service_of(exc)
     if service is None:
         return None
-    return f"the {service} call failed: {one_line(exc)}"
+    root = root_cause(exc)
+    why = f" (cause: {one_line(root)})" if root is not exc else ""
+    return f"the {service} call failed: {one_line(exc)}{why}"
