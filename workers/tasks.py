@@ -94,7 +94,8 @@ def run_chunk(self, payload: Any) -> dict:
                 skipped = [s["target"] for s in decision.waiting.skipped]
                 store.mark_waiting_for_backend(spec.id, decision.waiting.retry_at, skipped)
             _requeue(self, chunk, decision)
-            log.info("chunk_requeued", items=len(decision.items), countdown=round(decision.delay, 3),
+            event = "chunk_waiting_for_backend" if decision.waiting is not None else "chunk_requeued"
+            log.info(event, items=len(decision.items), countdown=round(decision.delay, 3),
                      requeues=chunk.requeues + int(decision.counted), reason=decision.reason[:300])
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis stayed away longer than the client's retries: nothing is lost by running the chunk

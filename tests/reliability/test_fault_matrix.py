@@ -130,3 +130,27 @@ def test_redis_sigkilled_with_aof_everysec_then_restarted_loses_nothing(shipped_
     figures("redis_sigkill", {"items": n, "done_at_kill": done_before,
                               "restart_to_completion_s": round(time.monotonic() - back_at, 1),
                               "provider_calls": openai_fake.request_count, "chunk_resends": st["chunk_resends"]})
+
+
+@pytest.mark.slow
+def test_redis_unreachable_for_30_seconds_loses_nothing(shipped_redis, worker_on, openai_fake, figures):
+    """Longer than the ~15 s a worker's Redis client rides out: chunks meeting the outage are
+    handed back (their messages stay in kombu's unacked hash, in the AOF) and run when it is back."""
+    openai_fake.set_latency(0.05)
+    env = direct_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=4, **FAST_LEASES)
+    workers = [worker_on(shipped_redis.url, [QUEUE], 2, env) for _ in range(2)]
+    client = Client(shipped_redis.url)
+    n = 600
+    inputs = rows(n, "ru")
+    job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=25)
+    wait_for(lambda: job.status()["counts"]["succeeded"] >= n // 3, 60, "a third of the items")
+    done_before = job.status()["counts"]["succeeded"]
+    shipped_redis.restart(down_seconds=30.0)  # connections refused for 30 s
+    back_at = time.monotonic()
+    st = wait_through_outage(job, timeout=150)
+    assert_exact(shipped_redis.url, job, inputs, st)
+    assert all(w.alive() for w in workers)
+    figures("redis_unreachable_30s", {"items": n, "done_at_outage": done_before,
+                                      "back_to_completion_s": round(time.monotonic() - back_at, 1),
+                                      "provider_calls": openai_fake.request_count,
+                                      "chunk_resends": st["chunk_resends"]})
