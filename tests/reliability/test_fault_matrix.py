@@ -108,49 +108,40 @@ def test_ten_worker_kills_during_a_three_worker_job_lose_and_duplicate_nothing(r
                             "chunk_resends": st["chunk_resends"]})
 
 
-@pytest.mark.slow
-def test_redis_sigkilled_with_aof_everysec_then_restarted_loses_nothing(shipped_redis, worker_on, openai_fake,
-                                                                      figures):
+def run_through_redis_outage(shipped_redis, worker_on, openai_fake, n: int, prefix: str, outage) -> dict:
+    """Two workers, an n-item job; ``outage()`` at a third of it; the job must end exact."""
     openai_fake.set_latency(0.05)
     env = direct_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=4, **FAST_LEASES)
     workers = [worker_on(shipped_redis.url, [QUEUE], 2, env) for _ in range(2)]
     client = Client(shipped_redis.url)
-    n = 1000
-    inputs = rows(n, "rk")
+    inputs = rows(n, prefix)
     job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=25)
     wait_for(lambda: job.status()["counts"]["succeeded"] >= n // 3, 60, "a third of the items")
     done_before = job.status()["counts"]["succeeded"]
-    shipped_redis.stop(kill=True)  # SIGKILL: the last second of AOF (everysec) may be gone
-    time.sleep(1.0)
-    shipped_redis.start()
+    outage()
     back_at = time.monotonic()
-    st = wait_through_outage(job, timeout=120)
+    st = wait_through_outage(job, timeout=150)
     assert_exact(shipped_redis.url, job, inputs, st)
     assert all(w.alive() for w in workers)
-    figures("redis_sigkill", {"items": n, "done_at_kill": done_before,
-                              "restart_to_completion_s": round(time.monotonic() - back_at, 1),
-                              "provider_calls": openai_fake.request_count, "chunk_resends": st["chunk_resends"]})
+    return {"items": n, "done_at_outage": done_before, "back_to_completion_s": round(time.monotonic() - back_at, 1),
+            "provider_calls": openai_fake.request_count, "chunk_resends": st["chunk_resends"]}
+
+
+@pytest.mark.slow
+def test_redis_sigkilled_with_aof_everysec_then_restarted_loses_nothing(shipped_redis, worker_on, openai_fake,
+                                                                      figures):
+    def sigkill_then_restart() -> None:
+        shipped_redis.stop(kill=True)  # SIGKILL: the last second of AOF (everysec) may be gone
+        time.sleep(1.0)
+        shipped_redis.start()
+
+    figures("redis_sigkill", run_through_redis_outage(shipped_redis, worker_on, openai_fake, 1000, "rk",
+                                                      sigkill_then_restart))
 
 
 @pytest.mark.slow
 def test_redis_unreachable_for_30_seconds_loses_nothing(shipped_redis, worker_on, openai_fake, figures):
     """Longer than the ~15 s a worker's Redis client rides out: chunks meeting the outage are
     handed back (their messages stay in kombu's unacked hash, in the AOF) and run when it is back."""
-    openai_fake.set_latency(0.05)
-    env = direct_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=4, **FAST_LEASES)
-    workers = [worker_on(shipped_redis.url, [QUEUE], 2, env) for _ in range(2)]
-    client = Client(shipped_redis.url)
-    n = 600
-    inputs = rows(n, "ru")
-    job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=25)
-    wait_for(lambda: job.status()["counts"]["succeeded"] >= n // 3, 60, "a third of the items")
-    done_before = job.status()["counts"]["succeeded"]
-    shipped_redis.restart(down_seconds=30.0)  # connections refused for 30 s
-    back_at = time.monotonic()
-    st = wait_through_outage(job, timeout=150)
-    assert_exact(shipped_redis.url, job, inputs, st)
-    assert all(w.alive() for w in workers)
-    figures("redis_unreachable_30s", {"items": n, "done_at_outage": done_before,
-                                      "back_to_completion_s": round(time.monotonic() - back_at, 1),
-                                      "provider_calls": openai_fake.request_count,
-                                      "chunk_resends": st["chunk_resends"]})
+    figures("redis_unreachable_30s", run_through_redis_outage(  # connections refused for 30 s
+        shipped_redis, worker_on, openai_fake, 600, "ru", lambda: shipped_redis.restart(down_seconds=30.0)))

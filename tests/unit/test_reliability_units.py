@@ -291,3 +291,48 @@ def test_rate_limit_answers_have_their_own_budget_and_a_paced_one_does_not_sleep
     with pytest.raises(lm15.ServerError):
         step(request(), call_next)  # two failures exceed max_retries=1; the 503s with Retry-After do not count
     assert len(calls) == 4 and slept == [0.5, 1.0, 0.5]
+
+
+# --- MLflow store set-up -----------------------------------------------------------------------
+
+def test_store_set_up_runs_once_per_database_and_retries_only_the_known_race(tmp_path):
+    from shared import mlflow_store
+
+    mlflow_store.forget()
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    calls: list[int] = []
+    slept: list[float] = []
+
+    def racing():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) duplicate column name: step")
+
+    mlflow_store.ensure_store(uri, racing, sleep=slept.append)
+    assert len(calls) == 3 and slept == [0.2, 0.4]
+    mlflow_store.ensure_store(uri, racing, sleep=slept.append)  # once per process
+    assert len(calls) == 3
+    mlflow_store.ensure_store("http://127.0.0.1:5000", racing)  # a server sets up its own store
+    mlflow_store.ensure_store(None, racing)
+    assert len(calls) == 3
+
+    def broken():
+        raise PermissionError("unable to open database file")
+
+    with pytest.raises(PermissionError):
+        mlflow_store.ensure_store(f"sqlite:///{tmp_path / 'b.db'}", broken, sleep=slept.append)
+
+    def always_racing():
+        raise RuntimeError("table experiments already exists")
+
+    with pytest.raises(RuntimeError):
+        mlflow_store.ensure_store(f"sqlite:///{tmp_path / 'c.db'}", always_racing, sleep=lambda s: None)
+    assert mlflow_store.is_database_uri("postgresql+psycopg2://h/db") and not mlflow_store.is_database_uri("file:/x")
+    assert mlflow_store.init_lock_path(uri).endswith(hashlib_md5(uri))
+    mlflow_store.forget()
+
+
+def hashlib_md5(text: str) -> str:
+    import hashlib
+
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
