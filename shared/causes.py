@@ -21,14 +21,15 @@ def one_line(exc: BaseException) -> str:
 
 def service_of(exc: BaseException) -> str | None:
     """'Redis' or 'MLflow' when ``exc`` (or what it wraps) came from one of them, else None."""
+    current: BaseException | None = exc
     seen = 0
-    while exc is not None and seen < 10:
-        module = type(exc).__module__ or ""
+    while current is not None and seen < 10:
+        module = type(current).__module__ or ""
         if module.startswith("redis"):
             return "Redis"
         if module.startswith(("mlflow", "sqlalchemy", "alembic")):
             return "MLflow"
-        exc = exc.__cause__ or exc.__context__
+        current = current.__cause__ or current.__context__
         seen += 1
     return None
 
@@ -37,8 +38,9 @@ def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception ``exc`` was raised from (e.g. the refused connection under an
     MlflowException whose own message is mostly a URL)."""
     seen = 0
-    while seen < 10 and (exc.__cause__ or exc.__context__) is not None:
-        exc = exc.__cause__ or exc.__context__
+    inner = exc.__cause__ or exc.__context__
+    while seen < 10 and inner is not None:
+        exc, inner = inner, inner.__cause__ or inner.__context__
         seen += 1
     return exc
 

@@ -26,7 +26,7 @@ _lock = threading.Lock()
 
 
 def is_database_uri(uri: str | None) -> bool:
-    return bool(uri) and uri.split(":", 1)[0].split("+", 1)[0] in DB_SCHEMES
+    return uri is not None and uri.split(":", 1)[0].split("+", 1)[0] in DB_SCHEMES
 
 
 def init_lock_path(uri: str) -> str:
@@ -46,7 +46,7 @@ def is_setup_race(exc: BaseException) -> bool:
 def ensure_store(uri: str | None, touch: Callable[[], object], *, sleep: Callable[[float], None] = time.sleep) -> None:
     """Run ``touch`` (a call that builds the tracking and registry stores of ``uri``) once per
     process, under MLflow's init lock, retrying the set-up race. Other URIs: nothing to do."""
-    if not is_database_uri(uri) or uri in _ready:
+    if uri is None or not is_database_uri(uri) or uri in _ready:
         return
     from mlflow.utils.file_utils import ExclusiveFileLock
 

@@ -8,6 +8,8 @@ Why these settings (Celery on Redis defaults are unsafe for long LLM chunks):
   hold (workers/leases.py), swept every ``visibility_timeout / 10`` s: a dead worker's chunks come
   back within about ``visibility_timeout + sweep`` seconds, a running or delayed one never does.
 - ``worker_soft_shutdown_timeout``: a warm shutdown lets running chunks finish briefly.
+- every worker also runs the ledger sweeper (workers/sweeper.py), one at a time across the fleet:
+  a chunk the broker lost (a kill between BRPOP and the unacked bookkeeping) is sent again.
 - No result backend: job state and results live in Redis through shared.store.
 """
 

@@ -4,8 +4,8 @@ Only transient failures are retried (rate limits, 5xx, timeouts, connection erro
 billing and bad-request errors fail at once. Rate-limit answers (429, 503 with Retry-After) are
 not failures: they have their own budget (``max_rate_limit_retries``), and when a global rate
 limit paces the backend the retry waits for the limiter's next slot rather than a backoff that
-would only idle the worker (the limiter has dropped its burst on the 429: shared/steps/ratelimit.py). DSPy's num_retries, LiteLLM's and botocore's
-retries are all off, so this loop is the only one. A wait longer than
+would only idle the worker (the limiter has dropped its burst on the 429: shared/steps/ratelimit.py).
+DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.
 """
 

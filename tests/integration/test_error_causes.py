@@ -94,6 +94,6 @@ def test_list_programs_on_a_fresh_sqlite_store_from_three_processes_at_once(tmp_
     procs = [subprocess.Popen([sys.executable, "-c", LIST, uri, start_at], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
         assert '"programs":[]' in out

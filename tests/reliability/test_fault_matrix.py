@@ -69,8 +69,8 @@ def test_ten_worker_kills_during_a_three_worker_job_lose_and_duplicate_nothing(r
     done = lambda: job.status()["counts"]["succeeded"]  # noqa: E731
     log = []
     replacing: list[threading.Thread] = []
-    for frac, kind in zip(moments, kinds):
-        wait_for(lambda: done() >= frac * n, 120, f"{frac:.0%} of the items")
+    for frac, kind in zip(moments, kinds, strict=True):
+        wait_for(lambda frac=frac: done() >= frac * n, 120, f"{frac:.0%} of the items")
         if sum(w.alive() for w in workers) < 2:  # one must survive every kill: wait for a replacement
             for t in replacing:
                 t.join(timeout=90)

@@ -10,8 +10,8 @@ import redis
 from producers import Client
 from shared import keys
 from shared.ledger import parse_chunk_task_id
-from workers.sweeper import task_ids_in
 from tests.reliability.conftest import SIG, rows, wait_for
+from workers.sweeper import task_ids_in
 
 QUEUE = "predict.mock"
 

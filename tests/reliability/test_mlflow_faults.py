@@ -67,8 +67,8 @@ def test_mlflow_server_down_during_a_batch_and_during_an_optimize_job(redis_url,
 
 
 @pytest.mark.slow
-def test_an_artifact_store_refusing_writes_fails_the_optimize_job_with_its_cause(redis_url, mlflow_uri, start_worker,
-                                                                               openai_fake, tmp_path):
+def test_an_artifact_store_refusing_writes_fails_the_optimize_job_with_its_cause(
+        redis_url, mlflow_uri, start_worker, openai_fake, tmp_path):  # noqa: F811 (the imported fixture)
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the artifact root should be\n")
     env = {"TIDYQ_API_BASE": openai_fake.base_url, "TIDYQ_API_KEY": "sk-test", "TIDYQ_CACHE_ENABLED": "false",
