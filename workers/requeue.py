@@ -40,11 +40,16 @@ class ProviderStillFailing(RetryLater):
 
 
 def transient_cause(exc: BaseException | None) -> BaseException | None:
-    """The transient provider error (429, 5xx, timeout, connection) behind ``exc``, if any
-    (DSPy wraps engine errors in its own LMError types)."""
+    """The transient provider error (429, 5xx, timeout, connection) behind ``exc``, if any: an
+    lm15 error from inside the engine, or the DSPy LMError it became outside (DSPy's own
+    classification, ``is_retryable_lm_error``; its local lock timeout is not a provider's)."""
+    from dspy.utils.exceptions import LMLockTimeoutError, is_retryable_lm_error
+
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, lm15.LM15Error) and is_transient(exc):
+            return exc
+        if isinstance(exc, Exception) and is_retryable_lm_error(exc) and not isinstance(exc, LMLockTimeoutError):
             return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1

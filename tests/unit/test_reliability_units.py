@@ -226,6 +226,11 @@ def test_transient_cause_looks_through_wrapping():
     except RuntimeError as wrapped:
         assert transient_cause(wrapped) is inner
         assert "ServerError" in str(ProviderStillFailing(inner))
+    from dspy.utils.exceptions import LMAuthError, LMServerError
+
+    dspy_side = LMServerError("upstream 503", status=503)  # what DSPy raises outside the engine
+    assert transient_cause(dspy_side) is dspy_side
+    assert transient_cause(LMAuthError("bad key", status=401)) is None
     assert transient_cause(lm15.AuthError("no")) is None
     assert transient_cause(ValueError("ours")) is None
     assert transient_cause(None) is None
