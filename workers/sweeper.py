@@ -29,6 +29,7 @@ from shared.config import Settings
 from shared.jobs import JobState
 from shared.ledger import ChunkLedger, chunk_task_id
 from shared.telemetry import get_logger
+from workers.routing import CHUNK_TASK
 
 # kombu's Redis transport: priority sub-queues are "<queue>\x06\x16<priority>"
 PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
@@ -151,7 +152,6 @@ class LedgerSweeper(bootsteps.StartStopStep):
     def start(self, c) -> None:
         from shared.config import get_settings
         from shared.redisconn import get_redis
-        from workers.routing import CHUNK_TASK
 
         self._stop.set()  # a consumer restart (reconnect) replaces the previous thread
         settings = get_settings()
