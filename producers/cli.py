@@ -58,6 +58,12 @@ def cli_errors() -> Iterator[None]:
         if isinstance(exc, redis.exceptions.ConnectionError):
             err.print(f"tidyq: cannot reach Redis: {exc} (set TIDYQ_REDIS_URL, or try `tidyq demo`)", markup=False)
             raise typer.Exit(EXIT_FAILED) from None
+        from shared.causes import describe
+
+        cause = describe(exc)  # another Redis or an MLflow failure: one line with its cause
+        if cause is not None:
+            err.print(f"tidyq: {cause}", markup=False)
+            raise typer.Exit(EXIT_FAILED) from None
         raise
 
 

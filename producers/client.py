@@ -12,6 +12,7 @@ sends its chunks; bad input raises BadInput and enqueues nothing.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from shared.celery_config import celery_app
 from shared.config import Settings, get_settings
 from shared.errors import BadInput
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target
+from shared.ledger import ChunkLedger, chunk_task_id
 from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobNotFound, JobStore, JobTimeout
 
@@ -80,6 +82,7 @@ class Client:
         self.settings = settings or get_settings()
         self.redis_url = redis_url or self.settings.redis_url or self.settings.default_redis_url
         self.store = JobStore.from_url(self.redis_url)
+        self.ledger = ChunkLedger(self.store.r)
         self._app = None
 
     @property
@@ -215,7 +218,9 @@ class Client:
         sent = 0
         with self.app.producer_or_acquire() as producer:
             for payload in submission.chunk_payloads(spec, items):
-                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer)
+                task_id = chunk_task_id(spec.id, payload["chunk"])  # the ledger keeps it until the chunk ends
+                self.ledger.sent(spec.id, payload["chunk"], task_id, queue, json.dumps(payload), spec.ttl_seconds)
+                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id)
                 sent += len(payload["items"])
         return sent
 

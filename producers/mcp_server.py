@@ -35,6 +35,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.causes import describe, one_line
 from shared.config import Settings, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import ErrorInfo, ItemResult, JobState, JobStatus
@@ -162,7 +163,8 @@ class ProgramList(BaseModel):
 @contextmanager
 def tool_errors() -> Iterator[None]:
     """Our typed errors -> a ToolError the agent can read and act on (never a crashed server).
-    Anything else is a bug: the SDK logs it and the agent sees only a generic message."""
+    Anything else (a Redis or MLflow failure, or our bug) is logged with its traceback and still
+    answered in one line with its cause, never the SDK's bare "Error executing tool X"."""
     try:
         yield
     except ToolError:
@@ -180,8 +182,11 @@ def tool_errors() -> Iterator[None]:
 
         if isinstance(exc, redis.exceptions.ConnectionError):
             raise ToolError("cannot reach the queue's Redis (the tidyq deployment is down or TIDYQ_REDIS_URL is "
-                            "wrong); try again later or ask the operator") from None
-        raise
+                            f"wrong): {one_line(exc)}; try again later or ask the operator") from None
+        # anything else still gets its cause (never the SDK's bare "Error executing tool X")
+        log.exception("tool failed: %s", one_line(exc))
+        cause = describe(exc)
+        raise ToolError(f"{cause}; try again later" if cause else f"internal error: {one_line(exc)}") from None
 
 
 def encode_cursor(job_id: str, offset: int) -> str:
@@ -414,14 +419,7 @@ class TidyqTools:
     async def list_programs(self) -> ProgramList:
         """Registered programs usable as program= in predict/submit_batch: names, versions,
         aliases (e.g. champion) and the live rollout split between versions."""
-        try:
-            return await self._run(registered_programs, self.settings)
-        except ToolError:
-            raise
-        except Exception as exc:  # MLflow unreachable or refusing: tell the agent, keep serving
-            if type(exc).__module__.startswith("mlflow"):
-                raise ToolError(f"cannot read the program registry ({type(exc).__name__}); try again later") from None
-            raise
+        return await self._run(registered_programs, self.settings)  # an MLflow failure: a ToolError with its cause
 
     async def submit_optimize(
         self,

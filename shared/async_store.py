@@ -167,10 +167,11 @@ class AsyncJobStore:
         async with self.r.pipeline(transaction=True) as p:
             p.hgetall(key)
             p.ttl(key)
-            raw, ttl = await p.execute()
+            p.zcard(keys.job_ledger_seen(job_id))
+            raw, ttl, outstanding = await p.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return _status_from_hash(job_id, raw, ttl)
+        return _status_from_hash(job_id, raw, ttl, outstanding)
 
     async def list_jobs(self, *, statuses: Iterable[str] | None = None, kind: str | None = None,
                         limit: int = 50, tenant: str | None = None) -> list[JobStatus]:

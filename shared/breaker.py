@@ -40,6 +40,7 @@ from shared.errors import BreakerOpen, ConfigurationError, RetryLater
 from shared.redisconn import get_redis
 from shared.steps import stats
 from shared.steps.base import CallNext
+from shared.steps.retry import is_rate_limited
 from shared.telemetry import get_logger
 
 STATES = ("closed", "half_open", "open")
@@ -219,10 +220,13 @@ counters = _Counters()
 
 
 def outcome_of(exc: BaseException | None) -> str:
-    """'ok', 'fail' (provider trouble: 5xx, timeouts, connection errors, 429) or 'neutral'
-    (the request's or the setup's fault: bad request, auth, context window; or our own wait)."""
+    """'ok', 'fail' (provider trouble: 5xx, timeouts, connection errors) or 'neutral' (a rate
+    limit: 429 or 503 with Retry-After, which backoff and the rate limiter handle; the request's
+    or the setup's fault: bad request, auth, context window; or our own wait)."""
     if exc is None:
         return "ok"
+    if is_rate_limited(exc):
+        return "neutral"
     if isinstance(exc, (lm15.RateLimitError, lm15.ServerError, lm15.TimeoutError, lm15.TransportError)) \
             and not isinstance(exc, lm15.ContextLengthError):
         return "fail"

@@ -58,10 +58,13 @@ class RetryConfig:
     max_delay: float = 30.0
     jitter: float = 0.1
     max_inline_wait: float = 10.0
+    # rate-limit answers (429, 503 + Retry-After) are not failures: their own, larger budget; with a
+    # global rate limit on the backend they wait for the limiter's next slot instead of backing off
+    max_rate_limit_retries: int = 10
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ConfigurationError("RetryConfig.max_retries must be >= 0")
+        if self.max_retries < 0 or self.max_rate_limit_retries < 0:
+            raise ConfigurationError("RetryConfig.max_retries and max_rate_limit_retries must be >= 0")
         if self.base_delay < 0 or self.max_delay < 0 or self.backoff_factor < 1:
             raise ConfigurationError("RetryConfig delays must be >= 0 and backoff_factor >= 1")
         if not 0 <= self.jitter <= 1:
@@ -153,7 +156,12 @@ class Settings(BaseSettings):
     visibility_timeout: float | None = None  # lease of an unacked chunk, renewed by its live worker; default 20 s
     worker_soft_shutdown_timeout: float = 30.0  # seconds a stopping worker lets running chunks finish
     max_requeues: int = 8  # trips back to the queue (RetryLater, time limit) before an item fails
+    # chunk ledger (shared/ledger.py, workers/sweeper.py): a chunk nobody has seen alive (queued, held,
+    # running) for ledger_lease_seconds, on two sweeps in a row, is sent again; one sweep per interval
+    ledger_lease_seconds: float = 30.0
+    sweep_interval: float = 10.0
     max_requeue_delay: float = 300.0  # cap of a RetryLater countdown (kept below the visibility timeout)
+    requeue_backoff_seconds: float = 5.0  # first countdown of an item whose provider still fails; doubles per trip
     cancel_check_interval: float = 0.25  # how often a running chunk re-reads its job's state
     results_flush_interval: float = 0.2  # a chunk writes its results at least this often ...
     results_flush_items: int = 25  # ... or every this many results

@@ -174,6 +174,8 @@ class JobStatus(BaseModel):
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
     tenant: str | None = None
     webhooks: dict | None = None  # event -> delivery state {"event_id", "state", "attempts", ...}
+    chunks_outstanding: int = 0  # chunks in the ledger: sent and not ended yet (shared/ledger.py)
+    chunk_resends: int = 0  # chunks the sweeper sent again because the broker had lost them
 
 
 def iso(ts: float | None) -> str | None:

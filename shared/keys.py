@@ -143,3 +143,25 @@ def job_events_pattern() -> str:
 def webhook_event(event_id: str) -> str:
     """String: set once when a webhook event is first scheduled, so each event id is sent once."""
     return f"{PREFIX}:webhook-event:{event_id}"
+# --- chunk ledger (shared/ledger.py, workers/sweeper.py): every chunk of a job from enqueue
+# until its chunk_end, so a message the broker lost is sent again.
+
+def job_ledger(job_id: str) -> str:
+    """Hash: 'p:<chunk>' -> chunk payload JSON, 't:<chunk>' -> Celery task id of the live copy,
+    'q:<chunk>' -> its queue. Expires with the job; emptied as chunks end."""
+    return f"{PREFIX}:job:{{{job_id}}}:ledger"
+
+
+def job_ledger_seen(job_id: str) -> str:
+    """Sorted set chunk id -> last time the chunk was seen alive (sent, queued, held or running)."""
+    return f"{PREFIX}:job:{{{job_id}}}:ledger:seen"
+
+
+def ledger_jobs() -> str:
+    """Sorted set job id -> time its ledger was written: the jobs the sweeper looks at."""
+    return f"{PREFIX}:ledger:jobs"
+
+
+def sweeper_lock() -> str:
+    """String: the worker node sweeping ledgers now (one at a time across the fleet); expires."""
+    return f"{PREFIX}:ledger:sweeper"

@@ -37,6 +37,13 @@ def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """MLflow said the model, version or alias does not exist (an unknown alias is
+    INVALID_PARAMETER_VALUE "... not found"); any other MlflowException is a failing call."""
+    code = str(getattr(exc, "error_code", ""))
+    return "RESOURCE_DOES_NOT_EXIST" in code or ("INVALID_PARAMETER_VALUE" in code and "not found" in str(exc))
+
+
 class Registry:
     """MLflow registry + Redis rollout state for one tracking URI. Cheap to keep per process."""
 
@@ -116,7 +123,9 @@ class Registry:
 
         try:
             return self.client.get_model_version(name, str(version))
-        except MlflowException:
+        except MlflowException as exc:
+            if not is_not_found(exc):  # MLflow down or refusing: its own error, not "no such version"
+                raise
             raise BadInput(f"model {name!r} has no version {version}", where="program") from None
 
     def latest_version(self, name: str) -> int | None:
@@ -152,7 +161,9 @@ class Registry:
 
         try:
             version = int(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
             raise BadInput(f"model {name!r} has no alias {alias!r}", where="program") from None
         self._alias_cache[key] = (time.monotonic() + ttl, version)
         return version
@@ -177,7 +188,9 @@ class Registry:
 
         try:
             model = self.client.get_registered_model(name)
-        except MlflowException:
+        except MlflowException as exc:
+            if not is_not_found(exc):
+                raise
             if missing_ok:
                 return RolloutState()
             raise BadInput(f"no registered model {name!r}", where="program") from None

@@ -157,7 +157,8 @@ def _waiting(h: dict[str, str]) -> dict | None:
     return note if note.get("until", 0) > time.time() else None
 
 
-def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
+def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int | None = None) -> JobStatus:
+    """A job's hash (and TTL, and its ledger's size when read) -> the status every reader shows."""
     h = {_s(k): _s(v) for k, v in raw.items()}
     spec = JobSpec.model_validate_json(h["spec"])
     ts = {name: iso(float(h[f"{name}_at"])) if h.get(f"{name}_at") else None
@@ -173,6 +174,7 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
         waiting_for_backend=_waiting(h),
         tenant=spec.tenant,
         webhooks={k[len("webhook:"):]: json.loads(v) for k, v in h.items() if k.startswith("webhook:")} or None,
+        chunks_outstanding=int(outstanding or 0), chunk_resends=int(h.get("chunk_resends", 0)),
     )
 
 
@@ -320,10 +322,11 @@ class JobStore:
         with self.r.pipeline(transaction=True) as p:
             p.hgetall(key)
             p.ttl(key)
-            raw, ttl = p.execute()
+            p.zcard(keys.job_ledger_seen(job_id))
+            raw, ttl, outstanding = p.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return _status_from_hash(job_id, raw, ttl)
+        return _status_from_hash(job_id, raw, ttl, outstanding)
 
     def list_jobs(self, *, statuses: Iterable[str] | None = None, kind: str | None = None,
                   limit: int = 50) -> list[JobStatus]:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from shared import keys
 from shared.config import Settings, get_settings
+from shared.mlflow_store import ensure_store
 from shared.telemetry import get_logger, redact
 
 # latency histogram: bucket k holds latencies up to 1.1**k ms (10% resolution up to ~10 minutes)
@@ -119,7 +120,15 @@ def mlflow_client(settings: Settings | None = None):
 
     s = settings or get_settings()
     configure_mlflow_client(s)
-    return MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri)
+    uri = s.mlflow_tracking_uri
+
+    def touch() -> None:  # builds the tracking and the registry store (their schema on a fresh database)
+        fresh = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        fresh.search_experiments(max_results=1)
+        fresh.search_registered_models(max_results=1)
+
+    ensure_store(uri, touch)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def artifact_root(settings: Settings) -> str | None:

@@ -30,6 +30,7 @@ from shared.queues import queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
+from workers.requeue import ProviderStillFailing, transient_cause
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
@@ -52,6 +53,7 @@ class ChunkOutcome:
     requeue_delay: float = 0.0
     requeue_reason: str = ""
     waiting_for_backend: AllTargetsOpen | None = None  # every requeued item met AllTargetsOpen (the latest)
+    backoff: bool = False  # some items' provider still failed after the in-place retries: back off
 
 
 class StateWatch:
@@ -128,6 +130,9 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     except BaseException as exc:
         if is_pass_through(exc):
             raise
+        cause = transient_cause(exc)
+        if cause is not None:  # no breaker made it AllTargetsOpen: back to the queue (workers/requeue.py)
+            raise ProviderStillFailing(cause) from exc
         result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc), backend=spec.backend,
                                     model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3))
         result.skipped = skipped_of(exc)
@@ -208,6 +213,7 @@ class ChunkRunner:
             outcome.requeue.extend(item for item, _ in retry_later)
             outcome.requeue_delay = max(exc.delay for _, exc in retry_later)
             outcome.requeue_reason = outcome.requeue_reason or str(retry_later[0][1])
+            outcome.backoff = any(isinstance(exc, ProviderStillFailing) for _, exc in retry_later)
             waits = [exc for _, exc in retry_later if isinstance(exc, AllTargetsOpen)]
             if waits and len(waits) == len(retry_later) and not outcome.requeue_reason.startswith(("Soft", "Term")):
                 outcome.waiting_for_backend = max(waits, key=lambda e: e.retry_at)

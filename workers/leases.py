@@ -11,6 +11,7 @@ restore sweep (every ``restore_interval`` seconds, in any live worker) hands a d
 messages to the others within ``visibility_timeout + restore_interval`` of its last renewal.
 
 The renewal uses ``ZADD XX``: a message already acked or already restored is never re-added.
+The same beat marks the chunks of those messages as alive in the chunk ledger (shared/ledger.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 
 from celery import bootsteps
 
+from shared.celery_config import visibility_timeout
+from shared.ledger import ChunkLedger, parse_chunk_task_id
 from shared.telemetry import get_logger
 
 
@@ -36,6 +39,25 @@ def held_tags(consumer) -> list:
         except RuntimeError:
             continue
     return []
+
+
+def held_chunks(consumer) -> list[tuple[str, str]]:
+    """(job id, chunk id) of the chunk messages this worker holds (running, prefetched, countdown):
+    they are alive, so the ledger sweeper must not send them again."""
+    qos = getattr(getattr(getattr(consumer, "task_consumer", None), "channel", None), "qos", None)
+    delivered = getattr(qos, "_delivered", None)
+    if not delivered:
+        return []
+    for _ in range(3):  # the event loop mutates it while we copy it
+        try:
+            messages = list(delivered.values())
+            break
+        except RuntimeError:
+            continue
+    else:
+        return []
+    found = (parse_chunk_task_id((getattr(m, "headers", None) or {}).get("id")) for m in messages)
+    return [pair for pair in found if pair is not None]
 
 
 def renew(client, index_key: str, tags: list, now: float | None = None) -> int:
@@ -87,13 +109,13 @@ class LeaseRenewal(bootsteps.StartStopStep):
     def start(self, c) -> None:
         from shared.config import get_settings
         from shared.redisconn import get_redis
-        from workers.celery_app import visibility_timeout
 
         self._stop.set()  # a consumer restart (reconnect) replaces the previous thread
         interval = max(0.5, visibility_timeout(get_settings()) / 4)
         client = get_redis(c.app.conf.broker_url)
         index_key = getattr(getattr(getattr(c, "task_consumer", None), "channel", None), "unacked_index_key",
                             "unacked_index")
+        ledger = ChunkLedger(client)
         stop = self._stop = threading.Event()
 
         def loop() -> None:
@@ -101,6 +123,7 @@ class LeaseRenewal(bootsteps.StartStopStep):
             while not stop.wait(interval):
                 try:
                     renew(client, index_key, held_tags(c))
+                    ledger.touch(held_chunks(c))
                 except Exception as exc:  # Redis down: the next beat tries again
                     log.warning("lease_renewal_failed", error=str(exc)[:200])
 

@@ -7,6 +7,7 @@ therefore never crash-loops on one bad message.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -16,8 +17,8 @@ from pydantic import ValidationError
 
 from shared import tracking
 from shared.config import get_settings
-from shared.fallback import job_deadline, requeue_delay
-from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
+from shared.jobs import ChunkPayload, ItemResult, JobSpec
+from shared.ledger import ChunkLedger, chunk_task_id
 from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
@@ -27,6 +28,7 @@ from workers import (
 )
 from workers.celery_app import broker_url
 from workers.chunk import ChunkRunner, error_message
+from workers.requeue import GiveUp, Requeue, decide
 
 _stores: dict[int, JobStore] = {}
 
@@ -61,13 +63,14 @@ def _poison(payload: Any, exc: ValidationError) -> dict:
     return {"poison": True, "recorded": recorded}
 
 
-def _requeue(task, chunk: ChunkPayload, items: list[Item], delay: float, *, counted: bool = True) -> None:
-    s = get_settings()
-    cap = s.max_requeue_delay  # a held countdown message keeps its lease (workers/leases.py)
-    body = ChunkPayload(job=chunk.job, chunk=chunk.chunk, items=items,
-                        requeues=chunk.requeues + (1 if counted else 0))
-    task.apply_async(args=[body.model_dump(mode="json")], queue=queue_for(chunk.job.backend),
-                     countdown=max(0.0, min(delay, cap)))
+def _requeue(task, chunk: ChunkPayload, decision: Requeue) -> None:
+    """Send the items back as the chunk's new live copy (a held countdown message keeps its lease,
+    workers/leases.py; the ledger now names the new copy)."""
+    body = ChunkPayload(job=chunk.job, chunk=chunk.chunk, items=decision.items,
+                        requeues=chunk.requeues + (1 if decision.counted else 0)).model_dump(mode="json")
+    queue, task_id = queue_for(chunk.job.backend), chunk_task_id(chunk.job.id, chunk.chunk)
+    ChunkLedger(job_store().r).sent(chunk.job.id, chunk.chunk, task_id, queue, json.dumps(body), chunk.job.ttl_seconds)
+    task.apply_async(args=[body], queue=queue, countdown=decision.delay, task_id=task_id)
 
 
 @app.task(name=CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -83,30 +86,25 @@ def run_chunk(self, payload: Any) -> dict:
     spec: JobSpec = chunk.job
     log = get_logger(job_id=spec.id, backend=spec.backend, chunk=chunk_id)
     outcome = None
+    rejected = False  # handed back to the broker as it is: the same copy stays live in the ledger
     try:
         outcome = runner.run(chunk, chunk_id)
-        wait = outcome.waiting_for_backend
-        if outcome.requeue and wait is not None:  # every breaker open: wait for one, bounded by the deadline
-            deadline = job_deadline(spec.deadline, spec.created_at, settings)
-            delay = requeue_delay(wait, deadline=deadline)
-            if delay is None:
-                runner.give_up(spec, outcome.requeue, f"job deadline passed while {wait}", chunk.requeues)
-            else:
-                store.mark_waiting_for_backend(spec.id, wait.retry_at, [s["target"] for s in wait.skipped])
-                _requeue(self, chunk, outcome.requeue, delay, counted=False)
-                log.info("chunk_waiting_for_backend", items=len(outcome.requeue), countdown=round(delay, 3),
-                         targets=[s["target"] for s in wait.skipped])
-        elif outcome.requeue:
-            if chunk.requeues >= settings.max_requeues:
-                runner.give_up(spec, outcome.requeue, outcome.requeue_reason, chunk.requeues)
-            else:
-                _requeue(self, chunk, outcome.requeue, outcome.requeue_delay)
-                log.info("chunk_requeued", items=len(outcome.requeue), countdown=round(outcome.requeue_delay, 3),
-                         requeues=chunk.requeues + 1, reason=outcome.requeue_reason)
+        decision = decide(outcome, chunk, settings)
+        if isinstance(decision, GiveUp):
+            runner.give_up(spec, decision.items, decision.reason, chunk.requeues)
+        elif isinstance(decision, Requeue):
+            if decision.waiting is not None:  # every breaker open: wait for one, bounded by the deadline
+                skipped = [s["target"] for s in decision.waiting.skipped]
+                store.mark_waiting_for_backend(spec.id, decision.waiting.retry_at, skipped)
+            _requeue(self, chunk, decision)
+            event = "chunk_waiting_for_backend" if decision.waiting is not None else "chunk_requeued"
+            log.info(event, items=len(decision.items), countdown=round(decision.delay, 3),
+                     requeues=chunk.requeues + int(decision.counted), reason=decision.reason[:300])
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis stayed away longer than the client's retries: nothing is lost by running the chunk
         # again (results are idempotent), so hand the message back instead of failing its items.
         log.error("chunk_redis_unavailable", error=error_message(exc))
+        rejected = True
         raise Reject(exc, requeue=True) from None
     except Exception as exc:  # our own bug: fail what is left of the chunk, keep the worker alive
         log.exception("chunk_crashed", error=error_message(exc))
@@ -117,6 +115,11 @@ def run_chunk(self, payload: Any) -> dict:
         except Exception:
             pass
     finally:
+        if not rejected:
+            try:
+                ChunkLedger(store.r).done(spec.id, chunk_id, self.request.id)
+            except Exception as exc:  # the sweeper's scan then finds nothing and re-sends a no-op
+                log.warning("ledger_done_failed", error=error_message(exc))
         if outcome is None or outcome.gate == "run":
             try:
                 store.chunk_end(spec.id, chunk_id)

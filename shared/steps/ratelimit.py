@@ -13,12 +13,13 @@ import math
 import time
 from collections.abc import Callable
 
-from dspy.lm15 import Request, Response
+from dspy.lm15 import LM15Error, Request, Response
 
 from shared import keys
 from shared.errors import RetryLater
 from shared.steps import stats
 from shared.steps.base import CallNext
+from shared.steps.retry import PACED, is_rate_limited
 
 TOKEN_BUCKET = """
 local t = redis.call('TIME')
@@ -40,6 +41,13 @@ redis.call('EXPIRE', KEYS[1], math.ceil(cap / rate) + 120)
 return tostring(wait)
 """
 
+# A provider's rate-limit answer drops the bucket's burst: the fleet goes on at the steady rate.
+DRAIN = """
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '1')
+if tokens > 0 then redis.call('HSET', KEYS[1], 'tokens', 0) end
+return 1
+"""
+
 DEFAULT_COMPLETION_TOKENS = 256
 
 
@@ -56,10 +64,15 @@ class TokenBucket:
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate)  # one second of burst: smooth, not a minute's worth at once
         self._script = redis_client.register_script(TOKEN_BUCKET)
+        self._drain = redis_client.register_script(DRAIN)
 
     def reserve(self, cost: float, max_wait: float) -> float:
         """Seconds to wait before the reserved call may go; > max_wait means nothing was reserved."""
         return float(self._script(keys=[self.key], args=[self.capacity, self.rate, cost, max_wait]))
+
+    def drain(self) -> None:
+        """No burst until the bucket refills (the provider said we are going too fast)."""
+        self._drain(keys=[self.key])
 
 
 class RateLimitStep:
@@ -93,7 +106,15 @@ class RateLimitStep:
             if collector is not None:
                 collector.rate_limit_wait_s += wait
             self.sleep(wait)
-        response = call_next(request)
+        try:
+            response = call_next(request)
+        except LM15Error as exc:
+            if is_rate_limited(exc):  # feeds the limiter: no burst, and it paces the retry (steps/retry.py)
+                setattr(exc, PACED, True)
+                for bucket in (self.requests, self.tokens):
+                    if bucket is not None:
+                        bucket.drain()
+            raise
         if self.tokens is not None:
             used = response.usage.total_tokens if response.usage and response.usage.total_tokens is not None else None
             if used is not None and not math.isclose(used, estimate):

@@ -1,8 +1,11 @@
 """The one retry layer: exponential backoff with jitter and a cap, Retry-After honoured.
 
 Only transient failures are retried (rate limits, 5xx, timeouts, connection errors); auth,
-billing and bad-request errors fail at once. DSPy's num_retries, LiteLLM's and botocore's
-retries are all off, so this loop is the only one. A wait longer than
+billing and bad-request errors fail at once. Rate-limit answers (429, 503 with Retry-After) are
+not failures: they have their own budget (``max_rate_limit_retries``), and when a global rate
+limit paces the backend the retry waits for the limiter's next slot rather than a backoff that
+would only idle the worker (the limiter has dropped its burst on the 429: shared/steps/ratelimit.py).
+DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.
 """
 
@@ -20,11 +23,22 @@ from shared.errors import RetryLater
 from shared.steps import stats
 from shared.steps.base import CallNext
 
+# set on a rate-limit error by the rate limit step when a global limiter paces that backend
+PACED = "tidyq_paced_by_limiter"
+
 TRANSIENT = (lm15.RateLimitError, lm15.ServerError, lm15.TimeoutError, lm15.TransportError)
 
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) and not isinstance(exc, lm15.ContextLengthError)
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """429, or 503 with Retry-After: the provider asks us to slow down, it is not broken. These
+    feed the backoff (Retry-After honoured) and the rate limiter, never a breaker's failure rate."""
+    if isinstance(exc, lm15.RateLimitError):
+        return True
+    return isinstance(exc, lm15.ServerError) and exc.status == 503 and exc.retry_after is not None
 
 
 def backoff_delay(config: RetryConfig, retry_number: int, rng: random.Random) -> float:
@@ -45,7 +59,7 @@ class RetryStep:
         self.rng = rng or random.Random()
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
-        retry_number = 0
+        failures = limited = 0  # retries so far: after failures, after rate-limit answers
         collector = stats.current()
         while True:
             if collector is not None:
@@ -53,13 +67,24 @@ class RetryStep:
             try:
                 return call_next(request)
             except lm15.LM15Error as exc:
-                if not is_transient(exc) or retry_number >= self.config.max_retries:
+                rate_limited = is_rate_limited(exc)
+                count, budget = (limited, self.config.max_rate_limit_retries) if rate_limited \
+                    else (failures, self.config.max_retries)
+                if not is_transient(exc) or count >= budget:
                     raise
-                hinted = exc.retry_after is not None and exc.retry_after >= 0
-                wait = float(exc.retry_after) if hinted else backoff_delay(self.config, retry_number, self.rng)
+                wait = self._wait(exc, count, rate_limited)
                 if wait > self.config.max_inline_wait:
                     raise RetryLater(f"{type(exc).__name__}: provider asks to wait {wait:.1f}s", delay=wait) from exc
                 if collector is not None:
                     collector.retries += 1
                 self.sleep(wait)
-                retry_number += 1
+                limited, failures = (limited + 1, failures) if rate_limited else (limited, failures + 1)
+
+    def _wait(self, exc: lm15.LM15Error, count: int, rate_limited: bool) -> float:
+        """Retry-After when the provider gave one; no pause of our own for a rate-limit answer that
+        the global limiter paces (the limiter's next slot is the wait); else capped backoff."""
+        if exc.retry_after is not None and exc.retry_after >= 0:
+            return float(exc.retry_after)
+        if rate_limited and getattr(exc, PACED, False):
+            return 0.0
+        return backoff_delay(self.config, count, self.rng)

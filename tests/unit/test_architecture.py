@@ -20,14 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tidyq", "shared", "producers", "workers")
 
-# Cycles other engineers are removing on their branches right now (one issue each). The lead
-# empties this list after merging them; a cycle not listed here, or larger than its entry, fails.
-KNOWN_CYCLES = [
-    {"shared.programs", "shared.registry", "shared.tracking"},  # issue 15
-    {"shared.migrate.assertions", "shared.migrate.dspy3", "shared.migrate.transform",
-     "shared.migrate.wrappers"},  # issue 16: the rule modules <-> shared.migrate.transform
-    {"workers.celery_app", "workers.leases"},  # issue 18
-]
+# Cycles tolerated for now (a cycle not listed here, or larger than its entry, fails). None: the
+# four that issue 17 listed (programs/registry/tracking, migrate rules/transform, celery_app/leases,
+# fallback/wrapper) are broken, and a new one fails this test.
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def project_modules() -> dict[str, Path]:

@@ -167,7 +167,12 @@ def test_redis_down_lets_calls_through():
 def test_outcomes():
     assert outcome_of(None) == "ok"
     assert outcome_of(lm15.ServerError("x")) == "fail"
-    assert outcome_of(lm15.RateLimitError("x")) == "fail"
+    assert outcome_of(lm15.ServerError("x", status=503)) == "fail"  # 503 without Retry-After: an outage
+    # rate limits feed backoff and the rate limiter, never the failure rate
+    assert outcome_of(lm15.RateLimitError("x", status=429)) == "neutral"
+    assert outcome_of(lm15.RateLimitError("x", status=429, retry_after=2.0)) == "neutral"
+    assert outcome_of(lm15.ServerError("x", status=503, retry_after=1.0)) == "neutral"
+    assert outcome_of(lm15.ServerError("x", status=500, retry_after=1.0)) == "fail"
     assert outcome_of(lm15.TimeoutError("x")) == "fail"
     assert outcome_of(lm15.ContextLengthError("x")) == "neutral"
     assert outcome_of(lm15.AuthError("x")) == "neutral"
