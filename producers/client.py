@@ -21,6 +21,7 @@ from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
 from shared.store import JobNotFound, JobStore, JobTimeout
+from shared.task_labels import chunk_send_options
 from producers import jsonl
 from workers.routing import CHUNK_TASK, queue_for
 
@@ -281,7 +282,8 @@ class Client:
             while chunk := list(islice(items, spec.chunk_size)):
                 payload = {"job": job, "chunk": index, "items": [it.model_dump(mode="json") for it in chunk],
                            "requeues": 0}
-                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer)
+                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer,
+                                   **chunk_send_options(CHUNK_TASK, payload))
                 index += 1
                 sent += len(chunk)
         return sent

@@ -189,6 +189,8 @@ class JobStatus(BaseModel):
     progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
+    error_types: dict[str, int] = Field(default_factory=dict)  # failed items per error type, most first
+    usage: dict[str, float] | None = None  # lm_calls, attempts, retries, tokens, cost_usd (shared.tracking)
 
 
 def iso(ts: float | None) -> str | None:

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import Settings
-from shared.errors import AllTargetsOpen, RetryLater
+from shared.errors import AllTargetsOpen, RetryLater, error_type_name
 from shared.fallback import skipped_of
 from shared import tracking
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.programs import resolve_program
+from shared.steps import stats
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
@@ -65,6 +66,21 @@ class ChunkOutcome:
     requeue_delay: float = 0.0
     requeue_reason: str = ""
     waiting_for_backend: AllTargetsOpen | None = None  # every requeued item met AllTargetsOpen (the latest)
+    succeeded: int = 0  # items of this run of the chunk, by outcome (Flower shows them)
+    failed: int = 0
+    error_types: dict[str, int] = field(default_factory=dict)
+
+    def summary(self, payload: ChunkPayload) -> dict:
+        """What the task returns (Flower's Result column): counts only, never an item's input or output."""
+        out = {"job": payload.job.id, "chunk": payload.chunk, "items": len(payload.items), "succeeded": self.succeeded,
+               "failed": self.failed, "recorded": self.recorded}
+        if self.error_types:
+            out["error_types"] = dict(sorted(self.error_types.items(), key=lambda kv: -kv[1]))
+        if self.requeue:
+            out["requeued"] = len(self.requeue)
+        if self.gate != "run" or self.stopped:
+            out["stopped"] = self.stopped or self.gate
+        return out
 
 
 class StateWatch:
@@ -140,8 +156,10 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     except BaseException as exc:
         if is_pass_through(exc):
             raise
-        result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc), backend=spec.backend,
-                                    model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        call = stats.of_error(exc)  # a failed prediction's calls and attempts still count
+        result = ItemResult.failure(item.custom_id, error_type_name(exc), error_message(exc), backend=spec.backend,
+                                    model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                                    attempts=call.attempts if call is not None else 0)
         result.skipped = skipped_of(exc)
     else:
         backend, model = spec.backend, module.wrapper.model
@@ -171,6 +189,10 @@ class ChunkRunner:
             log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
+        try:  # the job's MLflow run exists (RUNNING) from its first chunk on; never fails the chunk
+            tracking.start_job(spec.id, self.store.r, self.settings)
+        except Exception as exc:
+            log.warning("job_tracking_failed", error=error_message(exc))
         done_ids = self.store.existing_results(spec.id, [it.custom_id for it in payload.items])
         todo = [it for it in payload.items if it.custom_id not in done_ids]
         buffer = ResultBuffer(self.store, spec.id, self.settings.results_flush_items,
@@ -190,12 +212,17 @@ class ChunkRunner:
                 result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc),
                                             backend=spec.backend, model=spec.model)
             if result.status == "failed":
+                outcome.failed += 1
+                error_type = result.error.type if result.error else "Unknown"
+                outcome.error_types[error_type] = outcome.error_types.get(error_type, 0) + 1
                 log.warning("item_failed", item=item.custom_id, error_type=result.error.type,
                             error=result.error.message)
             else:
+                outcome.succeeded += 1
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             buffer.add(result, item.inputs)
-            metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status)
+            metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status,
+                                          result.error.type if result.error else None)
 
         try:
             if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:

@@ -16,13 +16,15 @@ from pydantic import ValidationError
 
 from shared import tracking
 from shared.config import get_settings
+from shared.errors import ChunkItemsFailed
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
 from shared.store import JobStore
+from shared.task_labels import chunk_send_options
 from shared.telemetry import get_logger, redact
 from workers import app
 from workers.celery_app import broker_url
 from shared.fallback import job_deadline, requeue_delay
-from workers.chunk import ChunkRunner, error_message
+from workers.chunk import ChunkOutcome, ChunkRunner, error_message
 from workers.routing import CHUNK_TASK, queue_for
 
 _stores: dict[int, JobStore] = {}
@@ -47,7 +49,9 @@ def _poison(payload: Any, exc: ValidationError) -> dict:
     store = job_store()
     if not isinstance(job_id, str) or store.state(job_id) is None or not isinstance(items, list):
         log.error("poison_message_dropped", job_id=job_id if isinstance(job_id, str) else None, error=summary)
-        return {"poison": True, "recorded": 0}
+        lost = len(items) if isinstance(items, list) else 0
+        return {"poison": True, "job": job_id if isinstance(job_id, str) else None, "items": lost, "succeeded": 0,
+                "failed": lost, "recorded": 0, **({"error_types": {"BadInput": lost}} if lost else {})}
     results = []
     for raw in items:
         cid = raw.get("custom_id") if isinstance(raw, dict) else None
@@ -55,20 +59,39 @@ def _poison(payload: Any, exc: ValidationError) -> dict:
             results.append((ItemResult.failure(str(cid), "BadInput", f"malformed chunk message: {summary}"), None))
     recorded = store.record_results(job_id, results) if results else 0
     log.error("poison_message", job_id=job_id, error=summary, recorded=recorded)
-    return {"poison": True, "recorded": recorded}
+    return {"poison": True, "job": job_id, "items": len(items), "succeeded": 0, "failed": len(results),
+            "recorded": recorded, **({"error_types": {"BadInput": len(results)}} if results else {})}
 
 
 def _requeue(task, chunk: ChunkPayload, items: list[Item], delay: float, *, counted: bool = True) -> None:
     s = get_settings()
     cap = s.max_requeue_delay  # a held countdown message keeps its lease (workers/leases.py)
     body = ChunkPayload(job=chunk.job, chunk=chunk.chunk, items=items,
-                        requeues=chunk.requeues + (1 if counted else 0))
-    task.apply_async(args=[body.model_dump(mode="json")], queue=queue_for(chunk.job.backend),
-                     countdown=max(0.0, min(delay, cap)))
+                        requeues=chunk.requeues + (1 if counted else 0)).model_dump(mode="json")
+    task.apply_async(args=[body], queue=queue_for(chunk.job.backend), countdown=max(0.0, min(delay, cap)),
+                     **chunk_send_options(CHUNK_TASK, body))
 
 
-@app.task(name=CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def _give_up(runner: ChunkRunner, outcome: ChunkOutcome, spec: JobSpec, reason: str, requeues: int) -> None:
+    """The outcome's requeued items fail for good; the chunk's counts say so."""
+    runner.give_up(spec, outcome.requeue, reason, requeues)
+    outcome.failed += len(outcome.requeue)
+    outcome.error_types["RetryLater"] = outcome.error_types.get("RetryLater", 0) + len(outcome.requeue)
+    outcome.requeue = []
+
+
+@app.task(name=CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          throws=(ChunkItemsFailed,))
 def run_chunk(self, payload: Any) -> dict:
+    """Returns the chunk's counts (Flower's Result column); a chunk with failed items raises
+    ChunkItemsFailed after everything is stored, so Flower lists it as FAILURE and counts it."""
+    summary = _run_chunk(self, payload)
+    if summary.get("failed"):
+        raise ChunkItemsFailed(summary)
+    return summary
+
+
+def _run_chunk(self, payload: Any) -> dict:
     try:
         chunk = ChunkPayload.model_validate(payload)
     except ValidationError as exc:
@@ -87,7 +110,7 @@ def run_chunk(self, payload: Any) -> dict:
             deadline = job_deadline(spec.deadline, spec.created_at, settings)
             delay = requeue_delay(wait, deadline=deadline)
             if delay is None:
-                runner.give_up(spec, outcome.requeue, f"job deadline passed while {wait}", chunk.requeues)
+                _give_up(runner, outcome, spec, f"job deadline passed while {wait}", chunk.requeues)
             else:
                 store.mark_waiting_for_backend(spec.id, wait.retry_at, [s["target"] for s in wait.skipped])
                 _requeue(self, chunk, outcome.requeue, delay, counted=False)
@@ -95,7 +118,7 @@ def run_chunk(self, payload: Any) -> dict:
                          targets=[s["target"] for s in wait.skipped])
         elif outcome.requeue:
             if chunk.requeues >= settings.max_requeues:
-                runner.give_up(spec, outcome.requeue, outcome.requeue_reason, chunk.requeues)
+                _give_up(runner, outcome, spec, outcome.requeue_reason, chunk.requeues)
             else:
                 _requeue(self, chunk, outcome.requeue, outcome.requeue_delay)
                 log.info("chunk_requeued", items=len(outcome.requeue), countdown=round(outcome.requeue_delay, 3),
@@ -123,4 +146,7 @@ def run_chunk(self, payload: Any) -> dict:
                 tracking.finish_job(spec.id)
             except Exception as exc:
                 log.warning("job_tracking_failed", error=error_message(exc))
-    return {"recorded": outcome.recorded if outcome else 0}
+    if outcome is None:  # crashed: every item of the chunk was recorded as failed
+        return {"job": spec.id, "chunk": chunk.chunk, "items": len(chunk.items), "succeeded": 0,
+                "failed": len(chunk.items), "error_types": {"InternalError": len(chunk.items)}}
+    return outcome.summary(chunk)

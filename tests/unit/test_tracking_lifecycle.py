@@ -1,0 +1,111 @@
+"""The job's MLflow run follows the job (real redis-server, real sqlite MLflow store): RUNNING from
+the first chunk with the job's start time, stepped progress at most once per interval, and an end
+at the job's real end time with FINISHED / FAILED (counts, top error types) / KILLED."""
+
+import time
+
+import pytest
+
+from shared import keys, tracking
+from shared.config import get_settings
+from shared.jobs import ItemResult, JobKind, JobSpec
+from shared.store import JobStore
+from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def settings(mlflow_uri, monkeypatch):
+    monkeypatch.setenv("TIDYQ_MLFLOW_PROGRESS_INTERVAL", "0.3")
+    return get_settings()
+
+
+def _running_job(redis_url, n):
+    store = JobStore.from_url(redis_url)
+    spec = JobSpec(id=f"job{time.time_ns()}", kind=JobKind.BATCH, signature="question -> answer", backend="mock",
+                   total=n, chunk_size=2, ttl_seconds=600, created_at=time.time() - 2.0)
+    store.create_job(spec)
+    assert store.chunk_start(spec.id, "0") == "run"
+    return store, spec
+
+
+def _ok(i):
+    return ItemResult(custom_id=str(i), status="succeeded", outputs={"answer": "x"}, attempts=1)
+
+
+def _bad(i, error_type):
+    return ItemResult.failure(str(i), error_type, "no key for the provider", attempts=2)
+
+
+def _run(mlflow_uri, run_id):
+    from mlflow import MlflowClient
+
+    return MlflowClient(mlflow_uri).get_run(run_id)
+
+
+def test_run_is_running_from_the_first_chunk_and_ends_failed_at_the_jobs_real_times(redis_url, settings, mlflow_uri):
+    from mlflow import MlflowClient
+
+    store, spec = _running_job(redis_url, 4)
+    run_id = tracking.start_job(spec.id, store.r, settings)
+    assert run_id and tracking.start_job(spec.id, store.r, settings) is None  # the first chunk creates it, once
+    started_at = float(store.r.hget(keys.job(spec.id), "started_at"))
+    run = _run(mlflow_uri, run_id)
+    assert run.info.status == "RUNNING" and run.info.start_time == int(started_at * 1000)
+    assert run.data.tags["tidyq.job_id"] == spec.id and run.data.params["items"] == "4"
+
+    store.record_results(spec.id, [(_ok(0), None), (_bad(1, "LMNotConfiguredError"), {"question": "q"})])
+    tracking.finish_job(spec.id, store.r, settings)  # progress, step = items done
+    tracking.finish_job(spec.id, store.r, settings)  # within the interval: nothing more is logged
+    history = MlflowClient(mlflow_uri).get_metric_history(run_id, "progress.done")
+    assert [(h.step, h.value) for h in history] == [(2, 2.0)]
+    time.sleep(0.35)
+    store.record_results(spec.id, [(_bad(2, "LMNotConfiguredError"), {"question": "q"})])
+    tracking.finish_job(spec.id, store.r, settings)
+    history = MlflowClient(mlflow_uri).get_metric_history(run_id, "progress.done")
+    assert [(h.step, h.value) for h in history] == [(2, 2.0), (3, 3.0)]
+    assert _run(mlflow_uri, run_id).info.status == "RUNNING"
+
+    store.record_results(spec.id, [(_bad(3, "LMTimeoutError"), {"question": "q"})])
+    assert tracking.finish_job(spec.id, store.r, settings) == run_id
+    finished_at = float(store.r.hget(keys.job(spec.id), "finished_at"))
+    run = _run(mlflow_uri, run_id)
+    assert run.info.status == "FAILED" and run.info.end_time == int(finished_at * 1000)
+    assert run.info.start_time == int(started_at * 1000)
+    m, tags = run.data.metrics, run.data.tags
+    assert (m["succeeded"], m["failed"], m["errors.LMNotConfiguredError"], m["errors.LMTimeoutError"]) == (1, 3, 2, 1)
+    assert m["duration_s"] == pytest.approx(finished_at - started_at)
+    assert m["queue_wait_s"] == pytest.approx(started_at - spec.created_at)
+    assert tags["tidyq.status"] == "completed" and tags["tidyq.failed"] == "3"
+    assert tags["tidyq.error_types"] == "LMNotConfiguredError: 2, LMTimeoutError: 1"
+    assert store.status(spec.id).error_types == {"LMNotConfiguredError": 2, "LMTimeoutError": 1}
+    assert tracking.finish_job(spec.id, store.r, settings) is None  # ended once
+
+
+def test_every_item_succeeded_is_finished_and_a_cancelled_job_is_killed(redis_url, settings, mlflow_uri):
+    store, spec = _running_job(redis_url, 2)
+    run_id = tracking.start_job(spec.id, store.r, settings)
+    store.record_results(spec.id, [(_ok(0), None), (_ok(1), None)])
+    assert tracking.finish_job(spec.id, store.r, settings) == run_id
+    assert _run(mlflow_uri, run_id).info.status == "FINISHED"
+
+    store, spec = _running_job(redis_url, 2)
+    run_id = tracking.start_job(spec.id, store.r, settings)
+    assert store.cancel(spec.id).value == "cancelling"
+    assert store.chunk_end(spec.id, "0") == "cancelled"
+    assert tracking.finish_job(spec.id, store.r, settings) == run_id
+    run = _run(mlflow_uri, run_id)
+    assert run.info.status == "KILLED" and run.data.tags["tidyq.status"] == "cancelled"
+
+
+def test_run_missed_at_start_is_created_at_the_end_with_the_jobs_start_time(redis_url, settings, mlflow_uri,
+                                                                            monkeypatch):
+    store, spec = _running_job(redis_url, 1)
+    with monkeypatch.context() as m:
+        m.setattr(tracking.gate, "available", lambda s=None: False)  # tracking server away at start
+        assert tracking.start_job(spec.id, store.r, settings) is None
+    assert not store.r.hexists(keys.job(spec.id), "mlflow_run_claim")  # released for whoever ends the job
+    store.record_results(spec.id, [(_ok(0), None)])
+    run_id = tracking.finish_job(spec.id, store.r, settings)
+    started_at = float(store.r.hget(keys.job(spec.id), "started_at"))
+    run = _run(mlflow_uri, run_id)
+    assert run.info.status == "FINISHED" and run.info.start_time == int(started_at * 1000)
