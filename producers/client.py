@@ -23,9 +23,10 @@ from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, pa
 from shared.store import JobNotFound, JobStore, JobTimeout
 from shared.task_labels import chunk_send_options
 from producers import jsonl
+from producers.target_check import SubmitWarning, check_target
 from workers.routing import CHUNK_TASK, queue_for
 
-__all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
+__all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout", "SubmitWarning"]
 
 
 class JobFailed(TidyqError):
@@ -40,8 +41,9 @@ class JobFailed(TidyqError):
 class Job:
     """A handle on a submitted job. ``existing`` is True when an idempotency key matched."""
 
-    def __init__(self, client: "Client", job_id: str, *, existing: bool = False):
+    def __init__(self, client: "Client", job_id: str, *, existing: bool = False, warnings: list[str] | None = None):
         self.client, self.id, self.existing = client, job_id, existing
+        self.warnings = list(warnings or [])  # what the submit-time target check could not confirm
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
@@ -82,8 +84,12 @@ class Job:
 
 
 class Client:
-    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None):
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
+                 on_warning: Callable[[str], None] | None = None):
+        """``on_warning(message)`` receives the submit-time target check's warnings (default:
+        ``warnings.warn`` with SubmitWarning); they are also on ``Job.warnings``."""
         self.settings = settings or get_settings()
+        self.on_warning = on_warning or _warn
         self.redis_url = redis_url or self.settings.redis_url or self.settings.default_redis_url
         self.store = JobStore.from_url(self.redis_url)
         self._app = None
@@ -259,6 +265,10 @@ class Client:
                        chunk_size=size, ttl_seconds=self.settings.result_ttl_seconds, created_at=time.time(),
                        idempotency_key=idempotency_key, retry_of=retry_of,
                        deadline=time.time() + target["deadline_seconds"] if target.get("deadline_seconds") else None)
+        notes = check_target(self.store.r, queue_for(spec.backend), Target(backend=spec.backend, model=spec.model),
+                             self.settings)  # refuses (BadInput) before anything is written
+        for note in notes:
+            self.on_warning(note)
         self.store.create_job(spec)
         if idempotency_key:
             ttl = self.settings.idempotency_ttl_seconds or spec.ttl_seconds
@@ -271,7 +281,7 @@ class Client:
         except BaseException as exc:
             self.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
             raise
-        return Job(self, spec.id)
+        return Job(self, spec.id, warnings=notes)
 
     def _enqueue(self, spec: JobSpec, items: Iterator[Item]) -> int:
         job = spec.model_dump(mode="json")
@@ -287,6 +297,12 @@ class Client:
                 index += 1
                 sent += len(chunk)
         return sent
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, SubmitWarning, stacklevel=4)
 
 
 def _deadline_seconds(value: float | None) -> float | None:

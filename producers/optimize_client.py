@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from producers.target_check import check_target
 from shared.errors import BadInput
-from shared.jobs import JobKind, JobSpec, new_job_id, signature_fields
+from shared.jobs import JobKind, JobSpec, Target, new_job_id, signature_fields
+from shared.task_labels import optimize_send_options
 
 
 def _fields(signature: str | None, program: str | None, settings) -> tuple[list[str], list[str]]:
@@ -81,11 +83,16 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
     spec = JobSpec(id=new_job_id(), kind=JobKind.OPTIMIZE, signature=signature, program=program, backend=backend_name,
                    model=model or None, total=1, chunk_size=1, ttl_seconds=client.settings.result_ttl_seconds,
                    created_at=time.time())
+    notes = check_target(client.store.r, OPTIMIZE_QUEUE, Target(backend=backend_name, model=model or None),
+                         client.settings)  # refuses (BadInput) before anything is written
+    for note in notes:
+        client.on_warning(note)
     client.store.create_job(spec)
     payload = {"job": spec.model_dump(mode="json"), "request": request.model_dump(mode="json")}
     try:
-        client.app.send_task(OPTIMIZE_TASK, args=[payload], queue=OPTIMIZE_QUEUE)
+        client.app.send_task(OPTIMIZE_TASK, args=[payload], queue=OPTIMIZE_QUEUE,
+                             **optimize_send_options(OPTIMIZE_TASK, payload["job"], payload["request"]))
     except BaseException as exc:
         client.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
         raise
-    return Job(client, spec.id)
+    return Job(client, spec.id, warnings=notes)

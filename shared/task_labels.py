@@ -42,3 +42,15 @@ def chunk_send_options(base: str, payload: dict[str, Any]) -> dict[str, str]:
     return {"shadow": chunk_task_name(base, job, chunk, requeues),
             "argsrepr": chunk_argsrepr(job, chunk, len(payload["items"]), requeues),
             "kwargsrepr": "{}"}
+
+
+def optimize_send_options(base: str, job: dict[str, Any], request: dict[str, Any]) -> dict[str, str]:
+    """The same for an optimize job: its trainset and valset are users' data, so only their sizes show."""
+    target = f"{job.get('backend')}:{job['model']}" if job.get("model") else str(job.get("backend"))
+    valset = request.get("valset")
+    parts = [f"job={job.get('id')}", f"name={request.get('name')}", f"optimizer={request.get('optimizer')}",
+             f"metric={request.get('metric')}", f"target={target}", f"trainset={len(request.get('trainset') or [])}"]
+    if valset is not None:
+        parts.append(f"valset={len(valset)}")
+    return {"shadow": f"{base}[{str(job.get('id', ''))[:SHORT_ID]} {request.get('name')} {request.get('optimizer')}]",
+            "argsrepr": "(" + ", ".join(parts) + ")", "kwargsrepr": "{}"}
