@@ -140,10 +140,14 @@ class ItemResult(BaseModel):
     cached: bool = False
     attempts: int = 0
     skipped: list[dict[str, str]] = Field(default_factory=list)  # targets passed over: {"target", "reason"}
+    cost_usd: float | None = None  # the item's provider cost, where the model's price is known
 
     def to_json(self) -> str:
-        # ``skipped`` appears only when a fallback happened: plain results keep the contract's keys
-        data = self.model_dump(mode="json", exclude=None if self.skipped else {"skipped"})
+        # ``skipped`` appears only when a fallback happened and ``cost_usd`` only when priced: plain
+        # results keep the contract's keys
+        exclude = {name for name, empty in (("skipped", not self.skipped), ("cost_usd", self.cost_usd is None))
+                   if empty}
+        data = self.model_dump(mode="json", exclude=exclude or None)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod

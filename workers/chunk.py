@@ -161,6 +161,7 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
                                     model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3),
                                     attempts=call.attempts if call is not None else 0)
         result.skipped = skipped_of(exc)
+        result.cost_usd = call.cost_usd if call is not None else None
     else:
         backend, model = spec.backend, module.wrapper.model
         if call.served_by and call.skipped:  # a fallback target answered
@@ -168,7 +169,8 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         result = ItemResult(
             custom_id=item.custom_id, status="succeeded", outputs=jsonable(dict(prediction.items())),
             backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
+            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts,
+            cost_usd=call.cost_usd)
     tracking.record_item(spec.id, result, call, served)
     return result
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,6 +74,8 @@ def test_results_status_mlflow_and_prometheus_tell_the_same_numbers(redis_url, s
     assert attempts >= N + 1 and min(x["attempts"] for x in failed) >= 1  # failed items made attempts too
     usage = status["usage"]
     assert usage["attempts"] == attempts and usage["lm_calls"] >= N
+    cost = sum(x.get("cost_usd") or 0.0 for x in results)  # DSPy's price table knows gpt-4o-mini
+    assert cost > 0 and usage["cost_usd"] == pytest.approx(cost, rel=1e-6)
 
     run = wait_for(lambda: (lambda got: got if got.info.status != "RUNNING" else None)(
         MlflowClient(mlflow_uri).get_run(run_id)), 30, "the run to end")
@@ -83,6 +86,7 @@ def test_results_status_mlflow_and_prometheus_tell_the_same_numbers(redis_url, s
     m = run.data.metrics
     assert (m["failed"], m["errors.LMInvalidRequestError"]) == (3, 3)
     assert (m["attempts"], m["lm_calls"]) == (attempts, usage["lm_calls"])
+    assert m["cost_usd"] == pytest.approx(cost, rel=1e-6)
     assert run.data.tags["tidyq.error_types"] == "LMInvalidRequestError: 3"
     progress = MlflowClient(mlflow_uri).get_metric_history(run_id, "progress.done")
     assert progress and all(p.step == p.value for p in progress)  # stepped by items done
@@ -96,6 +100,7 @@ def test_results_status_mlflow_and_prometheus_tell_the_same_numbers(redis_url, s
     assert summed(s, "tidyq_items_total", status="failed") == 3
     assert summed(s, "tidyq_lm_attempts_total") == attempts
     assert summed(s, "tidyq_lm_calls_total") == usage["lm_calls"]
+    assert summed(s, "tidyq_cost_usd_total") == pytest.approx(cost, rel=1e-6)
     lm_errors = by_label(s, "tidyq_lm_errors_total", "error")
     assert set(lm_errors) == {"LMInvalidRequestError"}  # the results' name, not the engine's InvalidRequestError
     wait_for(lambda: summed(prometheus(redis_url), "tidyq_jobs_running") == 0, 10, "the job to leave the gauge")
