@@ -109,3 +109,25 @@ def test_run_missed_at_start_is_created_at_the_end_with_the_jobs_start_time(redi
     started_at = float(store.r.hget(keys.job(spec.id), "started_at"))
     run = _run(mlflow_uri, run_id)
     assert run.info.status == "FINISHED" and run.info.start_time == int(started_at * 1000)
+
+
+def test_a_tracking_server_that_is_down_leaves_the_job_alone(redis_url, monkeypatch):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    monkeypatch.setenv("TIDYQ_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    tracking.gate.reset()
+    try:
+        store, spec = _running_job(redis_url, 2)
+        assert tracking.start_job(spec.id, store.r) is None
+        store.record_results(spec.id, [(_ok(0), None)])
+        assert tracking.finish_job(spec.id, store.r) is None  # no run to log progress to
+        store.record_results(spec.id, [(_bad(1, "LMTimeoutError"), {"question": "q"})])
+        assert tracking.finish_job(spec.id, store.r) is None
+        assert store.status(spec.id).status.value == "completed"
+        assert not store.r.hexists(keys.job(spec.id), "mlflow_run_id")
+    finally:
+        tracking.gate.reset()
