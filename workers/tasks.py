@@ -137,12 +137,16 @@ def _run_chunk(self, payload: Any) -> dict:
         except Exception:
             pass
     finally:
-        if outcome is None or outcome.gate == "run":
+        ran = outcome is None or outcome.gate == "run"
+        if ran:
             try:
                 store.chunk_end(spec.id, chunk_id)
             except Exception as exc:
                 log.error("chunk_end_failed", error=error_message(exc))
-            try:  # this chunk's numbers to Redis; the job's one MLflow run once it has ended
+        # this chunk's numbers to Redis; the job's MLflow run ended once the job has. A chunk skipped
+        # because the job already ended (cancelled between chunks) ends the run too: nobody else would.
+        if ran or (outcome is not None and outcome.gate in ("cancelled", "failed", "completed")):
+            try:
                 tracking.finish_job(spec.id)
             except Exception as exc:
                 log.warning("job_tracking_failed", error=error_message(exc))

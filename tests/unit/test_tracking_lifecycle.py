@@ -131,3 +131,24 @@ def test_a_tracking_server_that_is_down_leaves_the_job_alone(redis_url, monkeypa
         assert not store.r.hexists(keys.job(spec.id), "mlflow_run_id")
     finally:
         tracking.gate.reset()
+
+
+def test_a_job_cancelled_between_chunks_ends_its_run_killed(redis_url, settings, mlflow_uri):
+    """No chunk runs when the cancel lands, so the job is cancelled at once; the next chunk (skipped)
+    ends the run. The chunk task runs in this process (no broker round trip)."""
+    from workers.tasks import run_chunk
+
+    store = JobStore.from_url(redis_url)
+    spec = JobSpec(id=f"job{time.time_ns()}", kind=JobKind.BATCH, signature="question -> answer", backend="mock",
+                   total=4, chunk_size=2, ttl_seconds=600, created_at=time.time())
+    store.create_job(spec)
+    chunks = [{"job": spec.model_dump(mode="json"), "chunk": n,
+               "items": [{"custom_id": f"{n}-{i}", "inputs": {"question": f"q{i}"}} for i in range(2)]}
+              for n in range(2)]
+    assert run_chunk(chunks[0])["succeeded"] == 2
+    run_id = store.r.hget(keys.job(spec.id), "mlflow_run_id").decode()
+    assert _run(mlflow_uri, run_id).info.status == "RUNNING"
+    assert store.cancel(spec.id).value == "cancelled"
+    assert run_chunk(chunks[1])["stopped"] == "cancelled"
+    run = _run(mlflow_uri, run_id)
+    assert run.info.status == "KILLED" and run.data.metrics["succeeded"] == 2
