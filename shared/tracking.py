@@ -530,6 +530,19 @@ def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def warm_up(settings: Settings | None = None) -> threading.Thread | None:
+    """Import MLflow and open its store on a background thread when a worker process starts: the
+    first chunk of a job creates the job's run, and would otherwise wait seconds for that (importing
+    mlflow, a sqlite store's schema check) with its items. Never raises; None when tracking is off."""
+    s = settings or get_settings()
+    if not s.mlflow_tracking_uri:
+        return None
+    thread = threading.Thread(target=lambda: gate.run(lambda: experiment_id(mlflow_client(s), s), s),
+                              name="tidyq-mlflow-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 # --- traces -------------------------------------------------------------------------------------
 
 _tracing_started = False

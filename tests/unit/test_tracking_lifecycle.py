@@ -152,3 +152,11 @@ def test_a_job_cancelled_between_chunks_ends_its_run_killed(redis_url, settings,
     assert run_chunk(chunks[1])["stopped"] == "cancelled"
     run = _run(mlflow_uri, run_id)
     assert run.info.status == "KILLED" and run.data.metrics["succeeded"] == 2
+
+
+def test_warm_up_opens_the_store_in_the_background_and_is_off_without_a_uri(mlflow_uri, monkeypatch):
+    thread = tracking.warm_up()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and tracking._experiments  # the experiment id is known before any job
+    monkeypatch.setenv("TIDYQ_MLFLOW_TRACKING_URI", "")
+    assert tracking.warm_up() is None
