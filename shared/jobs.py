@@ -194,7 +194,7 @@ class JobStatus(BaseModel):
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
     error_types: dict[str, int] = Field(default_factory=dict)  # failed items per error type, most first
-    usage: dict[str, float] | None = None  # lm_calls, attempts, retries, tokens, cost_usd (shared.tracking)
+    usage: dict[str, int | float] | None = None  # lm_calls, attempts, retries, tokens, cost_usd (shared.tracking)
 
 
 def iso(ts: float | None) -> str | None:

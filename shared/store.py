@@ -160,13 +160,13 @@ USAGE_FIELDS = {"lm_calls": "calls", "attempts": "attempts", "retries": "retries
                 "output_tokens": "output_tokens", "cost_usd": "cost_usd"}
 
 
-def usage_from_tracking(raw: dict | None) -> dict[str, float] | None:
+def usage_from_tracking(raw: dict | None) -> dict[str, int | float] | None:
     """The job's LM usage from its tracking aggregate (keys.job_tracking, summed per chunk by
     shared.tracking): the same numbers its MLflow run and Prometheus count. None before any chunk ran."""
     if not raw:
         return None
     agg = {_s(k): _s(v) for k, v in raw.items()}
-    out: dict[str, float] = {}
+    out: dict[str, int | float] = {}
     for name, field in USAGE_FIELDS.items():
         value = float(agg.get(field) or 0)
         out[name] = round(value, 6) if name == "cost_usd" else int(value)

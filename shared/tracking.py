@@ -214,13 +214,15 @@ class JobRun:
         gate.run(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, _param_value(v)) for k, v in tags.items()]),
                  self.settings)
 
-    def finish(self, status: str = "FINISHED", end_time: float | None = None) -> None:
-        """End the run; ``end_time`` (Unix seconds) is when the job really ended (default: now)."""
+    def finish(self, status: str = "FINISHED", end_time: float | None = None) -> bool:
+        """End the run; ``end_time`` (Unix seconds) is when the job really ended (default: now).
+        True when MLflow took it."""
         if not self.active:
-            return
+            return False
         self.flush()
         end_ms = int(end_time * 1000) if end_time else None
-        gate.run(lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_ms), self.settings)
+        return gate.run(lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_ms) or True,
+                        self.settings) is True
 
 
 def start_job_run(job_id: str, kind: str, params: dict[str, Any], *, tags: dict[str, Any] | None = None,
@@ -500,30 +502,59 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
     flush(job_id, r, ttl_seconds=int(float(job["ttl"])) if job.get("ttl") else None)
     if not _tracked(job, s):
         return None
+    _retry_deferred_ends(r, s, but=job_id)
     if job.get("status") not in ("completed", "failed", "cancelled"):
         log_progress(job_id, job, r, s)
         return None
     if not r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
         return None
+    return _end_run(r, job_id, job, s)
+
+
+def _end_run(r, job_id: str, job: dict[str, str], s: Settings) -> str | None:
+    """Final metrics, tags and the end of the ended job's run; the caller holds the 'mlflow_logged'
+    claim. When MLflow is away the claim is released and the job deferred, so that a later chunk
+    (of any job, on any worker) ends the run once MLflow answers: a run is never left RUNNING."""
     run_id = job.get("mlflow_run_id")
     if run_id is None:
         if r.hsetnx(keys.job(job_id), "mlflow_run_claim", "1"):
             run_id = _create_job_run(r, job_id, job, s)
         else:
             run_id = _wait_for_run_id(r, job_id, s)
-    if run_id is None:
-        return None
-    agg = {_s(k): _s(v) for k, v in r.hgetall(keys.job_tracking(job_id)).items()}
-    run = JobRun(mlflow_client(s), run_id, s)
-    top = error_types(job)
-    run.set_tags({"tidyq.status": job.get("status"), "tidyq.succeeded": job.get("succeeded", "0"),
-                  "tidyq.failed": job.get("failed", "0"),
-                  **({"tidyq.error_types": ", ".join(f"{k}: {v}" for k, v in list(top.items())[:5])} if top else {}),
-                  **({"tidyq.error": job["error"]} if job.get("error") else {})})
-    finished = float(job.get("finished_at") or time.time())
-    run.log_metrics(job_metrics(agg, job), step=int(_num(job, "succeeded") + _num(job, "failed")))
-    run.finish(run_status(job), end_time=finished)
-    return run_id
+            if run_id is None:  # its creator died or gave up: whoever retries creates it
+                r.hdel(keys.job(job_id), "mlflow_run_claim")
+    ended = False
+    if run_id is not None:
+        agg = {_s(k): _s(v) for k, v in r.hgetall(keys.job_tracking(job_id)).items()}
+        run = JobRun(mlflow_client(s), run_id, s)
+        top = error_types(job)
+        run.set_tags({"tidyq.status": job.get("status"), "tidyq.succeeded": job.get("succeeded", "0"),
+                      "tidyq.failed": job.get("failed", "0"),
+                      **({"tidyq.error_types": ", ".join(f"{k}: {v}" for k, v in list(top.items())[:5])} if top else {}),
+                      **({"tidyq.error": job["error"]} if job.get("error") else {})})
+        finished = float(job.get("finished_at") or time.time())
+        run.log_metrics(job_metrics(agg, job), step=int(_num(job, "succeeded") + _num(job, "failed")))
+        ended = run.finish(run_status(job), end_time=finished)
+    if ended:
+        r.zrem(keys.mlflow_deferred_ends(), job_id)
+        return run_id
+    r.hdel(keys.job(job_id), "mlflow_logged")
+    r.zadd(keys.mlflow_deferred_ends(), {job_id: time.time()}, nx=True)
+    return None
+
+
+def _retry_deferred_ends(r, s: Settings, *, but: str, limit: int = 3) -> None:
+    """End up to ``limit`` runs whose job ended while MLflow was away (one Redis read when none)."""
+    waiting = [_s(j) for j in r.zrange(keys.mlflow_deferred_ends(), 0, limit - 1)]
+    waiting = [j for j in waiting if j != but]
+    if not waiting or not gate.available(s):
+        return
+    for job_id in waiting:
+        job = _job_hash(r, job_id)
+        if not job or job.get("status") not in ("completed", "failed", "cancelled"):
+            r.zrem(keys.mlflow_deferred_ends(), job_id)  # expired: nothing left to end
+        elif r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
+            _end_run(r, job_id, job, s)
 
 
 def _s(v) -> str:
@@ -537,8 +568,13 @@ def warm_up(settings: Settings | None = None) -> threading.Thread | None:
     s = settings or get_settings()
     if not s.mlflow_tracking_uri:
         return None
-    thread = threading.Thread(target=lambda: gate.run(lambda: experiment_id(mlflow_client(s), s), s),
-                              name="tidyq-mlflow-warm-up", daemon=True)
+    def open_store() -> None:
+        try:
+            experiment_id(mlflow_client(s), s)
+        except Exception:  # e.g. two processes creating a fresh sqlite schema at once: the next call retries
+            pass
+
+    thread = threading.Thread(target=open_store, name="tidyq-mlflow-warm-up", daemon=True)
     thread.start()
     return thread
 

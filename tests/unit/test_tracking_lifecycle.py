@@ -160,3 +160,28 @@ def test_warm_up_opens_the_store_in_the_background_and_is_off_without_a_uri(mlfl
     assert not thread.is_alive() and tracking._experiments  # the experiment id is known before any job
     monkeypatch.setenv("TIDYQ_MLFLOW_TRACKING_URI", "")
     assert tracking.warm_up() is None
+
+
+def test_a_run_whose_end_could_not_be_written_is_ended_by_a_later_chunk(redis_url, settings, mlflow_uri,
+                                                                         monkeypatch):
+    store, spec = _running_job(redis_url, 1)
+    run_id = tracking.start_job(spec.id, store.r, settings)
+    store.record_results(spec.id, [(_bad(0, "LMTimeoutError"), {"question": "q"})])
+    with monkeypatch.context() as m:
+        m.setattr(tracking.gate, "available", lambda s=None: False)  # MLflow away when the job ends
+        assert tracking.finish_job(spec.id, store.r, settings) is None
+    assert _run(mlflow_uri, run_id).info.status == "RUNNING"
+    assert store.r.zscore(keys.mlflow_deferred_ends(), spec.id) is not None
+    assert not store.r.hexists(keys.job(spec.id), "mlflow_logged")
+
+    other, other_spec = _running_job(redis_url, 2)  # any later chunk, of any job, ends it
+    tracking.finish_job(other_spec.id, other.r, settings)
+    run = _run(mlflow_uri, run_id)
+    assert run.info.status == "FAILED" and run.data.tags["tidyq.error_types"] == "LMTimeoutError: 1"
+    assert run.info.end_time == int(float(store.r.hget(keys.job(spec.id), "finished_at")) * 1000)
+    assert store.r.zscore(keys.mlflow_deferred_ends(), spec.id) is None
+    assert tracking.finish_job(spec.id, store.r, settings) is None  # ended once
+
+    store.r.zadd(keys.mlflow_deferred_ends(), {"long-gone": 1.0})  # an expired job leaves the set
+    tracking.finish_job(other_spec.id, other.r, settings)
+    assert store.r.zscore(keys.mlflow_deferred_ends(), "long-gone") is None
