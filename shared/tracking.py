@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -418,20 +419,23 @@ def _tracked(job: dict[str, str], s: Settings) -> bool:
 
 
 def _create_job_run(r, job_id: str, job: dict[str, str], s: Settings) -> str | None:
-    """Create the job's RUNNING run, started at the job's real start; the caller holds the claim."""
+    """Create the job's RUNNING run, started at the job's real start; the caller holds the claim.
+    Returns the job's run id: ours, or the one that got there first (ours is then deleted)."""
     started = float(job.get("started_at") or job.get("created_at") or time.time())
     run = start_job_run(job_id, "batch", _run_params(job_id, job), tags={"tidyq.status": "running"}, settings=s,
                         start_time=started)
     if not run.active:
         r.hdel(keys.job(job_id), "mlflow_run_claim")  # MLflow away: whoever ends the job tries again
         return None
-    r.hset(keys.job(job_id), "mlflow_run_id", run.run_id)
-    return run.run_id
+    if r.hsetnx(keys.job(job_id), "mlflow_run_id", run.run_id):
+        return run.run_id
+    gate.run(lambda: run.client.delete_run(run.run_id), s)  # a slow creator lost to the job's end
+    return _s(r.hget(keys.job(job_id), "mlflow_run_id"))
 
 
 def start_job(job_id: str, redis_client=None, settings: Settings | None = None) -> str | None:
-    """Called when a chunk starts running: the first one (fleet-wide, an HSETNX claim) creates the
-    job's MLflow run, RUNNING from the job's start. One Redis call for every later chunk."""
+    """The first chunk of a job to run (fleet-wide, an HSETNX claim) creates the job's MLflow run,
+    RUNNING from the job's start. One Redis call for every later chunk. Returns the new run's id."""
     s = settings or get_settings()
     if not s.mlflow_tracking_uri:
         return None
@@ -442,6 +446,30 @@ def start_job(job_id: str, redis_client=None, settings: Settings | None = None) 
     if not _tracked(job, s) or job.get("mlflow_run_id"):
         return job.get("mlflow_run_id")
     return _create_job_run(r, job_id, job, s)
+
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def start_job_soon(job_id: str, redis_client=None, settings: Settings | None = None) -> Future | None:
+    """:func:`start_job` on this process's tracking thread: a chunk never waits for MLflow (a slow
+    or hung tracking server, importing mlflow). Returns the Future, or None when tracking is off."""
+    s = settings or get_settings()
+    if not s.mlflow_tracking_uri:
+        return None
+    pid = os.getpid()  # a thread pool must not cross a fork
+    executor = _executors.get(pid)
+    if executor is None:
+        executor = _executors[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidyq-tracking")
+    return executor.submit(_quietly, start_job, job_id, redis_client, s)
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:  # tracking never fails a job; say why once in the log
+        get_logger().warning("job_tracking_failed", error=redact(str(exc))[:300])
+        return None
 
 
 def log_progress(job_id: str, job: dict[str, str], r, s: Settings, now: float | None = None) -> bool:

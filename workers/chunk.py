@@ -191,10 +191,8 @@ class ChunkRunner:
             log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
-        try:  # the job's MLflow run exists (RUNNING) from its first chunk on; never fails the chunk
-            tracking.start_job(spec.id, self.store.r, self.settings)
-        except Exception as exc:
-            log.warning("job_tracking_failed", error=error_message(exc))
+        # the job's MLflow run exists (RUNNING) from its first chunk on, created off this thread
+        tracking.start_job_soon(spec.id, self.store.r, self.settings)
         done_ids = self.store.existing_results(spec.id, [it.custom_id for it in payload.items])
         todo = [it for it in payload.items if it.custom_id not in done_ids]
         buffer = ResultBuffer(self.store, spec.id, self.settings.results_flush_items,

@@ -11,6 +11,7 @@ from shared.config import get_settings
 from shared.jobs import ItemResult, JobKind, JobSpec
 from shared.store import JobStore
 from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -146,7 +147,7 @@ def test_a_job_cancelled_between_chunks_ends_its_run_killed(redis_url, settings,
                "items": [{"custom_id": f"{n}-{i}", "inputs": {"question": f"q{i}"}} for i in range(2)]}
               for n in range(2)]
     assert run_chunk(chunks[0])["succeeded"] == 2
-    run_id = store.r.hget(keys.job(spec.id), "mlflow_run_id").decode()
+    run_id = wait_for(lambda: store.r.hget(keys.job(spec.id), "mlflow_run_id"), 30, "the run").decode()
     assert _run(mlflow_uri, run_id).info.status == "RUNNING"
     assert store.cancel(spec.id).value == "cancelled"
     assert run_chunk(chunks[1])["stopped"] == "cancelled"
@@ -185,3 +186,32 @@ def test_a_run_whose_end_could_not_be_written_is_ended_by_a_later_chunk(redis_ur
     store.r.zadd(keys.mlflow_deferred_ends(), {"long-gone": 1.0})  # an expired job leaves the set
     tracking.finish_job(other_spec.id, other.r, settings)
     assert store.r.zscore(keys.mlflow_deferred_ends(), "long-gone") is None
+
+
+def test_the_chunk_never_waits_for_the_run_to_be_created(redis_url, settings, mlflow_uri, monkeypatch):
+    """start_job_soon returns at once; the run appears from this process's tracking thread."""
+    import threading
+
+    store, spec = _running_job(redis_url, 1)
+    release = threading.Event()
+    real = tracking.start_job_run
+    monkeypatch.setattr(tracking, "start_job_run", lambda *a, **k: (release.wait(30), real(*a, **k))[1])
+    future = tracking.start_job_soon(spec.id, store.r, settings)
+    assert not future.done()  # a slow tracking server holds the tracking thread, not the chunk
+    release.set()
+    run_id = future.result(timeout=30)
+    assert run_id and _run(mlflow_uri, run_id).info.status == "RUNNING"
+    monkeypatch.setenv("TIDYQ_MLFLOW_TRACKING_URI", "")
+    assert tracking.start_job_soon(spec.id, store.r) is None
+
+
+def test_a_slow_creator_that_lost_to_the_jobs_end_deletes_its_run(redis_url, settings, mlflow_uri):
+    store, spec = _running_job(redis_url, 1)
+    store.r.hset(keys.job(spec.id), "mlflow_run_claim", "1")
+    first = tracking._create_job_run(store.r, spec.id, tracking._job_hash(store.r, spec.id), settings)
+    second = tracking._create_job_run(store.r, spec.id, tracking._job_hash(store.r, spec.id), settings)
+    assert second == first  # the job keeps the first run
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(mlflow_uri).search_runs([tracking._experiments[(mlflow_uri, "tidyq")]])
+    assert [r.info.run_id for r in runs] == [first]  # the loser's run was deleted
