@@ -109,6 +109,11 @@ def mlflow_deferred_ends() -> str:
     return f"{PREFIX}:mlflow:deferred-ends"
 
 
+def mlflow_store_open_lock(digest: str) -> str:
+    """Lock held while a process opens (and so migrates) a sqlite MLflow store for the first time."""
+    return f"{PREFIX}:mlflow:store-open:{digest}"
+
+
 def optimize_claim(job_id: str) -> str:
     """String: the worker running an optimize job; expires unless its heartbeat refreshes it."""
     return f"{PREFIX}:job:{{{job_id}}}:claim"

@@ -115,12 +115,45 @@ def configure_mlflow_client(settings: Settings | None = None) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(s.mlflow_request_timeout)))
 
 
+_stores_opened: set[tuple[int, str]] = set()
+
+
 def mlflow_client(settings: Settings | None = None):
     from mlflow import MlflowClient
 
     s = settings or get_settings()
     configure_mlflow_client(s)
+    uri = s.mlflow_tracking_uri or ""
+    if uri.startswith("sqlite:") and (os.getpid(), uri) not in _stores_opened:
+        with _first_open_lock(uri):  # a fresh sqlite store migrated by two processes at once is wrecked
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        _stores_opened.add((os.getpid(), uri))
+        return client
     return MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri)
+
+
+@contextmanager
+def _first_open_lock(uri: str) -> Iterator[None]:
+    """A process's first open of a sqlite store runs MLflow's schema migration: one process at a
+    time, fleet-wide (a Redis lock; without Redis, go ahead)."""
+    import hashlib
+
+    lock = None
+    try:
+        lock = _redis().lock(keys.mlflow_store_open_lock(hashlib.sha256(uri.encode()).hexdigest()[:16]),
+                             timeout=120, blocking_timeout=90)
+        if not lock.acquire():
+            lock = None
+    except Exception:
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            try:
+                lock.release()
+            except Exception:
+                pass
 
 
 def artifact_root(settings: Settings) -> str | None:

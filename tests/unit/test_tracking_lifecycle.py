@@ -215,3 +215,25 @@ def test_a_slow_creator_that_lost_to_the_jobs_end_deletes_its_run(redis_url, set
 
     runs = MlflowClient(mlflow_uri).search_runs([tracking._experiments[(mlflow_uri, "tidyq")]])
     assert [r.info.run_id for r in runs] == [first]  # the loser's run was deleted
+
+
+def test_a_fresh_sqlite_store_is_opened_by_one_process_at_a_time(redis_url, tmp_path):
+    """MLflow migrates a fresh sqlite store on first open; two processes doing that at once wreck it.
+    A process's first open waits for the fleet-wide lock (here held by someone else)."""
+    import hashlib
+    import threading
+
+    import redis as redis_lib
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    held = redis_lib.Redis.from_url(redis_url).lock(
+        keys.mlflow_store_open_lock(hashlib.sha256(uri.encode()).hexdigest()[:16]), timeout=60)
+    assert held.acquire(blocking=False)
+    opened = threading.Event()
+    s = get_settings().model_copy(update={"mlflow_tracking_uri": uri})
+    thread = threading.Thread(target=lambda: (tracking.mlflow_client(s), opened.set()), daemon=True)
+    thread.start()
+    assert not opened.wait(0.5)  # waiting for the other opener
+    held.release()
+    assert opened.wait(60)
+    assert (__import__("os").getpid(), uri) in tracking._stores_opened
