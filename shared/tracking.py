@@ -490,11 +490,25 @@ def start_job_soon(job_id: str, redis_client=None, settings: Settings | None = N
     s = settings or get_settings()
     if not s.mlflow_tracking_uri:
         return None
+    return _tracking_thread().submit(_quietly, start_job, job_id, redis_client, s)
+
+
+def drain(timeout: float = 10.0) -> bool:
+    """Wait until this process's queued tracking work is done (shutdown, tests). True when it is."""
+    try:
+        _tracking_thread().submit(lambda: None).result(timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def _tracking_thread() -> ThreadPoolExecutor:
+    """This process's one tracking thread (MLflow calls in order, never on a chunk's thread)."""
     pid = os.getpid()  # a thread pool must not cross a fork
     executor = _executors.get(pid)
     if executor is None:
         executor = _executors[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidyq-tracking")
-    return executor.submit(_quietly, start_job, job_id, redis_client, s)
+    return executor
 
 
 def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
@@ -565,7 +579,8 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
         return None
     _retry_deferred_ends(r, s, but=job_id)
     if job.get("status") not in ("completed", "failed", "cancelled"):
-        log_progress(job_id, job, r, s)
+        if job.get("mlflow_run_id"):  # off the chunk's thread, like the run's creation
+            _tracking_thread().submit(_quietly, log_progress, job_id, job, r, s, time.time())
         return None
     if not r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
         return None

@@ -55,13 +55,16 @@ def test_run_is_running_from_the_first_chunk_and_ends_failed_at_the_jobs_real_ti
     assert run.data.tags["tidyq.job_id"] == spec.id and run.data.params["items"] == "4"
 
     store.record_results(spec.id, [(_ok(0), None), (_bad(1, "LMNotConfiguredError"), {"question": "q"})])
-    tracking.finish_job(spec.id, store.r, settings)  # progress, step = items done
+    tracking.finish_job(spec.id, store.r, settings)  # progress, step = items done (on the tracking thread)
+    assert tracking.drain()
     tracking.finish_job(spec.id, store.r, settings)  # within the interval: nothing more is logged
+    assert tracking.drain()
     history = MlflowClient(mlflow_uri).get_metric_history(run_id, "progress.done")
     assert [(h.step, h.value) for h in history] == [(2, 2.0)]
     time.sleep(0.35)
     store.record_results(spec.id, [(_bad(2, "LMNotConfiguredError"), {"question": "q"})])
     tracking.finish_job(spec.id, store.r, settings)
+    assert tracking.drain()
     history = MlflowClient(mlflow_uri).get_metric_history(run_id, "progress.done")
     assert [(h.step, h.value) for h in history] == [(2, 2.0), (3, 3.0)]
     assert _run(mlflow_uri, run_id).info.status == "RUNNING"
