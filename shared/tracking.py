@@ -620,10 +620,15 @@ def _end_run(r, job_id: str, job: dict[str, str], s: Settings) -> str | None:
 
 
 def _retry_deferred_ends(r, s: Settings, *, but: str, limit: int = 3) -> None:
-    """End up to ``limit`` runs whose job ended while MLflow was away (one Redis read when none)."""
-    waiting = [_s(j) for j in r.zrange(keys.mlflow_deferred_ends(), 0, limit - 1)]
-    waiting = [j for j in waiting if j != but]
-    if not waiting or not gate.available(s):
+    """Up to ``limit`` runs whose job ended while MLflow was away are ended on the tracking thread
+    (one Redis read on the chunk's thread when there are none)."""
+    waiting = [j for j in (_s(j) for j in r.zrange(keys.mlflow_deferred_ends(), 0, limit - 1)) if j != but]
+    if waiting:
+        _tracking_thread().submit(_quietly, _end_deferred, r, s, waiting)
+
+
+def _end_deferred(r, s: Settings, waiting: list[str]) -> None:
+    if not gate.available(s):
         return
     for job_id in waiting:
         job = _job_hash(r, job_id)

@@ -180,6 +180,7 @@ def test_a_run_whose_end_could_not_be_written_is_ended_by_a_later_chunk(redis_ur
 
     other, other_spec = _running_job(redis_url, 2)  # any later chunk, of any job, ends it
     tracking.finish_job(other_spec.id, other.r, settings)
+    assert tracking.drain()  # on the tracking thread
     run = _run(mlflow_uri, run_id)
     assert run.info.status == "FAILED" and run.data.tags["tidyq.error_types"] == "LMTimeoutError: 1"
     assert run.info.end_time == int(float(store.r.hget(keys.job(spec.id), "finished_at")) * 1000)
@@ -188,6 +189,7 @@ def test_a_run_whose_end_could_not_be_written_is_ended_by_a_later_chunk(redis_ur
 
     store.r.zadd(keys.mlflow_deferred_ends(), {"long-gone": 1.0})  # an expired job leaves the set
     tracking.finish_job(other_spec.id, other.r, settings)
+    assert tracking.drain()
     assert store.r.zscore(keys.mlflow_deferred_ends(), "long-gone") is None
 
 
