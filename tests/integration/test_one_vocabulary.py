@@ -44,14 +44,16 @@ def by_label(samples, name, label) -> dict[str, float]:
 def test_results_status_mlflow_and_prometheus_tell_the_same_numbers(redis_url, start_worker, mlflow_uri):
     from mlflow import MlflowClient
 
-    fake = OpenAIFake(latency=0.15).start()
+    fake = OpenAIFake().start()
     try:
         start_worker(queues=["predict.direct"], env={
             "TIDYQ_API_BASE": fake.base_url, "TIDYQ_API_KEY": "sk-vocabulary-test", "TIDYQ_CACHE_ENABLED": "false",
             "TIDYQ_CONCURRENCY_DIRECT": "1", "TIDYQ_BREAKER_ENABLED": "false", "TIDYQ_MLFLOW_PROGRESS_INTERVAL": "0.5",
             "TIDYQ_METRICS_INTERVAL": "0.5"})
-        # the first request is a 503 (retried), then three rejected requests (400, not retried)
+        # the first request is a 503 (retried), then three rejected requests (400, not retried); answers
+        # are slow until the test has seen the job running, so it cannot end before that
         fake.script(503, 400, 400, 400)
+        fake.set_latency(5.0)
         rows = [{"custom_id": str(i), "inputs": {"question": f"What is {i} plus {i}?"}} for i in range(N)]
         job = Client(redis_url).submit_batch(rows, SIG, backend="direct", model="openai/gpt-4o-mini", chunk_size=3)
 
@@ -61,6 +63,7 @@ def test_results_status_mlflow_and_prometheus_tell_the_same_numbers(redis_url, s
         run_id = wait_for(lambda: r.hget(keys.job(job.id), "mlflow_run_id"), 30, "the job's MLflow run").decode()
         running = MlflowClient(mlflow_uri).get_run(run_id)
         assert running.info.status == "RUNNING" and job.status()["status"] == "running"
+        fake.set_latency(0.05)
         results = list(job.results(timeout=120))
     finally:
         fake.stop()
