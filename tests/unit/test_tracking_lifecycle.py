@@ -242,3 +242,32 @@ def test_a_fresh_sqlite_store_is_opened_by_one_process_at_a_time(redis_url, tmp_
     held.release()
     assert opened.wait(60)
     assert (__import__("os").getpid(), uri) in tracking._stores_opened
+
+
+def test_the_jobs_end_waits_for_a_run_being_created_and_takes_over_from_a_dead_creator(redis_url, mlflow_uri,
+                                                                                      monkeypatch):
+    import threading
+
+    monkeypatch.setenv("TIDYQ_MLFLOW_REQUEST_TIMEOUT", "0.5")  # the end waits at most 1.5 s for a creator
+    s = get_settings()
+    store, spec = _running_job(redis_url, 1)
+    store.r.hset(keys.job(spec.id), "mlflow_run_claim", "1")  # another worker is creating the run ...
+    job = tracking._job_hash(store.r, spec.id)
+    creator = threading.Timer(0.3, lambda: tracking._create_job_run(store.r, spec.id, job, s))
+    creator.start()
+    store.record_results(spec.id, [(_ok(0), None)])
+    run_id = tracking.finish_job(spec.id, store.r, s)  # ... and the job's end uses that run
+    creator.join()
+    assert run_id == store.r.hget(keys.job(spec.id), "mlflow_run_id").decode()
+    assert _run(mlflow_uri, run_id).info.status == "FINISHED"
+
+    store, spec = _running_job(redis_url, 1)
+    store.r.hset(keys.job(spec.id), "mlflow_run_claim", "1")  # a creator that died holding the claim
+    store.record_results(spec.id, [(_ok(0), None)])
+    assert tracking.finish_job(spec.id, store.r, s) is None
+    assert not store.r.hexists(keys.job(spec.id), "mlflow_run_claim")  # released after the bounded wait
+    other, other_spec = _running_job(redis_url, 2)
+    tracking.finish_job(other_spec.id, other.r, s)  # a later chunk anywhere creates and ends it
+    assert tracking.drain()
+    run_id = store.r.hget(keys.job(spec.id), "mlflow_run_id").decode()
+    assert _run(mlflow_uri, run_id).info.status == "FINISHED"
