@@ -18,6 +18,19 @@ from shared.jobs import Target
 from shared.steps import stats
 from shared.task_labels import chunk_send_options, optimize_send_options
 
+@pytest.fixture
+def in_process_chunks(redis_url):
+    """Chunk tasks run in this process start its metrics publisher: stop it while Redis is still up."""
+    import os
+
+    from workers import metrics_publisher
+
+    yield
+    pub = metrics_publisher._publishers.pop(os.getpid(), None)
+    if pub is not None:
+        pub.stop()
+
+
 JOB = {"id": "0123456789abcdef0123456789abcdef", "backend": "direct", "model": "openai/gpt-4o-mini",
        "program": "models:/qa/3"}
 
@@ -141,7 +154,8 @@ def _spec(job_id, n, backend="mock"):
                    chunk_size=n, ttl_seconds=600, created_at=time.time())
 
 
-def test_the_chunk_task_returns_counts_and_raises_for_failed_items_in_process(redis_url, monkeypatch):
+def test_the_chunk_task_returns_counts_and_raises_for_failed_items_in_process(redis_url, monkeypatch,
+                                                                              in_process_chunks):
     """The task body run in this process (no broker round trip): what Flower gets as result or exception."""
     from shared.store import JobStore
     from workers.tasks import run_chunk
@@ -171,7 +185,8 @@ def test_the_chunk_task_returns_counts_and_raises_for_failed_items_in_process(re
         run_chunk({"job": {"id": "nobody"}, "chunk": 0, "items": items})
 
 
-def test_an_unconfigured_provider_is_one_name_in_the_result_and_in_the_metrics(redis_url, monkeypatch):
+def test_an_unconfigured_provider_is_one_name_in_the_result_and_in_the_metrics(redis_url, monkeypatch,
+                                                                              in_process_chunks):
     """The issue's case: no key for the provider. The item says LMNotConfiguredError and so does the
     per-call error counter the workers publish to Prometheus (the engine saw MissingCredentialError)."""
     from shared.metrics import registry

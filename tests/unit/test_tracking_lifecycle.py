@@ -11,6 +11,7 @@ from shared.config import get_settings
 from shared.jobs import ItemResult, JobKind, JobSpec
 from shared.store import JobStore
 from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
+from tests.unit.test_job_telling import in_process_chunks  # noqa: F401  (fixture)
 from tests.waiting import wait_for
 
 
@@ -137,7 +138,7 @@ def test_a_tracking_server_that_is_down_leaves_the_job_alone(redis_url, monkeypa
         tracking.gate.reset()
 
 
-def test_a_job_cancelled_between_chunks_ends_its_run_killed(redis_url, settings, mlflow_uri):
+def test_a_job_cancelled_between_chunks_ends_its_run_killed(redis_url, settings, mlflow_uri, in_process_chunks):
     """No chunk runs when the cancel lands, so the job is cancelled at once; the next chunk (skipped)
     ends the run. The chunk task runs in this process (no broker round trip)."""
     from workers.tasks import run_chunk
