@@ -26,6 +26,7 @@ from workers.celery_app import broker_url
 from shared.fallback import job_deadline, requeue_delay
 from workers.chunk import ChunkOutcome, ChunkRunner, error_message
 from workers.routing import CHUNK_TASK, queue_for
+from workers.task_request import ArgsReprRequest
 
 _stores: dict[int, JobStore] = {}
 
@@ -81,7 +82,7 @@ def _give_up(runner: ChunkRunner, outcome: ChunkOutcome, spec: JobSpec, reason: 
 
 
 @app.task(name=CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-          throws=(ChunkItemsFailed,))
+          throws=(ChunkItemsFailed,), Request=ArgsReprRequest)
 def run_chunk(self, payload: Any) -> dict:
     """Returns the chunk's counts (Flower's Result column); a chunk with failed items raises
     ChunkItemsFailed after everything is stored, so Flower lists it as FAILURE and counts it."""

@@ -194,3 +194,33 @@ def test_flower_shows_job_chunks_with_their_counts_and_chunks_with_failed_items_
                     if line.startswith("flower_events_total") and 'type="task-failed"' in line and job.id[:8] in line]
     assert len(failed_lines) == 2
     assert "Traceback" not in (tmp_path / "worker.log").read_text()  # an expected outcome, logged without one
+
+
+def test_inspect_replies_of_a_worker_never_carry_item_inputs(redis_url, start_worker):
+    """Flower's worker page asks the workers `inspect reserved/scheduled`, whose replies hold raw task
+    arguments unless the task's Request says otherwise: ours answer with our argsrepr."""
+    from producers.client import Client
+    from shared.task_labels import chunk_send_options
+    from workers.routing import CHUNK_TASK
+
+    start_worker(queues=["predict.mock"])
+    client = Client(redis_url)
+    job = client.submit_batch([{"custom_id": "0", "inputs": {"question": "the-private-question"}}],
+                              "question -> answer", backend="mock")
+    job.wait(timeout=60)
+    payload = {"job": {**client.store.spec(job.id).model_dump(mode="json"), "id": job.id}, "chunk": 1,
+               "items": [{"custom_id": "later", "inputs": {"question": "the-private-question"}}], "requeues": 1}
+    client.app.send_task(CHUNK_TASK, args=[payload], queue="predict.mock", countdown=120,
+                         **chunk_send_options(CHUNK_TASK, payload))
+    inspect = client.app.control.inspect(timeout=5)
+    scheduled = []
+    deadline = time.monotonic() + 30
+    while not scheduled:
+        scheduled = [entry for reply in (inspect.scheduled() or {}).values() for entry in reply]
+        assert time.monotonic() < deadline, "the countdown chunk never showed as scheduled"
+        time.sleep(0.3)
+    request = scheduled[0]["request"]
+    assert request["name"] == f"tidyq.predict.chunk[{job.id[:8]} mock #1 r1]"
+    assert request["args"] == f"(job={job.id}, chunk=1, items=1, backend=mock, requeues=1)"
+    replies = json.dumps([scheduled, inspect.reserved(), inspect.active()])
+    assert "private-question" not in replies
