@@ -210,11 +210,23 @@ def configured_backends() -> list[str]:
     key_env = provider_key_env(s.model) if s.model and not is_bedrock_model(s.model) else None
     api_key = s.api_key.get_secret_value() if s.api_key is not None else ""
     if api_key or s.api_base or (key_env and _os.environ.get(key_env)) or (
-            not s.model and any(k.endswith("_API_KEY") and v for k, v in _os.environ.items())):
+            not s.model and any(k.endswith("_API_KEY") and v for k, v in _os.environ.items())) or _direct_targets(s):
         out.append("direct")
     if aws_credentials_resolve():
         out.append("bedrock")
     return sorted(out)
+
+
+def _direct_targets(s) -> bool:
+    """A direct target configured per target (TIDYQ_TARGET_OPTIONS: its api_base, or a key variable
+    that is set) counts as direct being configured: the submit-time check must not refuse its jobs."""
+    import os as _os
+
+    for tid, options in (s.target_options or {}).items():
+        if str(tid).startswith("direct:") and isinstance(options, dict) and (
+                options.get("api_base") or _os.environ.get(str(options.get("api_key_env") or ""))):
+            return True
+    return False
 
 
 class Heartbeat:

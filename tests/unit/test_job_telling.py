@@ -213,3 +213,23 @@ def test_an_unconfigured_provider_is_one_name_in_the_result_and_in_the_metrics(r
     assert errors == {"LMNotConfiguredError": 2}  # never the engine-side MissingCredentialError
     assert sum(r["attempts"] for r in results) == sum(row["attempts"] for row in registry.snapshot())
     registry.reset()
+
+
+def test_a_worker_configured_per_target_reports_direct(monkeypatch):
+    """TIDYQ_TARGET_OPTIONS alone (an api_base, or a named key variable that is set) configures direct."""
+    from workers.metrics_publisher import configured_backends
+
+    for name in [k for k in __import__("os").environ if k.endswith("_API_KEY") or k.startswith("TIDYQ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert configured_backends() == ["mock"]
+    monkeypatch.setenv("TIDYQ_TARGET_OPTIONS", json.dumps({"direct:openai/b": {"api_key_env": "B_KEY"}}))
+    assert configured_backends() == ["mock"]  # the named variable is not set
+    monkeypatch.setenv("B_KEY", "sk-b")
+    assert configured_backends() == ["direct", "mock"]
+    monkeypatch.setenv("TIDYQ_TARGET_OPTIONS", json.dumps({"direct:openai/a": {"api_base": "http://127.0.0.1:9/v1"}}))
+    assert configured_backends() == ["direct", "mock"]
