@@ -205,28 +205,35 @@ def configured_backends() -> list[str]:
 
     s = get_settings()
     out = ["mock"]
-    if s.gateway_url:
+    per_target = _per_target_backends(s)
+    if s.gateway_url or "gateway" in per_target:
         out.append("gateway")
     key_env = provider_key_env(s.model) if s.model and not is_bedrock_model(s.model) else None
     api_key = s.api_key.get_secret_value() if s.api_key is not None else ""
-    if api_key or s.api_base or (key_env and _os.environ.get(key_env)) or (
-            not s.model and any(k.endswith("_API_KEY") and v for k, v in _os.environ.items())) or _direct_targets(s):
+    if api_key or s.api_base or (key_env and _os.environ.get(key_env)) or "direct" in per_target or (
+            not s.model and any(k.endswith("_API_KEY") and v for k, v in _os.environ.items())):
         out.append("direct")
     if aws_credentials_resolve():
         out.append("bedrock")
     return sorted(out)
 
 
-def _direct_targets(s) -> bool:
-    """A direct target configured per target (TIDYQ_TARGET_OPTIONS: its api_base, or a key variable
-    that is set) counts as direct being configured: the submit-time check must not refuse its jobs."""
+def _per_target_backends(s) -> set[str]:
+    """Backends configured per target (TIDYQ_TARGET_OPTIONS): direct with an api_base or a key variable
+    that is set, gateway with a gateway_url. They count as configured: the submit check must not refuse
+    their jobs."""
     import os as _os
 
+    out = set()
     for tid, options in (s.target_options or {}).items():
-        if str(tid).startswith("direct:") and isinstance(options, dict) and (
-                options.get("api_base") or _os.environ.get(str(options.get("api_key_env") or ""))):
-            return True
-    return False
+        backend = str(tid).partition(":")[0]
+        if not isinstance(options, dict):
+            continue
+        if backend == "direct" and (options.get("api_base") or _os.environ.get(str(options.get("api_key_env") or ""))):
+            out.add("direct")
+        if backend == "gateway" and options.get("gateway_url"):
+            out.add("gateway")
+    return out
 
 
 class Heartbeat:

@@ -233,3 +233,5 @@ def test_a_worker_configured_per_target_reports_direct(monkeypatch):
     assert configured_backends() == ["direct", "mock"]
     monkeypatch.setenv("TIDYQ_TARGET_OPTIONS", json.dumps({"direct:openai/a": {"api_base": "http://127.0.0.1:9/v1"}}))
     assert configured_backends() == ["direct", "mock"]
+    monkeypatch.setenv("TIDYQ_TARGET_OPTIONS", json.dumps({"gateway:chat": {"gateway_url": "http://127.0.0.1:9"}}))
+    assert configured_backends() == ["gateway", "mock"]
