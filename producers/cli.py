@@ -70,7 +70,7 @@ def cli_errors() -> Iterator[None]:
 def _client():
     from producers.client import Client
 
-    return Client()
+    return Client(on_warning=lambda message: err.print(f"tidyq: warning: {message}", markup=False))
 
 
 def _parse_inputs(pairs: list[str]) -> dict:

@@ -20,6 +20,7 @@ from typing import Any
 
 from producers import jsonl, submission
 from producers.submission import JobFailed
+from producers.target_check import SubmitWarning, check_target
 from shared import webhooks
 from shared.celery_config import celery_app
 from shared.config import Settings, get_settings
@@ -28,15 +29,17 @@ from shared.jobs import Item, JobKind, JobSpec, JobState, Target
 from shared.ledger import ChunkLedger, chunk_task_id
 from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobNotFound, JobStore, JobTimeout
+from shared.task_labels import chunk_send_options
 
-__all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout"]
+__all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout", "SubmitWarning"]
 
 
 class Job:
     """A handle on a submitted job. ``existing`` is True when an idempotency key matched."""
 
-    def __init__(self, client: Client, job_id: str, *, existing: bool = False):
+    def __init__(self, client: Client, job_id: str, *, existing: bool = False, warnings: list[str] | None = None):
         self.client, self.id, self.existing = client, job_id, existing
+        self.warnings = list(warnings or [])  # what the submit-time target check could not confirm
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
@@ -78,8 +81,12 @@ class Job:
 
 
 class Client:
-    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None):
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
+                 on_warning: Callable[[str], None] | None = None):
+        """``on_warning(message)`` receives the submit-time target check's warnings (default:
+        ``warnings.warn`` with SubmitWarning); they are also on ``Job.warnings``."""
         self.settings = settings or get_settings()
+        self.on_warning = on_warning or _warn
         self.redis_url = redis_url or self.settings.redis_url or self.settings.default_redis_url
         self.store = JobStore.from_url(self.redis_url)
         self.ledger = ChunkLedger(self.store.r)
@@ -112,8 +119,9 @@ class Client:
         """An optimize job (queue ``optimize``): see producers.optimize_client.submit_optimize."""
         from producers.optimize_client import submit_optimize
 
-        return Job(self, submit_optimize(self, name=name, trainset=trainset, signature=signature, program=program,
-                                         **options))
+        job_id, notes = submit_optimize(self, name=name, trainset=trainset, signature=signature, program=program,
+                                        **options)
+        return Job(self, job_id, warnings=notes)
 
     def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                        model: str | None = None, program: str | None = None,
@@ -199,6 +207,7 @@ class Client:
                 idempotency_key: str | None, *, chunk_size: int | None = None, retry_of: str | None = None) -> Job:
         spec = submission.new_spec(kind, target, total, self.settings, idempotency_key, chunk_size=chunk_size,
                                    retry_of=retry_of)
+        notes = self.check_target(spec)
         self.store.create_job(spec)
         if idempotency_key:
             ttl = submission.idempotency_ttl(spec, self.settings)
@@ -211,7 +220,16 @@ class Client:
         except BaseException as exc:
             self.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
             raise
-        return Job(self, spec.id)
+        return Job(self, spec.id, warnings=notes)
+
+    def check_target(self, spec: JobSpec, queue: str | None = None) -> list[str]:
+        """Refuse (BadInput) a job no live worker of its queue could run, before anything is written;
+        the warnings of what this producer cannot know go to ``on_warning`` and are returned."""
+        notes = check_target(self.store.r, queue or queue_for(spec.backend),
+                             Target(backend=spec.backend, model=spec.model), self.settings)
+        for note in notes:
+            self.on_warning(note)
+        return notes
 
     def _enqueue(self, spec: JobSpec, items: Iterator[Item]) -> int:
         queue = queue_for(spec.backend)
@@ -220,9 +238,16 @@ class Client:
             for payload in submission.chunk_payloads(spec, items):
                 task_id = chunk_task_id(spec.id, payload["chunk"])  # the ledger keeps it until the chunk ends
                 self.ledger.sent(spec.id, payload["chunk"], task_id, queue, json.dumps(payload), spec.ttl_seconds)
-                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id)
+                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id,
+                                   **chunk_send_options(CHUNK_TASK, payload))
                 sent += len(payload["items"])
         return sent
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, SubmitWarning, stacklevel=4)
 
 
 _deadline_seconds = submission.deadline_seconds

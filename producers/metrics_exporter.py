@@ -13,6 +13,7 @@ Metric names (the alert rules and the Grafana dashboard use exactly these):
   tidyq_queue_workers{queue} / tidyq_queue_worker_processes{queue}
   tidyq_jobs_running
   tidyq_items_total{queue,backend,status}           status = succeeded | failed
+  tidyq_item_errors_total{queue,backend,error}      failed items by their result's error type
   tidyq_lm_calls_total{backend,model} / tidyq_lm_errors_total{backend,model,error}
   tidyq_lm_attempts_total / tidyq_lm_retries_total {backend,model}
   tidyq_lm_latency_seconds_bucket/_sum/_count{backend,model}
@@ -41,6 +42,8 @@ from shared.queues import ALL_QUEUES
 # counter metric in the Redis hash -> (Prometheus name without _total, help, label names)
 COUNTERS = {
     "items": ("tidyq_items", "Job items finished, by queue, backend and outcome.", ("queue", "backend", "status")),
+    "item_errors": ("tidyq_item_errors", "Failed job items by the error type their result carries.",
+                    ("queue", "backend", "error")),
     "lm_calls": ("tidyq_lm_calls", "LM calls through the unified wrapper.", ("backend", "model")),
     "lm_errors": ("tidyq_lm_errors", "LM calls that raised, by error type.", ("backend", "model", "error")),
     "lm_attempts": ("tidyq_lm_attempts", "Provider attempts (a retried call counts each).", ("backend", "model")),

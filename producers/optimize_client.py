@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.errors import BadInput
 from shared.jobs import JobKind, JobSpec, new_job_id, signature_fields
+from shared.task_labels import optimize_send_options
 
 
 def _fields(signature: str | None, program: str | None, settings) -> tuple[Any, list[str] | None]:
@@ -59,9 +60,10 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
                     program: str | None = None, kind: str = "predict", optimizer: str = "bootstrap-fewshot",
                     settings: dict | None = None, metric: str = "exact_match", metric_options: dict | None = None,
                     backend: str | None = None, model: str | None = None, time_limit: float | None = None,
-                    num_threads: int = 1, tenant: str | None = None) -> str:
-    """Check, write and enqueue an optimize job; returns its id (``Client.submit_optimize`` wraps
-    it in a Job). Its single result's outputs hold ``model_uri`` (models:/NAME/VERSION) and the scores."""
+                    num_threads: int = 1, tenant: str | None = None) -> tuple[str, list[str]]:
+    """Check, write and enqueue an optimize job; returns its id and the target check's warnings
+    (``Client.submit_optimize`` wraps them in a Job). Its single result's outputs hold ``model_uri``
+    (models:/NAME/VERSION) and the scores."""
     from shared.optimize import OptimizeRequest, check_settings, resolve_metric
     from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 
@@ -95,11 +97,13 @@ def submit_optimize(client, *, name: str, trainset: Any, valset: Any = None, sig
     spec = JobSpec(id=new_job_id(), kind=JobKind.OPTIMIZE, signature=signature, program=program, backend=backend_name,
                    model=model or None, total=1, chunk_size=1, ttl_seconds=client.settings.result_ttl_seconds,
                    created_at=time.time(), tenant=tenant)
+    notes = client.check_target(spec, OPTIMIZE_QUEUE)  # refuses (BadInput) before anything is written
     client.store.create_job(spec)
     payload = {"job": spec.model_dump(mode="json"), "request": request.model_dump(mode="json")}
     try:
-        client.app.send_task(OPTIMIZE_TASK, args=[payload], queue=OPTIMIZE_QUEUE)
+        client.app.send_task(OPTIMIZE_TASK, args=[payload], queue=OPTIMIZE_QUEUE,
+                             **optimize_send_options(OPTIMIZE_TASK, payload["job"], payload["request"]))
     except BaseException as exc:
         client.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
         raise
-    return spec.id
+    return spec.id, notes

@@ -168,10 +168,11 @@ class AsyncJobStore:
             p.hgetall(key)
             p.ttl(key)
             p.zcard(keys.job_ledger_seen(job_id))
-            raw, ttl, outstanding = await p.execute()
+            p.hgetall(keys.job_tracking(job_id))
+            raw, ttl, outstanding, tracking = await p.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return _status_from_hash(job_id, raw, ttl, outstanding)
+        return _status_from_hash(job_id, raw, ttl, outstanding, tracking)
 
     async def list_jobs(self, *, statuses: Iterable[str] | None = None, kind: str | None = None,
                         limit: int = 50, tenant: str | None = None) -> list[JobStatus]:

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     metrics_interval: float = 2.0  # a worker process pushes its metric deltas to Redis this often
     heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often
     metrics_port: int = 9808  # `tidyq metrics` listens here (127.0.0.1 unless --host)
+    # submit-time target check (producers/target_check.py): "refuse" a job no live worker can run
+    # (exit 2), "warn" only, or "off"; the producer warns, never refuses, when it cannot know
+    submit_check: str = "refuse"
 
     # `tidyq serve` (producers/serve/): the jobs page; the REST API is mounted on it under /api/v1
     ui_auth: SecretStr | None = None  # "user:password" for the page (HTTP basic); unset: serve refuses to start
@@ -197,6 +200,7 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str | None = None  # default: next to a sqlite store, else the server's default
     mlflow_request_timeout: float = 5.0  # seconds; MLflow's own HTTP retries are turned off
     mlflow_down_backoff_seconds: float = 60.0  # after a failed call, skip tracking this long (one warning)
+    mlflow_progress_interval: float = 5.0  # a running job's run gets progress metrics at most this often
     trace_sample_rate: float = 0.0  # fraction of DSPy calls traced through mlflow.dspy.autolog (0 = off)
     metric_allow_list: list[str] = []  # "package.module:function" user metrics optimize jobs may name
     program_cache_size: int = 16  # registered program versions a worker process keeps loaded

@@ -76,3 +76,36 @@ class CredentialsRejected(TidyqError):
     def __init__(self, target: str, hint: str, detail: str = ""):
         self.target, self.hint = target, hint
         super().__init__(f"{target} rejected the credentials: {hint}" + (f" ({detail})" if detail else ""))
+
+
+class ChunkItemsFailed(TidyqError):
+    """Raised at the very end of a chunk task whose items failed (every result is already stored),
+    so Celery marks the task FAILURE and Flower's list and "Failed" counter show it. The task
+    declares it in ``throws``: Celery logs it as expected, without a traceback, and acks it."""
+
+    def __init__(self, summary: dict):
+        self.summary = dict(summary)
+        types = ", ".join(f"{name} x{n}" for name, n in self.summary.get("error_types", {}).items())
+        super().__init__(f"{self.summary.get('failed', 0)} of {self.summary.get('items', 0)} items failed"
+                         + (f" ({types})" if types else "") + f"; succeeded {self.summary.get('succeeded', 0)}")
+
+    def __reduce__(self):  # picklable/serialisable with the one argument it was built from
+        return (type(self), (self.summary,))
+
+
+def error_type_name(exc: BaseException) -> str:
+    """The one name an error goes by in results, status, MLflow and Prometheus.
+
+    Inside the engine (our steps) provider failures are ``dspy.lm15`` errors; DSPy projects them to
+    its public ``LM*Error`` classes on the way out, which is what an item's result shows. Naming an
+    lm15 error by its public projection (DSPy's own ERROR_MAPPING) keeps the two sides in one
+    vocabulary: ``MissingCredentialError`` inside is ``LMNotConfiguredError`` everywhere."""
+    try:
+        from dspy import lm15
+        from dspy.clients.errors import ERROR_MAPPING
+    except ImportError:  # pragma: no cover - DSPy is a dependency; stay safe if its layout moves
+        return type(exc).__name__
+    if isinstance(exc, lm15.LM15Error):
+        return next((public.__name__ for source, public in ERROR_MAPPING if isinstance(exc, source)),
+                    "LMUnexpectedError")
+    return type(exc).__name__

@@ -123,10 +123,14 @@ class ItemResult(BaseModel):
     cached: bool = False
     attempts: int = 0
     skipped: list[dict[str, str]] = Field(default_factory=list)  # targets passed over: {"target", "reason"}
+    cost_usd: float | None = None  # the item's provider cost, where the model's price is known
 
     def to_json(self) -> str:
-        # ``skipped`` appears only when a fallback happened: plain results keep the contract's keys
-        data = self.model_dump(mode="json", exclude=None if self.skipped else {"skipped"})
+        # ``skipped`` appears only when a fallback happened and ``cost_usd`` only when priced: plain
+        # results keep the contract's keys
+        exclude = {name for name, empty in (("skipped", not self.skipped), ("cost_usd", self.cost_usd is None))
+                   if empty}
+        data = self.model_dump(mode="json", exclude=exclude or None)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -176,6 +180,8 @@ class JobStatus(BaseModel):
     webhooks: dict | None = None  # event -> delivery state {"event_id", "state", "attempts", ...}
     chunks_outstanding: int = 0  # chunks in the ledger: sent and not ended yet (shared/ledger.py)
     chunk_resends: int = 0  # chunks the sweeper sent again because the broker had lost them
+    error_types: dict[str, int] = Field(default_factory=dict)  # failed items per error type, most first
+    usage: dict[str, int | float] | None = None  # lm_calls, attempts, retries, tokens, cost_usd (shared.tracking)
 
 
 def iso(ts: float | None) -> str | None:

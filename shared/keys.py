@@ -97,6 +97,18 @@ def job_tracking(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:tracking"
 
 
+def job_mlflow_progress(job_id: str) -> str:
+    """String with a TTL of TIDYQ_MLFLOW_PROGRESS_INTERVAL: whoever sets it (NX) logs the running
+    job's progress metrics to its MLflow run, so the fleet logs at most once per interval."""
+    return f"{PREFIX}:job:{{{job_id}}}:mlflow-progress"
+
+
+def mlflow_deferred_ends() -> str:
+    """Sorted set job id -> time: ended jobs whose MLflow run could not be ended (MLflow away);
+    the next chunk on any worker that reaches MLflow ends them (shared.tracking)."""
+    return f"{PREFIX}:mlflow:deferred-ends"
+
+
 def optimize_claim(job_id: str) -> str:
     """String: the worker running an optimize job; expires unless its heartbeat refreshes it."""
     return f"{PREFIX}:job:{{{job_id}}}:claim"

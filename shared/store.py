@@ -67,14 +67,15 @@ return st or 'missing'
 """
 
 # KEYS: job, running, results, order, failed-inputs
-# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '')
+# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '', error type or '')
+# A failed item's error type is counted in the job hash as field 'error:<type>' (JobStatus.error_types).
 _RECORD_RESULTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = ARGV[1]
 local n = tonumber(ARGV[2])
 local new = 0
 for i = 0, n - 1 do
-  local base = 3 + i * 4
+  local base = 3 + i * 5
   local cid, status = ARGV[base], ARGV[base + 1]
   if redis.call('HSETNX', KEYS[3], cid, ARGV[base + 2]) == 1 then
     new = new + 1
@@ -82,6 +83,9 @@ for i = 0, n - 1 do
     redis.call('HINCRBY', KEYS[1], status, 1)
     if status == 'failed' and ARGV[base + 3] ~= '' then
       redis.call('HSET', KEYS[5], cid, ARGV[base + 3])
+    end
+    if status == 'failed' and ARGV[base + 4] ~= '' then
+      redis.call('HINCRBY', KEYS[1], 'error:' .. ARGV[base + 4], 1)
     end
   end
 end
@@ -157,8 +161,27 @@ def _waiting(h: dict[str, str]) -> dict | None:
     return note if note.get("until", 0) > time.time() else None
 
 
-def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int | None = None) -> JobStatus:
-    """A job's hash (and TTL, and its ledger's size when read) -> the status every reader shows."""
+USAGE_FIELDS = {"lm_calls": "calls", "attempts": "attempts", "retries": "retries", "input_tokens": "input_tokens",
+                "output_tokens": "output_tokens", "cost_usd": "cost_usd"}
+
+
+def usage_from_tracking(raw: dict | None) -> dict[str, int | float] | None:
+    """The job's LM usage from its tracking aggregate (keys.job_tracking, summed per chunk by
+    shared.tracking): the same numbers its MLflow run and Prometheus count. None before any chunk ran."""
+    if not raw:
+        return None
+    agg = {_s(k): _s(v) for k, v in raw.items()}
+    out: dict[str, int | float] = {}
+    for name, field in USAGE_FIELDS.items():
+        value = float(agg.get(field) or 0)
+        out[name] = round(value, 6) if name == "cost_usd" else int(value)
+    return out
+
+
+def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int | None = None,
+                      tracking: dict | None = None) -> JobStatus:
+    """A job's hash (and TTL, its ledger's size and its tracking aggregate when read) -> the status
+    every reader shows."""
     h = {_s(k): _s(v) for k, v in raw.items()}
     spec = JobSpec.model_validate_json(h["spec"])
     ts = {name: iso(float(h[f"{name}_at"])) if h.get(f"{name}_at") else None
@@ -175,6 +198,8 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int 
         tenant=spec.tenant,
         webhooks={k[len("webhook:"):]: json.loads(v) for k, v in h.items() if k.startswith("webhook:")} or None,
         chunks_outstanding=int(outstanding or 0), chunk_resends=int(h.get("chunk_resends", 0)),
+        error_types=error_types(h),
+        usage=usage_from_tracking(tracking),
     )
 
 
@@ -211,6 +236,12 @@ def queue_create_job(pipe, spec: JobSpec) -> None:
     pipe.expire(key, spec.ttl_seconds)
     pipe.zadd(keys.jobs_index(), {spec.id: spec.created_at})
     pipe.zremrangebyscore(keys.jobs_index(), "-inf", spec.created_at - JOBS_INDEX_HORIZON_SECONDS)
+
+
+def error_types(h: dict[str, str]) -> dict[str, int]:
+    """Failed items per error type (the 'error:<type>' counters of the job hash), most frequent first."""
+    counts = {k[len("error:"):]: int(v) for k, v in h.items() if k.startswith("error:")}
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 class JobStore:
@@ -280,7 +311,8 @@ class JobStore:
         for result, inputs in results:
             failed = result.status == "failed" and inputs is not None
             failed_inputs = json.dumps(inputs, ensure_ascii=False) if failed else ""
-            args += [result.custom_id, result.status, result.to_json(), failed_inputs]
+            error_type = result.error.type if result.status == "failed" and result.error is not None else ""
+            args += [result.custom_id, result.status, result.to_json(), failed_inputs, error_type]
             n += 1
         if n == 0:
             return 0
@@ -323,10 +355,11 @@ class JobStore:
             p.hgetall(key)
             p.ttl(key)
             p.zcard(keys.job_ledger_seen(job_id))
-            raw, ttl, outstanding = p.execute()
+            p.hgetall(keys.job_tracking(job_id))
+            raw, ttl, outstanding, tracking = p.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return _status_from_hash(job_id, raw, ttl, outstanding)
+        return _status_from_hash(job_id, raw, ttl, outstanding, tracking)
 
     def list_jobs(self, *, statuses: Iterable[str] | None = None, kind: str | None = None,
                   limit: int = 50) -> list[JobStatus]:

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 from shared import keys
 from shared.config import Settings, get_settings
 from shared.mlflow_store import ensure_store
+from shared.store import error_types
 from shared.telemetry import get_logger, redact
 
 # latency histogram: bucket k holds latencies up to 1.1**k ms (10% resolution up to ~10 minutes)
@@ -197,12 +199,13 @@ class JobRun:
             except (TypeError, ValueError):
                 continue
 
-    def flush(self) -> None:
+    def flush(self, at: float | None = None) -> None:
+        """Send the buffered metrics, stamped ``at`` (Unix seconds, default now)."""
         if not self.active or not self._metrics:
             return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int((at or time.time()) * 1000)
         batch, self._metrics = self._metrics, []
         metrics = [Metric(k, v, now, step or 0) for k, v, step in batch]
         gate.run(lambda: [self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
@@ -222,16 +225,22 @@ class JobRun:
         gate.run(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, _param_value(v)) for k, v in tags.items()]),
                  self.settings)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED", end_time: float | None = None) -> bool:
+        """End the run; ``end_time`` (Unix seconds) is when the job really ended (default: now).
+        True when MLflow took it."""
         if not self.active:
-            return
+            return False
         self.flush()
-        gate.run(lambda: self.client.set_terminated(self.run_id, status=status), self.settings)
+        end_ms = int(end_time * 1000) if end_time else None
+        return gate.run(lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_ms) or True,
+                        self.settings) is True
 
 
 def start_job_run(job_id: str, kind: str, params: dict[str, Any], *, tags: dict[str, Any] | None = None,
-                  settings: Settings | None = None, run_name: str | None = None) -> JobRun:
-    """A new run named after the job (no-op JobRun when MLflow is off or down)."""
+                  settings: Settings | None = None, run_name: str | None = None,
+                  start_time: float | None = None) -> JobRun:
+    """A new RUNNING run named after the job (no-op JobRun when MLflow is off or down).
+    ``start_time``: Unix seconds the job really started (default: now)."""
     s = settings or get_settings()
 
     def create() -> JobRun:
@@ -241,6 +250,7 @@ def start_job_run(job_id: str, kind: str, params: dict[str, Any], *, tags: dict[
         exp = experiment_id(client, s)
         all_tags = {"tidyq.job_id": job_id, "tidyq.kind": kind, **(tags or {})}
         run = client.create_run(exp, run_name=run_name or f"{kind}-{job_id[:12]}",
+                                start_time=int(start_time * 1000) if start_time else None,
                                 tags={k: _param_value(v) for k, v in all_tags.items()})
         items = [Param(k, _param_value(v)) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):
@@ -365,6 +375,8 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
     items = _num(agg, "items")
     calls = _num(agg, "calls")
     created, finished = _num(job, "created_at"), _num(job, "finished_at")
+    started = _num(job, "started_at") or created
+    done = _num(job, "succeeded") + _num(job, "failed")
     m = {
         "items": float(job.get("total", items) or 0),
         "succeeded": _num(job, "succeeded"),
@@ -376,12 +388,17 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
         "output_tokens": _num(agg, "output_tokens"),
         "cost_usd": _num(agg, "cost_usd"),
         "lm_calls": calls,
+        "attempts": _num(agg, "attempts"),
         "cache_hit_rate": (_num(agg, "cache_hits") / calls if calls
                            else (_num(agg, "cached_items") / items if items else 0.0)),
         "retries": _num(agg, "retries"),
         "validation_failures": _num(agg, "validation_failures"),
-        "duration_s": finished - created if finished and created else None,
+        "duration_s": finished - started if finished and started else None,
+        "queue_wait_s": started - created if started and created else None,
+        "items_per_second": done / (finished - started) if finished and started and finished > started else None,
     }
+    for name, count in error_types(job).items():  # exact counts kept by the store's Lua script
+        m[f"errors.{safe_metric_name(name)}"] = float(count)
     for name, value in agg.items():  # per served version
         if name.startswith("v:"):
             _, model, version, counter = name.split(":", 3)
@@ -394,41 +411,232 @@ def job_metrics(agg: dict[str, str], job: dict[str, str]) -> dict[str, float]:
     return {k: v for k, v in m.items() if v is not None}
 
 
+def _job_hash(r, job_id: str) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in r.hgetall(keys.job(job_id)).items()}
+
+
+def _run_params(job_id: str, job: dict[str, str]) -> dict[str, Any]:
+    import json
+
+    spec = json.loads(job.get("spec") or "{}")
+    return {"job_id": job_id, "kind": job.get("kind"), "backend": spec.get("backend"), "model": spec.get("model"),
+            "signature": spec.get("signature"), "program": spec.get("program"), "chunk_size": spec.get("chunk_size"),
+            "items": job.get("total"),
+            "fallback": ",".join(f"{t['backend']}:{t.get('model') or ''}" for t in spec.get("fallback") or []) or None}
+
+
+def _tracked(job: dict[str, str], s: Settings) -> bool:
+    """Batch jobs get a run (optimize jobs write their own; a one-item predict job gets none)."""
+    return bool(job) and job.get("kind") == "batch" and bool(s.mlflow_tracking_uri)
+
+
+def _create_job_run(r, job_id: str, job: dict[str, str], s: Settings) -> str | None:
+    """Create the job's RUNNING run, started at the job's real start; the caller holds the claim.
+    Returns the job's run id: ours, or the one that got there first (ours is then deleted)."""
+    started = float(job.get("started_at") or job.get("created_at") or time.time())
+    run = start_job_run(job_id, "batch", _run_params(job_id, job), tags={"tidyq.status": "running"}, settings=s,
+                        start_time=started)
+    if not run.active:
+        r.hdel(keys.job(job_id), "mlflow_run_claim")  # MLflow away: whoever ends the job tries again
+        return None
+    if r.hsetnx(keys.job(job_id), "mlflow_run_id", run.run_id):
+        return run.run_id
+    gate.run(lambda: run.client.delete_run(run.run_id), s)  # a slow creator lost to the job's end
+    return _s(r.hget(keys.job(job_id), "mlflow_run_id"))
+
+
+def start_job(job_id: str, redis_client=None, settings: Settings | None = None) -> str | None:
+    """The first chunk of a job to run (fleet-wide, an HSETNX claim) creates the job's MLflow run,
+    RUNNING from the job's start. One Redis call for every later chunk. Returns the new run's id."""
+    s = settings or get_settings()
+    if not s.mlflow_tracking_uri:
+        return None
+    r = redis_client or _redis()
+    if not r.hsetnx(keys.job(job_id), "mlflow_run_claim", "1"):
+        return None
+    job = _job_hash(r, job_id)
+    if not _tracked(job, s) or job.get("mlflow_run_id"):
+        return job.get("mlflow_run_id")
+    return _create_job_run(r, job_id, job, s)
+
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def start_job_soon(job_id: str, redis_client=None, settings: Settings | None = None) -> Future | None:
+    """:func:`start_job` on this process's tracking thread: a chunk never waits for MLflow (a slow
+    or hung tracking server, importing mlflow). Returns the Future, or None when tracking is off."""
+    s = settings or get_settings()
+    if not s.mlflow_tracking_uri:
+        return None
+    return _tracking_thread().submit(_quietly, start_job, job_id, redis_client, s)
+
+
+def drain(timeout: float = 10.0) -> bool:
+    """Wait until this process's queued tracking work is done (shutdown, tests). True when it is."""
+    try:
+        _tracking_thread().submit(lambda: None).result(timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def _tracking_thread() -> ThreadPoolExecutor:
+    """This process's one tracking thread (MLflow calls in order, never on a chunk's thread)."""
+    pid = os.getpid()  # a thread pool must not cross a fork
+    executor = _executors.get(pid)
+    if executor is None:
+        executor = _executors[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidyq-tracking")
+    return executor
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:  # tracking never fails a job; say why once in the log
+        get_logger().warning("job_tracking_failed", error=redact(str(exc))[:300])
+        return None
+
+
+def log_progress(job_id: str, job: dict[str, str], r, s: Settings, now: float | None = None) -> bool:
+    """Stepped progress metrics (step = items done) on the running job's run, at most once per
+    ``mlflow_progress_interval`` across every worker (a SET NX with that TTL decides who logs)."""
+    run_id = job.get("mlflow_run_id")
+    if not run_id or not r.set(keys.job_mlflow_progress(job_id), "1", nx=True,
+                               px=max(1, int(s.mlflow_progress_interval * 1000))):
+        return False
+    now = time.time() if now is None else now
+    ok, bad = _num(job, "succeeded"), _num(job, "failed")
+    started = _num(job, "started_at") or _num(job, "created_at")
+    run = JobRun(mlflow_client(s) if gate.available(s) else None, run_id, s)
+    if run.client is None:
+        return False
+    run.log_metrics({"progress.done": ok + bad, "progress.succeeded": ok, "progress.failed": bad,
+                     "progress.fraction": (ok + bad) / _num(job, "total") if _num(job, "total") else 1.0,
+                     "progress.items_per_second": (ok + bad) / (now - started) if started and now > started else 0.0},
+                    step=int(ok + bad))
+    run.flush(at=now)
+    return True
+
+
+def _wait_for_run_id(r, job_id: str, s: Settings) -> str | None:
+    """Another worker is creating the run right now: wait for its id, bounded by MLflow's timeout."""
+    deadline = time.monotonic() + s.mlflow_request_timeout + 1.0
+    while time.monotonic() < deadline:
+        run_id = r.hget(keys.job(job_id), "mlflow_run_id")
+        if run_id is not None:
+            return _s(run_id)
+        if not r.hexists(keys.job(job_id), "mlflow_run_claim"):
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def run_status(job: dict[str, str]) -> str:
+    """FINISHED only when every item succeeded; KILLED when cancelled; FAILED otherwise."""
+    status = job.get("status")
+    if status == "cancelled":
+        return "KILLED"
+    if status == "completed" and not _num(job, "failed"):
+        return "FINISHED"
+    return "FAILED"
+
+
 def finish_job(job_id: str, redis_client=None, settings: Settings | None = None) -> str | None:
-    """When ``job_id`` has ended, write its one MLflow run (once, whichever worker gets here
-    first). Cheap when the job is still running. Returns the run id, or None."""
+    """After each chunk: its numbers to Redis, progress to the running run (throttled), and once
+    the job has ended, the run's final metrics and tags and its end at the job's real end time
+    (once, whichever worker gets here first). Returns the ended run's id, or None."""
     s = settings or get_settings()
     r = redis_client or _redis()
-    job = {_s(k): _s(v) for k, v in r.hgetall(keys.job(job_id)).items()}
+    job = _job_hash(r, job_id)
     if not job:  # expired or unknown: write nothing that would outlive it
         with _buffers_lock:
             _buffers.pop(job_id, None)
         return None
     flush(job_id, r, ttl_seconds=int(float(job["ttl"])) if job.get("ttl") else None)
-    if job.get("status") not in ("completed", "failed", "cancelled") or job.get("kind") != "batch":
-        return None  # optimize jobs write their own run; a one-item predict job gets none
-    if not s.mlflow_tracking_uri or not r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
+    if not _tracked(job, s):
         return None
-    agg = {_s(k): _s(v) for k, v in r.hgetall(keys.job_tracking(job_id)).items()}
-    import json
+    _retry_deferred_ends(r, s, but=job_id)
+    if job.get("status") not in ("completed", "failed", "cancelled"):
+        if job.get("mlflow_run_id"):  # off the chunk's thread, like the run's creation
+            _tracking_thread().submit(_quietly, log_progress, job_id, job, r, s, time.time())
+        return None
+    if not r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
+        return None
+    return _end_run(r, job_id, job, s)
 
-    spec = json.loads(job.get("spec") or "{}")
-    params = {"job_id": job_id, "kind": job.get("kind"), "backend": spec.get("backend"), "model": spec.get("model"),
-              "signature": spec.get("signature"), "program": spec.get("program"), "chunk_size": spec.get("chunk_size"),
-              "fallback": ",".join(f"{t['backend']}:{t.get('model') or ''}"
-                                   for t in spec.get("fallback") or []) or None}
-    run = start_job_run(job_id, job.get("kind", "batch"), params, tags={"tidyq.status": job.get("status")}, settings=s)
-    if not run.active:
-        return None
-    run.log_metrics(job_metrics(agg, job))
-    run.finish("FINISHED" if job.get("status") == "completed" else
-               "KILLED" if job.get("status") == "cancelled" else "FAILED")
-    r.hset(keys.job(job_id), "mlflow_run_id", run.run_id)
-    return run.run_id
+
+def _end_run(r, job_id: str, job: dict[str, str], s: Settings) -> str | None:
+    """Final metrics, tags and the end of the ended job's run; the caller holds the 'mlflow_logged'
+    claim. When MLflow is away the claim is released and the job deferred, so that a later chunk
+    (of any job, on any worker) ends the run once MLflow answers: a run is never left RUNNING."""
+    run_id = job.get("mlflow_run_id")
+    if run_id is None:
+        if r.hsetnx(keys.job(job_id), "mlflow_run_claim", "1"):
+            run_id = _create_job_run(r, job_id, job, s)
+        else:
+            run_id = _wait_for_run_id(r, job_id, s)
+            if run_id is None:  # its creator died or gave up: whoever retries creates it
+                r.hdel(keys.job(job_id), "mlflow_run_claim")
+    ended = False
+    if run_id is not None:
+        agg = {_s(k): _s(v) for k, v in r.hgetall(keys.job_tracking(job_id)).items()}
+        run = JobRun(mlflow_client(s), run_id, s)
+        top = ", ".join(f"{k}: {v}" for k, v in list(error_types(job).items())[:5])
+        run.set_tags({"tidyq.status": job.get("status"), "tidyq.succeeded": job.get("succeeded", "0"),
+                      "tidyq.failed": job.get("failed", "0"),
+                      **({"tidyq.error_types": top} if top else {}),
+                      **({"tidyq.error": job["error"]} if job.get("error") else {})})
+        finished = float(job.get("finished_at") or time.time())
+        run.log_metrics(job_metrics(agg, job), step=int(_num(job, "succeeded") + _num(job, "failed")))
+        ended = run.finish(run_status(job), end_time=finished)
+    if ended:
+        r.zrem(keys.mlflow_deferred_ends(), job_id)
+        return run_id
+    r.hdel(keys.job(job_id), "mlflow_logged")
+    r.zadd(keys.mlflow_deferred_ends(), {job_id: time.time()}, nx=True)
+    return None
+
+
+def _retry_deferred_ends(r, s: Settings, *, but: str, limit: int = 3) -> None:
+    """Up to ``limit`` runs whose job ended while MLflow was away are ended on the tracking thread
+    (one Redis read on the chunk's thread when there are none)."""
+    waiting = [j for j in (_s(j) for j in r.zrange(keys.mlflow_deferred_ends(), 0, limit - 1)) if j != but]
+    if waiting:
+        _tracking_thread().submit(_quietly, _end_deferred, r, s, waiting)
+
+
+def _end_deferred(r, s: Settings, waiting: list[str]) -> None:
+    if not gate.available(s):
+        return
+    for job_id in waiting:
+        job = _job_hash(r, job_id)
+        if not job or job.get("status") not in ("completed", "failed", "cancelled"):
+            r.zrem(keys.mlflow_deferred_ends(), job_id)  # expired: nothing left to end
+        elif r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
+            _end_run(r, job_id, job, s)
 
 
 def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def warm_up(settings: Settings | None = None) -> threading.Thread | None:
+    """Import MLflow and open its store on a background thread when a worker process starts: the
+    first chunk of a job creates the job's run, and would otherwise wait seconds for that (importing
+    mlflow, a sqlite store's schema check) with its items. Never raises; None when tracking is off."""
+    s = settings or get_settings()
+    if not s.mlflow_tracking_uri:
+        return None
+    def open_store() -> None:
+        try:
+            experiment_id(mlflow_client(s), s)
+        except Exception:  # e.g. two processes creating a fresh sqlite schema at once: the next call retries
+            pass
+
+    thread = threading.Thread(target=open_store, name="tidyq-mlflow-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 # --- traces -------------------------------------------------------------------------------------

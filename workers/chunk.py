@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 from shared import tracking
 from shared.config import Settings
-from shared.errors import AllTargetsOpen, RetryLater
+from shared.errors import AllTargetsOpen, RetryLater, error_type_name
 from shared.fallback import skipped_of
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.program_io import prediction_outputs
 from shared.program_uri import is_import_path
 from shared.programs import resolve_program
 from shared.queues import queue_for
+from shared.steps import stats
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
@@ -54,6 +55,21 @@ class ChunkOutcome:
     requeue_reason: str = ""
     waiting_for_backend: AllTargetsOpen | None = None  # every requeued item met AllTargetsOpen (the latest)
     backoff: bool = False  # some items' provider still failed after the in-place retries: back off
+    succeeded: int = 0  # items of this run of the chunk, by outcome (Flower shows them)
+    failed: int = 0
+    error_types: dict[str, int] = field(default_factory=dict)
+
+    def summary(self, payload: ChunkPayload) -> dict:
+        """What the task returns (Flower's Result column): counts only, never an item's input or output."""
+        out = {"job": payload.job.id, "chunk": payload.chunk, "items": len(payload.items), "succeeded": self.succeeded,
+               "failed": self.failed, "recorded": self.recorded}
+        if self.error_types:
+            out["error_types"] = dict(sorted(self.error_types.items(), key=lambda kv: -kv[1]))
+        if self.requeue:
+            out["requeued"] = len(self.requeue)
+        if self.gate != "run" or self.stopped:
+            out["stopped"] = self.stopped or self.gate
+        return out
 
 
 class StateWatch:
@@ -133,9 +149,12 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         cause = transient_cause(exc)
         if cause is not None:  # no breaker made it AllTargetsOpen: back to the queue (workers/requeue.py)
             raise ProviderStillFailing(cause) from exc
-        result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc), backend=spec.backend,
-                                    model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        call = stats.of_error(exc)  # a failed prediction's calls and attempts still count
+        result = ItemResult.failure(item.custom_id, error_type_name(exc), error_message(exc), backend=spec.backend,
+                                    model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                                    attempts=call.attempts if call is not None else 0)
         result.skipped = skipped_of(exc)
+        result.cost_usd = call.cost_usd if call is not None else None
     else:
         backend, model = spec.backend, module.wrapper.model
         if call.served_by and call.skipped:  # a fallback target answered
@@ -143,7 +162,8 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         result = ItemResult(
             custom_id=item.custom_id, status="succeeded", outputs=outputs,
             backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
+            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts,
+            cost_usd=call.cost_usd)
     tracking.record_item(spec.id, result, call, served)
     return result
 
@@ -164,6 +184,8 @@ class ChunkRunner:
             log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
+        # the job's MLflow run exists (RUNNING) from its first chunk on, created off this thread
+        tracking.start_job_soon(spec.id, self.store.r, self.settings)
         done_ids = self.store.existing_results(spec.id, [it.custom_id for it in payload.items])
         todo = [it for it in payload.items if it.custom_id not in done_ids]
         buffer = ResultBuffer(self.store, spec.id, self.settings.results_flush_items,
@@ -183,15 +205,18 @@ class ChunkRunner:
                 result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc),
                                             backend=spec.backend, model=spec.model)
             assert result is not None  # the runner hands over a result or an exception
-            if result.status == "failed" and result.error is not None:
-                log.warning("item_failed", item=item.custom_id, error_type=result.error.type,
-                            error=result.error.message)
-            elif result.status == "failed":
-                log.warning("item_failed", item=item.custom_id)
+            if result.status == "failed":
+                outcome.failed += 1
+                error_type = result.error.type if result.error else "Unknown"
+                outcome.error_types[error_type] = outcome.error_types.get(error_type, 0) + 1
+                log.warning("item_failed", item=item.custom_id, error_type=error_type,
+                            error=result.error.message if result.error else None)
             else:
+                outcome.succeeded += 1
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             buffer.add(result, item.inputs)
-            metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status)
+            metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status,
+                                          result.error.type if result.error else None)
 
         try:
             if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:

@@ -82,6 +82,8 @@ class Publisher:
         self._items: Counter[tuple[str, str, str]] = Counter()
         self._window: Counter[tuple[int, str, str]] = Counter()
         self._jobs: dict[str, float] = {}
+        self._jobs_written: dict[str, float] = {}  # job id -> when this process last wrote it to Redis
+        self._item_errors: Counter[tuple[str, str, str]] = Counter()
         self._published: dict[str, float] = {}
         self._last_flush = time.monotonic()
         self._thread: threading.Thread | None = None
@@ -90,15 +92,32 @@ class Publisher:
         self.failed_flushes = 0
 
     # --- recording (cheap, in memory) ---------------------------------------------------
-    def record_item(self, queue: str, backend: str, status: str) -> None:
+    def record_item(self, queue: str, backend: str, status: str, error_type: str | None = None) -> None:
         bucket = int(time.time() // WINDOW_SECONDS)
         with self._lock:
             self._items[(queue, backend, status)] += 1
             self._window[(bucket, queue, status)] += 1
+            if error_type:
+                self._item_errors[(queue, backend, error_type)] += 1
 
     def note_job(self, job_id: str) -> None:
+        """A chunk of ``job_id`` starts here. The first one this process sees in an interval goes to
+        the running-jobs set at once (one ZADD), so `tidyq_jobs_running` counts the job from its first
+        chunk on; later ones ride with the next flush."""
+        now = time.time()
         with self._lock:
-            self._jobs[job_id] = time.time()
+            fresh = now - self._jobs_written.get(job_id, 0.0) >= self.interval
+            if not fresh:
+                self._jobs[job_id] = now
+                return
+            self._jobs_written[job_id] = now
+            if len(self._jobs_written) > 10_000:  # forget long-gone jobs
+                self._jobs_written = {j: t for j, t in self._jobs_written.items() if now - t < 3600}
+        try:
+            self.r.zadd(keys.active_jobs(), {job_id: now})
+        except Exception:  # Redis away: the next flush writes it
+            with self._lock:
+                self._jobs[job_id] = now
 
     # --- publishing ----------------------------------------------------------------------
     def totals(self) -> dict[str, float]:
@@ -106,6 +125,8 @@ class Publisher:
         with self._lock:
             for (queue, backend, status), n in self._items.items():
                 out[field("items", queue, backend, status)] = n
+            for (queue, backend, error), n in self._item_errors.items():
+                out[field("item_errors", queue, backend, error)] = n
         return out
 
     def flush(self) -> bool:
@@ -185,16 +206,35 @@ def configured_backends() -> list[str]:
 
     s = get_settings()
     out = ["mock"]
-    if s.gateway_url:
+    per_target = _per_target_backends(s)
+    if s.gateway_url or "gateway" in per_target:
         out.append("gateway")
     key_env = provider_key_env(s.model) if s.model and not is_bedrock_model(s.model) else None
     api_key = s.api_key.get_secret_value() if s.api_key is not None else ""
-    if api_key or s.api_base or (key_env and _os.environ.get(key_env)) or (
+    if api_key or s.api_base or (key_env and _os.environ.get(key_env)) or "direct" in per_target or (
             not s.model and any(k.endswith("_API_KEY") and v for k, v in _os.environ.items())):
         out.append("direct")
     if aws_credentials_resolve():
         out.append("bedrock")
     return sorted(out)
+
+
+def _per_target_backends(s) -> set[str]:
+    """Backends configured per target (TIDYQ_TARGET_OPTIONS): direct with an api_base or a key variable
+    that is set, gateway with a gateway_url. They count as configured: the submit check must not refuse
+    their jobs."""
+    import os as _os
+
+    out = set()
+    for tid, options in (s.target_options or {}).items():
+        backend = str(tid).partition(":")[0]
+        if not isinstance(options, dict):
+            continue
+        if backend == "direct" and (options.get("api_base") or _os.environ.get(str(options.get("api_key_env") or ""))):
+            out.add("direct")
+        if backend == "gateway" and options.get("gateway_url"):
+            out.add("gateway")
+    return out
 
 
 class Heartbeat:
@@ -291,9 +331,9 @@ def get() -> Publisher:
     return pub
 
 
-def record_item(queue: str, backend: str, status: str) -> None:
-    """Called by the chunk runner once per item result."""
-    get().record_item(queue, backend, status)
+def record_item(queue: str, backend: str, status: str, error_type: str | None = None) -> None:
+    """Called by the chunk runner once per item result (``error_type``: a failed item's result error type)."""
+    get().record_item(queue, backend, status, error_type)
 
 
 def _job_id(args: Any) -> str | None:

@@ -32,6 +32,7 @@ from shared.jobs import ItemResult, JobSpec, JobState
 from shared.queues import OPTIMIZE_QUEUE, OPTIMIZE_TASK
 from shared.telemetry import get_logger, redact
 from workers import app
+from workers.task_request import ArgsReprRequest
 
 RESULT_ID = "optimize"
 PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
@@ -241,7 +242,8 @@ _s = get_settings()
 
 
 @app.task(name=OPTIMIZE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-          queue=OPTIMIZE_QUEUE, time_limit=_s.optimize_time_limit + 1200, soft_time_limit=_s.optimize_time_limit + 900)
+          queue=OPTIMIZE_QUEUE, time_limit=_s.optimize_time_limit + 1200, soft_time_limit=_s.optimize_time_limit + 900,
+          Request=ArgsReprRequest)  # inspect replies show our argsrepr, never the trainset
 def optimize_task(self, payload: Any) -> dict:
     return execute(payload)
 

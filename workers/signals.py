@@ -26,9 +26,11 @@ def _on_worker_init(sender=None, **_):
 def _on_process_init(sender=None, **_):
     # A forked child must not reuse the parent's wrappers, executors or sockets.
     configure_logging()
+    from shared import tracking
     from workers import runtime
 
     runtime.reset()
+    tracking.warm_up()  # the first chunk of a job creates its MLflow run: have the client ready
 
 
 def _consumed_queues(consumer) -> list[str]:

@@ -17,18 +17,21 @@ from pydantic import ValidationError
 
 from shared import tracking
 from shared.config import get_settings
+from shared.errors import ChunkItemsFailed
 from shared.jobs import ChunkPayload, ItemResult, JobSpec
 from shared.ledger import ChunkLedger, chunk_task_id
 from shared.queues import CHUNK_TASK, queue_for
 from shared.store import JobStore
+from shared.task_labels import chunk_send_options
 from shared.telemetry import get_logger, redact
 from workers import (
     app,
     webhooks,  # also registers the webhook delivery task
 )
 from workers.celery_app import broker_url
-from workers.chunk import ChunkRunner, error_message
+from workers.chunk import ChunkOutcome, ChunkRunner, error_message
 from workers.requeue import GiveUp, Requeue, decide
+from workers.task_request import ArgsReprRequest
 
 _stores: dict[int, JobStore] = {}
 
@@ -52,7 +55,9 @@ def _poison(payload: Any, exc: ValidationError) -> dict:
     store = job_store()
     if not isinstance(job_id, str) or store.state(job_id) is None or not isinstance(items, list):
         log.error("poison_message_dropped", job_id=job_id if isinstance(job_id, str) else None, error=summary)
-        return {"poison": True, "recorded": 0}
+        lost = len(items) if isinstance(items, list) else 0
+        return {"poison": True, "job": job_id if isinstance(job_id, str) else None, "items": lost, "succeeded": 0,
+                "failed": lost, "recorded": 0, **({"error_types": {"BadInput": lost}} if lost else {})}
     results = []
     for raw in items:
         cid = raw.get("custom_id") if isinstance(raw, dict) else None
@@ -60,7 +65,8 @@ def _poison(payload: Any, exc: ValidationError) -> dict:
             results.append((ItemResult.failure(str(cid), "BadInput", f"malformed chunk message: {summary}"), None))
     recorded = store.record_results(job_id, results) if results else 0
     log.error("poison_message", job_id=job_id, error=summary, recorded=recorded)
-    return {"poison": True, "recorded": recorded}
+    return {"poison": True, "job": job_id, "items": len(items), "succeeded": 0, "failed": len(results),
+            "recorded": recorded, **({"error_types": {"BadInput": len(results)}} if results else {})}
 
 
 def _requeue(task, chunk: ChunkPayload, decision: Requeue) -> None:
@@ -70,11 +76,30 @@ def _requeue(task, chunk: ChunkPayload, decision: Requeue) -> None:
                         requeues=chunk.requeues + (1 if decision.counted else 0)).model_dump(mode="json")
     queue, task_id = queue_for(chunk.job.backend), chunk_task_id(chunk.job.id, chunk.chunk)
     ChunkLedger(job_store().r).sent(chunk.job.id, chunk.chunk, task_id, queue, json.dumps(body), chunk.job.ttl_seconds)
-    task.apply_async(args=[body], queue=queue, countdown=decision.delay, task_id=task_id)
+    task.apply_async(args=[body], queue=queue, countdown=decision.delay, task_id=task_id,
+                     **chunk_send_options(CHUNK_TASK, body))
 
 
-@app.task(name=CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def _give_up(runner: ChunkRunner, outcome: ChunkOutcome, spec: JobSpec, decision: GiveUp, requeues: int) -> None:
+    """The decision's items fail for good; the chunk's counts say so."""
+    runner.give_up(spec, decision.items, decision.reason, requeues)
+    outcome.failed += len(decision.items)
+    outcome.error_types["RetryLater"] = outcome.error_types.get("RetryLater", 0) + len(decision.items)
+    outcome.requeue = []
+
+
+@app.task(name=CHUNK_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          throws=(ChunkItemsFailed,), Request=ArgsReprRequest)
 def run_chunk(self, payload: Any) -> dict:
+    """Returns the chunk's counts (Flower's Result column); a chunk with failed items raises
+    ChunkItemsFailed after everything is stored, so Flower lists it as FAILURE and counts it."""
+    summary = _run_chunk(self, payload)
+    if summary.get("failed"):
+        raise ChunkItemsFailed(summary)
+    return summary
+
+
+def _run_chunk(self, payload: Any) -> dict:
     try:
         chunk = ChunkPayload.model_validate(payload)
     except ValidationError as exc:
@@ -91,7 +116,7 @@ def run_chunk(self, payload: Any) -> dict:
         outcome = runner.run(chunk, chunk_id)
         decision = decide(outcome, chunk, settings)
         if isinstance(decision, GiveUp):
-            runner.give_up(spec, decision.items, decision.reason, chunk.requeues)
+            _give_up(runner, outcome, spec, decision, chunk.requeues)
         elif isinstance(decision, Requeue):
             if decision.waiting is not None:  # every breaker open: wait for one, bounded by the deadline
                 skipped = [s["target"] for s in decision.waiting.skipped]
@@ -120,12 +145,16 @@ def run_chunk(self, payload: Any) -> dict:
                 ChunkLedger(store.r).done(spec.id, chunk_id, self.request.id)
             except Exception as exc:  # the sweeper's scan then finds nothing and re-sends a no-op
                 log.warning("ledger_done_failed", error=error_message(exc))
-        if outcome is None or outcome.gate == "run":
+        ran = outcome is None or outcome.gate == "run"
+        if ran:
             try:
                 store.chunk_end(spec.id, chunk_id)
             except Exception as exc:
                 log.error("chunk_end_failed", error=error_message(exc))
-            try:  # this chunk's numbers to Redis; the job's one MLflow run once it has ended
+        # this chunk's numbers to Redis; the job's MLflow run ended once the job has. A chunk skipped
+        # because the job already ended (cancelled between chunks) ends the run too: nobody else would.
+        if ran or (outcome is not None and outcome.gate in ("cancelled", "failed", "completed")):
+            try:
                 tracking.finish_job(spec.id)
             except Exception as exc:
                 log.warning("job_tracking_failed", error=error_message(exc))
@@ -133,4 +162,7 @@ def run_chunk(self, payload: Any) -> dict:
                 webhooks.after_chunk(store, spec)
             except Exception as exc:
                 log.warning("webhook_schedule_failed", error=error_message(exc))
-    return {"recorded": outcome.recorded if outcome else 0}
+    if outcome is None:  # crashed: every item of the chunk was recorded as failed
+        return {"job": spec.id, "chunk": chunk.chunk, "items": len(chunk.items), "succeeded": 0,
+                "failed": len(chunk.items), "error_types": {"InternalError": len(chunk.items)}}
+    return outcome.summary(chunk)

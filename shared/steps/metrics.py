@@ -10,6 +10,7 @@ import time
 
 from dspy.lm15 import Request, Response
 
+from shared.errors import error_type_name
 from shared.metrics import MetricsRegistry
 from shared.metrics import registry as default_registry
 from shared.steps import stats
@@ -52,7 +53,7 @@ class MetricsStep:
                 response = call_next(request)
                 return response
             except Exception as exc:
-                error = type(exc).__name__
+                error = error_type_name(exc)  # the name the item's result will carry
                 raise
             finally:
                 latency_ms = (time.perf_counter() - start) * 1000

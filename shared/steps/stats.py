@@ -59,12 +59,29 @@ def current() -> CallStats | None:
 
 @contextmanager
 def track() -> Iterator[CallStats]:
+    """Collect the numbers of the calls made inside. A failed prediction made calls too (retries,
+    validation attempts): the collector rides on the escaping exception (outermost wins), so whoever
+    records the failed item reports the same attempts and LM calls the metrics counted."""
     stats = CallStats()
     token = _current.set(stats)
     try:
         yield stats
+    except BaseException as exc:
+        try:
+            exc.__dict__[_STATS_ATTR] = stats
+        except (AttributeError, TypeError):  # an exception type without a __dict__
+            pass
+        raise
     finally:
         _current.reset(token)
+
+
+_STATS_ATTR = "_tidyq_call_stats"
+
+
+def of_error(exc: BaseException) -> CallStats | None:
+    """The numbers of the prediction that raised ``exc`` (None if it came from outside a track())."""
+    return getattr(exc, "__dict__", {}).get(_STATS_ATTR)
 
 
 @contextmanager

@@ -110,7 +110,8 @@ def test_flower_refuses_unauthenticated_requests_and_shows_tasks_behind_the_pass
                 break
             assert time.monotonic() < deadline, f"flower saw only {tasks}"
             time.sleep(0.3)
-        assert names == {"tidyq.predict.chunk"}
+        # each chunk is named after its job, backend and chunk number (Celery's shadow name)
+        assert names == {f"tidyq.predict.chunk[{job.id[:8]} mock #{n}]" for n in range(3)}
     finally:
         worker.close()
 
@@ -125,3 +126,101 @@ def test_flower_will_not_start_without_auth(redis_url):
                          env=_flower_env(redis_url, free_port(), None), capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "refusing to start without authentication" in out.stderr + out.stdout
+
+
+def _flower_tasks(base, auth, job_id, want, timeout=60):
+    """Flower's tasks of ``job_id`` once ``want`` of them have ended (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = json.loads(_get(f"{base}/api/tasks", auth)[1])
+        mine = [t for t in tasks.values() if job_id[:8] in (t.get("name") or "")]
+        if len([t for t in mine if t.get("state") in ("SUCCESS", "FAILURE")]) >= want:
+            return mine
+        assert time.monotonic() < deadline, f"flower saw only {mine}"
+        time.sleep(0.3)
+
+
+def test_flower_shows_job_chunks_with_their_counts_and_chunks_with_failed_items_as_failures(flower, redis_url,
+                                                                                            tmp_path):
+    """A direct job whose provider rejects the first three requests (HTTP 400): those items fail, and
+    Flower's task list, its per-worker "Failed" counter and its /metrics say which chunks had them,
+    with our own argument summary instead of the items' inputs."""
+    from producers.client import Client
+    from tests.fakes.openai_server import OpenAIFake
+
+    base, auth = flower
+    fake = OpenAIFake().start()
+    env = {"TIDYQ_API_BASE": fake.base_url, "TIDYQ_API_KEY": "sk-flower-test", "TIDYQ_CACHE_ENABLED": "false",
+           "TIDYQ_CONCURRENCY_DIRECT": "1", "TIDYQ_BREAKER_ENABLED": "false"}
+    worker = EventsWorker(redis_url, queues=["predict.direct"], concurrency=1, env=env,
+                          log_path=tmp_path / "worker.log")
+    worker.start(timeout=60)
+    try:
+        fake.fail_next(3, status=400)
+        secret_input = "the-private-question-{}"
+        rows = [{"custom_id": str(i), "inputs": {"question": secret_input.format(i)}} for i in range(6)]
+        job = Client(redis_url).submit_batch(rows, "question -> answer", backend="direct", model="openai/gpt-4o-mini",
+                                             chunk_size=2)
+        status = job.wait(timeout=60)
+        assert status["counts"] == {"total": 6, "succeeded": 3, "failed": 3}
+        assert status["error_types"] == {"LMInvalidRequestError": 3}
+        tasks = _flower_tasks(base, auth, job.id, want=3)
+    finally:
+        worker.close()
+        fake.stop()
+
+    by_chunk = {t["name"]: t for t in tasks}
+    assert set(by_chunk) == {f"tidyq.predict.chunk[{job.id[:8]} direct:openai/gpt-4o-mini #{n}]" for n in range(3)}
+    for n in range(3):
+        t = by_chunk[f"tidyq.predict.chunk[{job.id[:8]} direct:openai/gpt-4o-mini #{n}]"]
+        assert t["args"] == (f"(job={job.id}, chunk={n}, items=2, backend=direct, model=openai/gpt-4o-mini)")
+        assert t["kwargs"] == "{}"
+        assert "private-question" not in json.dumps(t)
+    # one worker thread, the first three requests rejected: chunks 0 and 1 have failed items, chunk 2 none
+    first = by_chunk[f"tidyq.predict.chunk[{job.id[:8]} direct:openai/gpt-4o-mini #0]"]
+    second = by_chunk[f"tidyq.predict.chunk[{job.id[:8]} direct:openai/gpt-4o-mini #1]"]
+    last = by_chunk[f"tidyq.predict.chunk[{job.id[:8]} direct:openai/gpt-4o-mini #2]"]
+    assert first["state"] == second["state"] == "FAILURE" and last["state"] == "SUCCESS"
+    assert "2 of 2 items failed (LMInvalidRequestError x2); succeeded 0" in first["exception"]
+    assert "1 of 2 items failed (LMInvalidRequestError x1); succeeded 1" in second["exception"]
+    result = last["result"]
+    assert "'succeeded': 2" in result and "'failed': 0" in result and f"'job': '{job.id}'" in result
+
+    workers = json.loads(_get(f"{base}/workers?json=1", auth)[1])["data"]
+    assert sum(w.get("task-failed", 0) for w in workers) == 2
+    assert sum(w.get("task-succeeded", 0) for w in workers) == 1
+    metrics = _get(f"{base}/metrics")[1].decode()
+    failed_lines = [line for line in metrics.splitlines()
+                    if line.startswith("flower_events_total") and 'type="task-failed"' in line and job.id[:8] in line]
+    assert len(failed_lines) == 2
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()  # an expected outcome, logged without one
+
+
+def test_inspect_replies_of_a_worker_never_carry_item_inputs(redis_url, start_worker):
+    """Flower's worker page asks the workers `inspect reserved/scheduled`, whose replies hold raw task
+    arguments unless the task's Request says otherwise: ours answer with our argsrepr."""
+    from producers.client import Client
+    from shared.queues import CHUNK_TASK
+    from shared.task_labels import chunk_send_options
+
+    start_worker(queues=["predict.mock"])
+    client = Client(redis_url)
+    job = client.submit_batch([{"custom_id": "0", "inputs": {"question": "the-private-question"}}],
+                              "question -> answer", backend="mock")
+    job.wait(timeout=60)
+    payload = {"job": {**client.store.spec(job.id).model_dump(mode="json"), "id": job.id}, "chunk": 1,
+               "items": [{"custom_id": "later", "inputs": {"question": "the-private-question"}}], "requeues": 1}
+    client.app.send_task(CHUNK_TASK, args=[payload], queue="predict.mock", countdown=120,
+                         **chunk_send_options(CHUNK_TASK, payload))
+    inspect = client.app.control.inspect(timeout=5)
+    scheduled = []
+    deadline = time.monotonic() + 30
+    while not scheduled:
+        scheduled = [entry for reply in (inspect.scheduled() or {}).values() for entry in reply]
+        assert time.monotonic() < deadline, "the countdown chunk never showed as scheduled"
+        time.sleep(0.3)
+    request = scheduled[0]["request"]
+    assert request["name"] == f"tidyq.predict.chunk[{job.id[:8]} mock #1 r1]"
+    assert request["args"] == f"(job={job.id}, chunk=1, items=1, backend=mock, requeues=1)"
+    replies = json.dumps([scheduled, inspect.reserved(), inspect.active()])
+    assert "private-question" not in replies

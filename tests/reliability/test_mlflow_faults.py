@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from producers import Client
-from producers.optimize_client import submit_optimize
 from shared import keys
 from tests.fakes.mlflow_gateway import start_mlflow_gateway
 from tests.optimize_support import icl_reply, mlflow_template, mlflow_uri, sentiment_rows  # noqa: F401
@@ -20,9 +19,9 @@ QUEUES = ["predict.direct", "optimize"]
 
 
 def optimize(client: Client, name: str):
-    return submit_optimize(client, name=name, trainset=sentiment_rows(24), valset=sentiment_rows(20, offset=100),
-                           signature="review -> sentiment", optimizer="bootstrap-fewshot", metric="exact_match",
-                           backend="direct", settings={"max_bootstrapped_demos": 3})
+    return client.submit_optimize(name=name, trainset=sentiment_rows(24), valset=sentiment_rows(20, offset=100),
+                                  signature="review -> sentiment", optimizer="bootstrap-fewshot", metric="exact_match",
+                                  backend="direct", settings={"max_bootstrapped_demos": 3})
 
 
 @pytest.mark.slow
