@@ -54,8 +54,9 @@ def _stoppable(items: Iterator[Item], stop: threading.Event) -> Iterator[Item]:
 class AsyncJob:
     """A handle on a submitted job. ``existing`` is True when an idempotency key matched."""
 
-    def __init__(self, client: AsyncClient, job_id: str, *, existing: bool = False):
+    def __init__(self, client: AsyncClient, job_id: str, *, existing: bool = False, warnings: list[str] | None = None):
         self.client, self.id, self.existing = client, job_id, existing
+        self.warnings = list(warnings or [])  # what the submit-time target check could not confirm
 
     def __repr__(self) -> str:
         return f"AsyncJob({self.id!r})"
@@ -228,6 +229,7 @@ class AsyncClient:
                       retry_of: str | None = None) -> AsyncJob:
         spec = submission.new_spec(kind, target, total, self.settings, idempotency_key, chunk_size=chunk_size,
                                    retry_of=retry_of)
+        notes = await asyncio.to_thread(self.sync.check_target, spec)  # refuses before anything is written
         store = self.store
         await store.create_job(spec)
         if idempotency_key:
@@ -243,4 +245,4 @@ class AsyncClient:
             stop.set()
             await asyncio.shield(store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}"))
             raise
-        return AsyncJob(self, spec.id)
+        return AsyncJob(self, spec.id, warnings=notes)
