@@ -186,8 +186,11 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int 
     spec = JobSpec.model_validate_json(h["spec"])
     ts = {name: iso(float(h[f"{name}_at"])) if h.get(f"{name}_at") else None
           for name in ("created", "started", "finished")}
+    state = JobState(h["status"])
+    if state.terminal:  # its last chunk leaves the ledger just after its results: none is outstanding
+        outstanding = 0
     return JobStatus(
-        id=job_id, kind=h["kind"], status=JobState(h["status"]),
+        id=job_id, kind=h["kind"], status=state,
         counts=Counts(total=int(h["total"]), succeeded=int(h.get("succeeded", 0)), failed=int(h.get("failed", 0))),
         timestamps=ts, backend=spec.backend, model=spec.model, signature=spec.signature, program=spec.program,
         retry_of=h.get("retry_of"), retried_by=h.get("retried_by"), error=h.get("error"),
