@@ -158,15 +158,26 @@ def batch(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="with --wait: give up after this many seconds"),
     deadline: Optional[float] = typer.Option(None, "--deadline", help="seconds items may wait for a backend "
                                              "when every target's circuit breaker is open"),
+    estimate: bool = typer.Option(False, "--estimate", help="print the expected cost as JSON; enqueue nothing"),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD: the job ends as budget_exceeded "
+                                             "at this spend, its results kept (default TIDYQ_MAX_COST_USD)"),
 ):
     """Submit a JSONL file as one batch job. Prints the job id (or, with --wait, the results)."""
     with cli_errors():
         if out and not wait:
             raise BadInput("--out needs --wait (or use `tidyq results JOB --out FILE` later)", where="--out")
         client = _client()
+        if estimate:
+            from producers.estimate import estimate_file
+
+            target = client.check_target(signature, program, backend, model)
+            report = estimate_file(file, signature=signature, program=program, model=target["model"],
+                                   backend=target["backend"], settings=client.settings)
+            typer.echo(json.dumps(report, ensure_ascii=False))
+            return
         job = client.submit_file(file, signature, backend=backend, model=model, program=program,
                                  fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
-                                 deadline_seconds=deadline)
+                                 deadline_seconds=deadline, max_cost_usd=max_cost)
         if job.existing:
             err.print(f"tidyq: idempotency key matched existing job {job.id}", markup=False)
         if not wait:
@@ -205,7 +216,7 @@ def results(
                 writer.write_all(job.results(follow=False))
         status = job.status()
         err.print(_summary(status), markup=False)
-        raise typer.Exit(_exit_for(status) if status["status"] in ("completed", "failed", "cancelled") else EXIT_OK)
+        raise typer.Exit(_exit_for(status) if status["status"] in ("completed", "failed", "cancelled", "budget_exceeded") else EXIT_OK)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
+from shared.dedupe import fold_duplicates, folds
 from shared.errors import BadInput, ConfigurationError, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target, new_job_id, parse_backend, signature_fields
 from shared.store import JobNotFound, JobStore, JobTimeout
@@ -125,12 +126,15 @@ class Client:
     def submit_batch(self, rows: Iterable[dict | Item], signature: str | None = None, *, backend: str | None = None,
                      model: str | None = None, program: str | None = None,
                      fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                     chunk_size: int | None = None, deadline_seconds: float | None = None) -> Job:
+                     chunk_size: int | None = None, deadline_seconds: float | None = None,
+                     max_cost_usd: float | None = None) -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
-        target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS)."""
+        target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS). ``max_cost_usd``:
+        the job ends as budget_exceeded once its results cost this much (default TIDYQ_MAX_COST_USD)."""
         target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["max_cost_usd"] = self._max_cost(max_cost_usd)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         items: list[Item] = []
@@ -157,10 +161,12 @@ class Client:
     def submit_file(self, path: str | Path, signature: str | None = None, *, backend: str | None = None,
                     model: str | None = None, program: str | None = None,
                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                    chunk_size: int | None = None, deadline_seconds: float | None = None) -> Job:
+                    chunk_size: int | None = None, deadline_seconds: float | None = None,
+                    max_cost_usd: float | None = None) -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
         target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["max_cost_usd"] = self._max_cost(max_cost_usd)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,
@@ -187,6 +193,11 @@ class Client:
         if not job.existing:
             self.store.link_retry(job_id, job.id)
         return job
+
+    def check_target(self, signature: str | None, program: str | None, backend: str | None,
+                     model: str | None) -> dict:
+        """What a submit would run (signature or program, concrete backend); BadInput otherwise."""
+        return self._target(signature, program, backend, model, None)
 
     # --- internals ---------------------------------------------------------------------------
     def _target(self, signature, program, backend, model, fallback) -> dict:
@@ -229,6 +240,14 @@ class Client:
             raise BadInput(f"item is {size} bytes; the limit is {self.settings.max_item_bytes} (TIDYQ_MAX_ITEM_BYTES)",
                            where=where)
 
+    def _max_cost(self, value: float | None) -> float | None:
+        value = self.settings.max_cost_usd if value is None else value
+        if value is None:
+            return None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise BadInput(f"max cost must be a positive number of USD, got {value!r}", where="max_cost_usd")
+        return float(value)
+
     def _check_count(self, total: int, where: str) -> None:
         if total == 0:
             raise BadInput("no items", where=where)
@@ -257,7 +276,10 @@ class Client:
                        backend=target["backend"], model=target["model"], fallback=target["fallback"], total=total,
                        chunk_size=size, ttl_seconds=self.settings.result_ttl_seconds, created_at=time.time(),
                        idempotency_key=idempotency_key, retry_of=retry_of,
-                       deadline=time.time() + target["deadline_seconds"] if target.get("deadline_seconds") else None)
+                       deadline=time.time() + target["deadline_seconds"] if target.get("deadline_seconds") else None,
+                       max_cost_usd=target.get("max_cost_usd"))
+        if kind is JobKind.BATCH and folds(spec.program):  # identical rows are sent once (shared/dedupe.py)
+            items, _ = fold_duplicates(items)
         self.store.create_job(spec)
         if idempotency_key:
             ttl = self.settings.idempotency_ttl_seconds or spec.ttl_seconds

@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     results_flush_interval: float = 0.2  # a chunk writes its results at least this often ...
     results_flush_items: int = 25  # ... or every this many results
     idempotency_ttl_seconds: int | None = None  # default: result_ttl_seconds
+    # cost (shared/cost.py, producers/estimate.py): a job's default --max-cost (None: no ceiling) and the
+    # output tokens an estimate assumes per output field (the answer itself, besides the adapter's markers)
+    max_cost_usd: float | None = None
+    estimate_output_tokens: int = 32
     # operations (workers/metrics_publisher.py, producers/ops_*.py)
     metrics_interval: float = 2.0  # a worker process pushes its metric deltas to Redis this often
     heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often

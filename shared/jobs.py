@@ -28,13 +28,14 @@ class JobState(str, Enum):
     FAILED = "failed"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"  # --max-cost reached: no new chunks, the results so far kept
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.BUDGET_EXCEEDED})
 
 
 class JobKind(str, Enum):
@@ -98,6 +99,7 @@ class JobSpec(BaseModel):
     created_at: float
     idempotency_key: str | None = None
     retry_of: str | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)  # the job ends as budget_exceeded at this spend
 
     @field_validator("backend")
     @classmethod
@@ -119,6 +121,8 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
     custom_id: str = Field(min_length=1, max_length=512)
     inputs: dict[str, Any]
+    # custom_ids of later rows with the same inputs: answered by this item's result (shared/dedupe.py)
+    duplicates: list[str] = Field(default_factory=list)
 
 
 class ErrorInfo(BaseModel):
@@ -140,6 +144,7 @@ class ItemResult(BaseModel):
     cached: bool = False
     attempts: int = 0
     skipped: list[dict[str, str]] = Field(default_factory=list)  # targets passed over: {"target", "reason"}
+    cost_usd: float | None = None  # what this item's LM calls cost (shared/cost.py); None: price unknown
 
     def to_json(self) -> str:
         # ``skipped`` appears only when a fallback happened: plain results keep the contract's keys
@@ -189,6 +194,8 @@ class JobStatus(BaseModel):
     progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
+    cost_usd: float = 0.0  # running total of the results' cost_usd (summed atomically as they are stored)
+    max_cost_usd: float | None = None
 
 
 def iso(ts: float | None) -> str | None:

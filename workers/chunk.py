@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import Settings
+from shared.cost import item_cost
+from shared.dedupe import all_ids, with_copies
 from shared.errors import AllTargetsOpen, RetryLater
 from shared.fallback import skipped_of
 from shared import tracking
@@ -151,6 +153,7 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
             custom_id=item.custom_id, status="succeeded", outputs=jsonable(dict(prediction.items())),
             backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
             latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
+    result.cost_usd = item_cost(call, result.backend)
     tracking.record_item(spec.id, result, call, served)
     return result
 
@@ -171,11 +174,14 @@ class ChunkRunner:
             log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
-        done_ids = self.store.existing_results(spec.id, [it.custom_id for it in payload.items])
-        todo = [it for it in payload.items if it.custom_id not in done_ids]
-        buffer = ResultBuffer(self.store, spec.id, self.settings.results_flush_items,
+        done_ids = self.store.existing_results(spec.id, [cid for it in payload.items for cid in all_ids(it)])
+        todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
+        # a job with --max-cost writes every result at once and re-reads its state before every item,
+        # so workers see the ceiling (summed by the record script) as soon as it is crossed
+        budgeted = spec.max_cost_usd is not None
+        buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
                               self.settings.results_flush_interval)
-        watch = StateWatch(self.store, spec.id, self.settings.cancel_check_interval)
+        watch = StateWatch(self.store, spec.id, 0.0 if budgeted else self.settings.cancel_check_interval)
         finished: set[str] = set()
         retry_later: list[tuple[Item, RetryLater]] = []
         started = time.perf_counter()
@@ -194,7 +200,8 @@ class ChunkRunner:
                             error=result.error.message)
             else:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
-            buffer.add(result, item.inputs)
+            for each in with_copies(item, result):
+                buffer.add(each, item.inputs)
             metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status)
 
         try:
@@ -228,8 +235,9 @@ class ChunkRunner:
 
     def give_up(self, spec: JobSpec, items: list[Item], reason: str, requeues: int) -> None:
         """Items that went back to the queue too often fail with the last reason."""
-        results = [(ItemResult.failure(it.custom_id, "RetryLater", f"gave up after {requeues} requeues: {reason}",
-                                       backend=spec.backend, model=spec.model), it.inputs) for it in items]
+        results = [(each, it.inputs) for it in items for each in with_copies(it, ItemResult.failure(
+            it.custom_id, "RetryLater", f"gave up after {requeues} requeues: {reason}", backend=spec.backend,
+            model=spec.model))]
         self.store.record_results(spec.id, results)
 
     def _run_inline(self, spec, todo, handle, watch) -> None:

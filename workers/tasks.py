@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from shared import tracking
 from shared.config import get_settings
+from shared.dedupe import with_copies
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
@@ -107,8 +108,8 @@ def run_chunk(self, payload: Any) -> dict:
         raise Reject(exc, requeue=True) from None
     except Exception as exc:  # our own bug: fail what is left of the chunk, keep the worker alive
         log.exception("chunk_crashed", error=error_message(exc))
-        results = [(ItemResult.failure(it.custom_id, "InternalError", error_message(exc), backend=spec.backend,
-                                       model=spec.model), it.inputs) for it in chunk.items]
+        results = [(each, it.inputs) for it in chunk.items for each in with_copies(it, ItemResult.failure(
+            it.custom_id, "InternalError", error_message(exc), backend=spec.backend, model=spec.model))]
         try:
             store.record_results(spec.id, results)
         except Exception:

@@ -9,7 +9,8 @@ from shared.errors import BadInput
 from shared.jobs import (ChunkPayload, ItemResult, JobKind, JobSpec, JobState, Target, check_inputs, parse_backend,
                          signature_fields)
 
-CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached", "attempts"}
+CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached", "attempts",
+                        "cost_usd"}  # cost_usd: the contract's cost section (shared/cost.py)
 
 
 def spec(**kw):
@@ -90,4 +91,5 @@ def test_chunk_payload_rejects_poison():
 
 
 def test_terminal_states():
-    assert {s for s in JobState if s.terminal} == {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+    assert {s for s in JobState if s.terminal} == {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+                                                   JobState.BUDGET_EXCEEDED}
