@@ -161,6 +161,8 @@ def batch(
     estimate: bool = typer.Option(False, "--estimate", help="print the expected cost as JSON; enqueue nothing"),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD: the job ends as budget_exceeded "
                                              "at this spend, its results kept (default TIDYQ_MAX_COST_USD)"),
+    mode: str = typer.Option("live", "--mode", help="live, or economy: the provider's batch API at its "
+                             "batch price (results within the provider's window, up to 24 h)"),
 ):
     """Submit a JSONL file as one batch job. Prints the job id (or, with --wait, the results)."""
     with cli_errors():
@@ -177,7 +179,7 @@ def batch(
             return
         job = client.submit_file(file, signature, backend=backend, model=model, program=program,
                                  fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
-                                 deadline_seconds=deadline, max_cost_usd=max_cost)
+                                 deadline_seconds=deadline, max_cost_usd=max_cost, mode=mode)
         if job.existing:
             err.print(f"tidyq: idempotency key matched existing job {job.id}", markup=False)
         if not wait:

@@ -127,7 +127,7 @@ class Client:
                      model: str | None = None, program: str | None = None,
                      fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                      chunk_size: int | None = None, deadline_seconds: float | None = None,
-                     max_cost_usd: float | None = None) -> Job:
+                     max_cost_usd: float | None = None, mode: str = "live") -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
         target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS). ``max_cost_usd``:
@@ -135,6 +135,7 @@ class Client:
         target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         target["max_cost_usd"] = self._max_cost(max_cost_usd)
+        target["mode"] = self._mode(mode, target)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         items: list[Item] = []
@@ -162,11 +163,12 @@ class Client:
                     model: str | None = None, program: str | None = None,
                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                     chunk_size: int | None = None, deadline_seconds: float | None = None,
-                    max_cost_usd: float | None = None) -> Job:
+                    max_cost_usd: float | None = None, mode: str = "live") -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
         target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         target["max_cost_usd"] = self._max_cost(max_cost_usd)
+        target["mode"] = self._mode(mode, target)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,
@@ -240,6 +242,21 @@ class Client:
             raise BadInput(f"item is {size} bytes; the limit is {self.settings.max_item_bytes} (TIDYQ_MAX_ITEM_BYTES)",
                            where=where)
 
+    @staticmethod
+    def _mode(mode: str, target: dict) -> str:
+        """'live' or 'economy' (provider batch APIs: an OpenAI-compatible endpoint on the direct backend)."""
+        if mode not in ("live", "economy"):
+            raise BadInput(f"unknown mode {mode!r}; expected live or economy", where="mode")
+        if mode == "economy":
+            if target["backend"] != "direct" or not target["model"]:
+                raise BadInput("economy mode needs --backend direct and a --model served by an OpenAI-compatible "
+                               "Files + Batches API (TIDYQ_API_BASE); Anthropic and Bedrock batches are not "
+                               "supported yet", where="mode")
+            if not folds(target["program"]):
+                raise BadInput("economy mode needs a signature or a pinned program version (models:/NAME/N): "
+                               "a rollout splits items between versions", where="program")
+        return mode
+
     def _max_cost(self, value: float | None) -> float | None:
         value = self.settings.max_cost_usd if value is None else value
         if value is None:
@@ -268,8 +285,8 @@ class Client:
 
     def _submit(self, kind: JobKind, target: dict, items: Callable[[], Iterator[Item]], total: int,
                 idempotency_key: str | None, *, chunk_size: int | None = None, retry_of: str | None = None) -> Job:
-        size = chunk_size or (self.settings.chunk_size if target["backend"] == "mock"
-                              else self.settings.chunk_size_io)
+        size = chunk_size or (self.settings.economy_chunk_size if target.get("mode") == "economy" else
+                              self.settings.chunk_size if target["backend"] == "mock" else self.settings.chunk_size_io)
         if size < 1:
             raise BadInput("chunk size must be >= 1", where="chunk_size")
         spec = JobSpec(id=new_job_id(), kind=kind, signature=target["signature"], program=target["program"],
@@ -277,7 +294,7 @@ class Client:
                        chunk_size=size, ttl_seconds=self.settings.result_ttl_seconds, created_at=time.time(),
                        idempotency_key=idempotency_key, retry_of=retry_of,
                        deadline=time.time() + target["deadline_seconds"] if target.get("deadline_seconds") else None,
-                       max_cost_usd=target.get("max_cost_usd"))
+                       max_cost_usd=target.get("max_cost_usd"), mode=target.get("mode", "live"))
         if kind is JobKind.BATCH and folds(spec.program):  # identical rows are sent once (shared/dedupe.py)
             items, _ = fold_duplicates(items)
         self.store.create_job(spec)

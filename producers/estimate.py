@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Settings
-from shared.cost import prices_for, use_local_price_map
+from shared.cost import estimated_tokens, prices_for
 from shared.dedupe import fold_duplicates, folds
 from shared.jobs import signature_fields
 from shared.prompts import stage_prompts
@@ -43,10 +43,6 @@ def estimate_file(path: str | Path, *, signature: str | None, program: str | Non
         return jsonl.iter_items(path)
 
     unique, folded = fold_duplicates(items) if folds(program) else (items, 0)
-    use_local_price_map()
-    from litellm import token_counter  # imported here: status, results and submit never pay for it
-
-    counted_model = model or ""
     answer = " ".join(["word"] * settings.estimate_output_tokens)
     input_tokens = output_tokens = 0
     not_rendered: set[str] = set()
@@ -54,8 +50,9 @@ def estimate_file(path: str | Path, *, signature: str | None, program: str | Non
         prompts, skipped = stage_prompts(module, item.inputs)
         not_rendered.update(skipped)
         for prompt in prompts:
-            input_tokens += token_counter(model=counted_model, messages=prompt.messages)
-            output_tokens += token_counter(model=counted_model, text=prompt.completion_text(answer))
+            tokens_in, tokens_out = estimated_tokens(model, prompt.messages, prompt.completion_text(answer))
+            input_tokens += tokens_in
+            output_tokens += tokens_out
     prices = prices_for(backend, model)
     report: dict[str, Any] = {
         "file": str(path), "backend": backend, "model": model, "items": total, "sent_items": total - folded,

@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     # output tokens an estimate assumes per output field (the answer itself, besides the adapter's markers)
     max_cost_usd: float | None = None
     estimate_output_tokens: int = 32
+    # economy mode (workers/economy_task.py): items per chunk (one provider batch each, split further at the
+    # provider's limits), and how often a provider batch is polled (growing x1.5 per poll up to the max)
+    economy_chunk_size: int = 1000
+    economy_batch_max_requests: int = 50_000
+    economy_poll_seconds: float = 5.0
+    economy_poll_max_seconds: float = 60.0
     # operations (workers/metrics_publisher.py, producers/ops_*.py)
     metrics_interval: float = 2.0  # a worker process pushes its metric deltas to Redis this often
     heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often

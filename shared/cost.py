@@ -78,6 +78,14 @@ def prices_for(backend: str, model: str | None) -> Prices | None:
                   live_out * DEFAULT_BATCH_DISCOUNT if batch_out is None else batch_out)
 
 
+def estimated_tokens(model: str | None, messages: list[dict], completion: str) -> tuple[int, int]:
+    """(prompt, completion) tokens by LiteLLM's tokenizer for ``model`` (its default one otherwise)."""
+    use_local_price_map()
+    from litellm import token_counter  # imported on first use: submits and status never pay for it
+
+    return token_counter(model=model or "", messages=messages), token_counter(model=model or "", text=completion)
+
+
 def item_cost(call: CallStats | None, backend: str | None) -> float | None:
     """An item's ``cost_usd`` from the per-call numbers the metrics step gathered: the same number
     the job's tracking sums, so results, status and MLflow agree. Cache hits cost nothing."""

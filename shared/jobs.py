@@ -100,6 +100,7 @@ class JobSpec(BaseModel):
     idempotency_key: str | None = None
     retry_of: str | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)  # the job ends as budget_exceeded at this spend
+    mode: Literal["live", "economy"] = "live"  # economy: through the provider's batch API (workers/economy_task.py)
 
     @field_validator("backend")
     @classmethod
@@ -145,10 +146,13 @@ class ItemResult(BaseModel):
     attempts: int = 0
     skipped: list[dict[str, str]] = Field(default_factory=list)  # targets passed over: {"target", "reason"}
     cost_usd: float | None = None  # what this item's LM calls cost (shared/cost.py); None: price unknown
+    economy: dict[str, Any] | None = None  # economy mode: {"batch_id"} or {"finished_live": why}
 
     def to_json(self) -> str:
-        # ``skipped`` appears only when a fallback happened: plain results keep the contract's keys
-        data = self.model_dump(mode="json", exclude=None if self.skipped else {"skipped"})
+        # ``skipped`` appears only when a fallback happened, ``economy`` only in economy mode: plain
+        # results keep the contract's keys
+        extra = {name for name, absent in (("skipped", not self.skipped), ("economy", self.economy is None)) if absent}
+        data = self.model_dump(mode="json", exclude=extra or None)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -196,6 +200,8 @@ class JobStatus(BaseModel):
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
     cost_usd: float = 0.0  # running total of the results' cost_usd (summed atomically as they are stored)
     max_cost_usd: float | None = None
+    mode: str = "live"
+    provider_batches: list[dict] | None = None  # economy mode: [{"id", "status", "chunk", "items", ...}]
 
 
 def iso(ts: float | None) -> str | None:

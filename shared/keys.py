@@ -16,7 +16,9 @@ def rate_bucket(backend: str, kind: str) -> str:
 # lands on the same Redis Cluster slot and one Lua script may touch them all.
 
 def job(job_id: str) -> str:
-    """Hash: spec (JSON), kind, status, total, succeeded, failed, timestamps, links."""
+    """Hash: spec (JSON), kind, status, total, succeeded, failed, timestamps, links; cost_usd (running
+    total), max_cost_usd, economy_reserved_usd; economy mode: "pb:<provider batch id>" -> that batch's
+    state JSON and "economy_chunk:<n>" -> the batch claim of chunk n (so a redelivery never submits twice)."""
     return f"{PREFIX}:job:{{{job_id}}}"
 
 

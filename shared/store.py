@@ -139,6 +139,10 @@ return 'failed'
 JOBS_INDEX_HORIZON_SECONDS = 90 * 24 * 3600
 
 
+# job hash fields "pb:<provider batch id>" hold one economy batch's state as JSON (workers/economy_task.py)
+PROVIDER_BATCH_FIELD = "pb:"
+
+
 def _job_keys(job_id: str) -> list[str]:
     return [keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id),
             keys.job_order(job_id), keys.job_failed_inputs(job_id)]
@@ -173,7 +177,9 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
         progress=json.loads(h["progress"]) if h.get("progress") else None,
         result=json.loads(h["result"]) if h.get("result") else None,
         waiting_for_backend=_waiting(h),
-        cost_usd=round(float(h.get("cost_usd") or 0.0), 9), max_cost_usd=spec.max_cost_usd,
+        cost_usd=round(float(h.get("cost_usd") or 0.0), 9), max_cost_usd=spec.max_cost_usd, mode=spec.mode,
+        provider_batches=sorted((json.loads(v) for k, v in h.items() if k.startswith(PROVIDER_BATCH_FIELD)),
+                                key=lambda b: (b.get("chunk", 0), b.get("id", ""))) or None,
     )
 
 

@@ -22,7 +22,7 @@ from shared.config import Settings, get_settings
 from workers.routing import ALL_QUEUES, CHUNK_TASK, OPTIMIZE_QUEUE, OPTIMIZE_TASK, PREDICT_QUEUES
 
 # Task modules other helpers may add; included only when present.
-OPTIONAL_TASK_MODULES = ("workers.optimize", "workers.optimize_task")
+OPTIONAL_TASK_MODULES = ("workers.optimize", "workers.optimize_task", "workers.economy_task")
 
 
 def broker_url(settings: Settings | None = None) -> str:

@@ -24,6 +24,7 @@ from workers import app
 from workers.celery_app import broker_url
 from shared.fallback import job_deadline, requeue_delay
 from workers.chunk import ChunkRunner, error_message
+from workers.economy_task import submit_chunk
 from workers.routing import CHUNK_TASK, queue_for
 
 _stores: dict[int, JobStore] = {}
@@ -76,6 +77,8 @@ def run_chunk(self, payload: Any) -> dict:
         return _poison(payload, exc)
     settings = get_settings()
     store = job_store()
+    if chunk.job.mode == "economy":  # through the provider's batch API, followed by countdown polls
+        return submit_chunk(chunk, store)
     runner = ChunkRunner(store, settings)
     chunk_id = str(chunk.chunk)
     spec: JobSpec = chunk.job

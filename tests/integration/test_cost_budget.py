@@ -17,6 +17,7 @@ from shared.cost import prices_for
 from tests.fakes.answers import expected_outputs
 from tests.fakes.http_fake import estimate_tokens
 from tests.fakes.openai_server import openai_messages, openai_reply
+from tests.integration.question_rows import question_rows
 
 SIG = "question -> answer"
 MODEL = "openai/gpt-4o-mini"
@@ -30,10 +31,7 @@ def direct_env(fake, **extra):
 
 
 def rows(n, distinct=None, prefix="q"):
-    """n rows; with ``distinct`` only that many different questions (the rest repeat them)."""
-    distinct = distinct or n
-    return [{"custom_id": f"{prefix}{i}", "inputs": {"question": f"What is {i % distinct} plus {i % distinct}?"}}
-            for i in range(n)]
+    return question_rows(n, distinct, prefix)
 
 
 def reported_cost(body: dict, reply: str) -> float:

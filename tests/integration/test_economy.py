@@ -1,0 +1,129 @@
+"""Economy mode end to end: real redis-server, real `celery -A workers worker` processes, and the
+OpenAI Files + Batches stand-in (tests/fakes/openai_batches.py) speaking the real wire format.
+
+Answers are recomputed from each item's own inputs (tests/fakes/answers.py), so an answer mapped
+back to the wrong custom_id (the stand-in shuffles its output lines) fails here.
+"""
+
+import json
+
+import pytest
+
+from producers import Client
+from shared.cost import prices_for
+from tests.fakes.answers import expected_outputs
+from tests.fakes.openai_batches import OpenAIBatchFake
+from tests.integration.question_rows import question_rows
+from tests.waiting import wait_for
+
+SIG = "question -> answer"
+MODEL = "openai/gpt-4o-mini"
+
+
+@pytest.fixture
+def batch_fake():
+    fake = OpenAIBatchFake(batch_seconds=0.3).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def economy_env(fake, **extra):
+    env = {"TIDYQ_API_BASE": fake.base_url, "TIDYQ_API_KEY": "sk-test-economy-4242", "TIDYQ_MODEL": MODEL,
+           "TIDYQ_CACHE_ENABLED": "false", "TIDYQ_ECONOMY_POLL_SECONDS": "0.2",
+           "TIDYQ_ECONOMY_POLL_MAX_SECONDS": "0.5"}
+    return env | {k: str(v) for k, v in extra.items()}
+
+
+def rows(n, distinct=None, prefix="q"):
+    return question_rows(n, distinct, prefix, op='times')
+
+
+def live_price_of(fake) -> float:
+    """What the batch lines the stand-in executed would have cost at the live price."""
+    prices = prices_for("direct", MODEL)
+    total = 0.0
+    for data in fake.files.values():
+        for raw in data.decode().splitlines():
+            line = json.loads(raw)
+            usage = ((line.get("response") or {}).get("body") or {}).get("usage")
+            if usage:
+                total += prices.cost(usage["prompt_tokens"], usage["completion_tokens"])
+    return total
+
+
+def test_economy_batch_every_item_correct_twins_folded_failures_finished_live(redis_url, start_worker, batch_fake):
+    start_worker(queues=["predict.direct"], concurrency=2, env=economy_env(batch_fake))
+    inputs = rows(250, distinct=200)  # 20% of the rows repeat an earlier one
+    batch_fake.fail_ids = {"q3", "q77"}
+    batch_fake.garble_ids = {"q5"}
+    job = Client().submit_batch(inputs, SIG, backend="direct", model=MODEL, mode="economy", chunk_size=60)
+    results = {r["custom_id"]: r for r in job.results(timeout=180)}
+    assert sorted(results) == sorted(r["custom_id"] for r in inputs)
+    for row in inputs:
+        r = results[row["custom_id"]]
+        assert r["status"] == "succeeded", r
+        assert r["outputs"] == expected_outputs(row["inputs"], ["answer"])
+    for cid in ("q3", "q77", "q5"):
+        assert "finished_live" in results[cid]["economy"], results[cid]
+    assert "HTTP 500" in results["q3"]["economy"]["finished_live"]
+    assert "could not parse" in results["q5"]["economy"]["finished_live"]
+    assert results["q10"]["economy"]["batch_id"].startswith("batch_") and results["q10"]["cached"] is False
+    assert results["q210"]["cached"] is True and results["q210"]["cost_usd"] == 0.0  # twin of q10
+    # provider requests: 200 distinct rows in batches, plus the 3 finished live
+    assert batch_fake.batch_lines == 200
+    live_calls = [r for r in batch_fake.requests if r.path.endswith("/chat/completions")]
+    assert len(live_calls) == 3
+    st = job.wait(timeout=30)
+    assert st["status"] == "completed" and st["counts"] == {"total": 250, "succeeded": 250, "failed": 0}
+    assert st["mode"] == "economy"
+    assert [b["status"] for b in st["provider_batches"]] == ["completed"] * len(st["provider_batches"])
+    assert sum(b["items"] for b in st["provider_batches"]) == 200
+    assert st["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in results.values()), rel=1e-6)
+    live_price = live_price_of(batch_fake)
+    assert st["cost_usd"] < live_price * 0.6  # the batch price, plus three items at the live price
+
+
+def test_expired_batch_finishes_the_rest_live(redis_url, start_worker, batch_fake):
+    start_worker(queues=["predict.direct"], concurrency=1, env=economy_env(batch_fake))
+    batch_fake.expire_after = 30
+    inputs = rows(50)
+    job = Client().submit_batch(inputs, SIG, backend="direct", model=MODEL, mode="economy")
+    results = {r["custom_id"]: r for r in job.results(timeout=120)}
+    assert len(results) == 50 and all(r["status"] == "succeeded" for r in results.values())
+    live = [r for r in results.values() if "finished_live" in r["economy"]]
+    assert len(live) == 20 and all("expired" in r["economy"]["finished_live"] for r in live)
+    for row in inputs:
+        assert results[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
+    assert job.wait(timeout=30)["provider_batches"][0]["status"] == "expired"
+
+
+def test_cancel_cancels_the_provider_batch(redis_url, start_worker, batch_fake):
+    batch_fake.batch_seconds = 600
+    start_worker(queues=["predict.direct"], concurrency=1, env=economy_env(batch_fake))
+    job = Client().submit_batch(rows(20), SIG, backend="direct", model=MODEL, mode="economy")
+    wait_for(lambda: job.status()["provider_batches"], 60, "the provider batch to be submitted")
+    assert job.cancel() == "cancelling"
+    st = wait_for(lambda: (s := job.status())["status"] == "cancelled" and s, 60, "the job to be cancelled")
+    assert batch_fake.cancelled_batches() == [st["provider_batches"][0]["id"]]
+    assert st["provider_batches"][0]["status"] in ("cancelling", "cancelled")
+    assert st["counts"]["succeeded"] == 0
+
+
+def test_economy_refuses_a_batch_over_max_cost(redis_url, start_worker, batch_fake):
+    start_worker(queues=["predict.direct"], concurrency=1, env=economy_env(batch_fake))
+    job = Client().submit_batch(rows(40), SIG, backend="direct", model=MODEL, mode="economy",
+                                max_cost_usd=0.000001)
+    st = wait_for(lambda: (s := job.status())["status"] == "budget_exceeded" and s, 60, "budget_exceeded")
+    assert st["provider_batches"] is None and batch_fake.files == {}  # nothing was uploaded or paid
+    assert st["counts"]["succeeded"] == 0
+
+
+def test_economy_is_refused_where_it_cannot_run(redis_url):
+    from shared.errors import BadInput
+
+    with pytest.raises(BadInput, match="economy mode needs --backend direct"):
+        Client().submit_batch(rows(2), SIG, backend="mock", mode="economy")
+    with pytest.raises(BadInput, match="unknown mode"):
+        Client().submit_batch(rows(2), SIG, backend="mock", mode="cheap")
