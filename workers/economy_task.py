@@ -25,8 +25,9 @@ from shared.budget import Reservations
 from shared.config import Settings, get_settings
 from shared.cost import estimated_tokens, prices_for
 from shared.dedupe import all_ids, with_copies
-from shared.economy.openai_batch import OpenAIBatches, ProviderBatchError, split
-from shared.economy.requests import NotBatchable, Unanswered, parse_answer, request_line, single_stage
+from shared.economy.openai_batch import ProviderBatchError, split
+from shared.economy.providers import batch_custom_id, batch_provider
+from shared.economy.requests import NotBatchable, Unanswered, parse_answer, render, single_stage
 from shared.errors import RetryLater
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.prompts import StagePrompt
@@ -45,9 +46,10 @@ def _store() -> JobStore:
     return JobStore.from_url(broker_url())
 
 
-def _provider(module: Any, settings: Settings) -> OpenAIBatches:
+def _provider(module: Any, settings: Settings) -> Any:
     config = module.wrapper.config  # the same endpoint and key the job's live calls use
-    return OpenAIBatches(api_base=config.api_base, api_key=config.api_key, timeout=settings.request_timeout)
+    return batch_provider(module.wrapper.model, api_base=config.api_base, api_key=config.api_key,
+                          timeout=settings.request_timeout)
 
 
 def _chunk_id(chunk: ChunkPayload) -> str:
@@ -90,23 +92,26 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
         store.chunk_end(spec.id, chunk_id)
         return {"live": len(todo)}
     lm_kwargs = dict(module.wrapper.lm.kwargs)
-    lines, estimate = [], 0.0
+    provider = _provider(module, settings)
+    prompts, estimate = [], 0.0
     prices = prices_for(spec.backend, module.wrapper.model)
     answer = " ".join(["word"] * settings.estimate_output_tokens)
     for item in todo:
-        line = request_line(item.custom_id, item.inputs, stage, module.wrapper.model, lm_kwargs)
-        lines.append(line)
+        prompt = StagePrompt("self", render(stage, item.inputs), stage.signature, stage.adapter)
+        prompts.append((item, prompt))
         if spec.max_cost_usd is not None and prices is not None:
-            prompt = StagePrompt("self", line["body"]["messages"], stage.signature, stage.adapter)
             tokens_in, tokens_out = estimated_tokens(module.wrapper.model, prompt.messages,
                                                      prompt.completion_text(answer))
             estimate += prices.cost(tokens_in, tokens_out, batch=True)
-    by_id = {it.custom_id: it for it in todo}
-    provider = _provider(module, settings)
-    submitted = 0
-    for group in split(lines, max_requests=min(settings.economy_batch_max_requests, 50_000)):
-        items = [by_id[line["custom_id"]] for line in group]
-        share = estimate * len(group) / max(1, len(lines))
+    # requests are named by their place in the chunk (batch_custom_id); a poll task gets its group's first place
+    lines = [provider.line(batch_custom_id(i), p.messages, module.wrapper.model, lm_kwargs)
+             for i, (_, p) in enumerate(prompts)]
+    limit = min(settings.economy_batch_max_requests, provider.max_requests)
+    submitted, base = 0, 0
+    for group in split(lines, max_requests=limit, max_bytes=provider.max_bytes):
+        items = [it for it, _ in prompts[base:base + len(group)]]
+        first, base = base, base + len(group)
+        share = estimate * len(group) / max(1, len(prompts))
         if spec.max_cost_usd is not None and not Reservations(store.r).reserve(spec.id, share):
             log.warning("economy_budget_refused", estimate_usd=round(share, 6), max_cost_usd=spec.max_cost_usd)
             break
@@ -122,7 +127,7 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
         _note_batch(store, spec.id, {"id": state.id, "provider": provider.name, "status": state.status,
                                      "chunk": chunk.chunk, "items": len(items), "submitted_at": time.time()})
         follow = {"chunk": ChunkPayload(job=spec, chunk=chunk.chunk, items=items).model_dump(mode="json"),
-                  "batch_id": state.id, "polls": 0, "reserved": share}
+                  "batch_id": state.id, "first": first, "polls": 0, "reserved": share}
         app.send_task(ECONOMY_POLL_TASK, args=[follow], queue=queue_for(spec.backend),
                       countdown=settings.economy_poll_seconds)
         log.info("economy_batch_submitted", batch_id=state.id, items=len(items), estimate_usd=round(share, 6))
@@ -166,6 +171,7 @@ def poll_batch(self, payload: Any) -> dict:
     try:
         chunk = ChunkPayload.model_validate(payload["chunk"])
         batch_id, polls, reserved = str(payload["batch_id"]), int(payload["polls"]), float(payload["reserved"])
+        first = int(payload.get("first", 0))
     except (ValidationError, KeyError, TypeError, ValueError) as exc:
         log.error("economy_poll_malformed", error=error_message(exc))
         return {"poison": True}
@@ -205,9 +211,9 @@ def poll_batch(self, payload: Any) -> dict:
     validation = module.wrapper.config.validation
     answered: list[tuple[ItemResult, dict]] = []
     unanswered: list[tuple[Item, str]] = []
-    for item in chunk.items:
+    for index, item in enumerate(chunk.items, start=first):
         try:
-            outputs, cost, tokens = parse_answer(lines.get(item.custom_id), stage, validation, prices)
+            outputs, cost, tokens = parse_answer(lines.get(batch_custom_id(index)), stage, validation, prices)
         except Unanswered as exc:
             why = str(exc) if state.status == "completed" else f"provider batch {state.status}: {exc}"
             unanswered.append((item, why))

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from shared.economy.requests import Answer, generation_settings, provider_model
+
 # the provider's limits on one batch (https://platform.openai.com/docs/guides/batch)
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -50,11 +52,18 @@ def _mapped(exc: Exception) -> ProviderBatchError:
 
 class OpenAIBatches:
     name = "openai"
+    max_requests, max_bytes = MAX_REQUESTS, MAX_BYTES
 
     def __init__(self, *, api_base: str | None, api_key: str | None, timeout: float):
         import openai
 
         self.client = openai.OpenAI(base_url=api_base, api_key=api_key or "unset", max_retries=0, timeout=timeout)
+
+    @staticmethod
+    def line(custom_id: str, messages: list[dict[str, Any]], model: str, lm_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """One line of a batch input file: the chat completion request a live call would make."""
+        body = {"model": provider_model(model), "messages": messages, **generation_settings(lm_kwargs)}
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
     def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str]) -> BatchState:
         """Upload ``lines`` ({custom_id, method, url, body}) as a batch input file and start the batch."""
@@ -79,10 +88,9 @@ class OpenAIBatches:
         except Exception as exc:
             raise _mapped(exc) from None
 
-    def results(self, state: BatchState) -> dict[str, dict]:
-        """custom_id -> output line ({"response": {"status_code", "body"}, "error"}), from the
-        output and the error file (lines come in any order)."""
-        out: dict[str, dict] = {}
+    def results(self, state: BatchState) -> dict[str, Answer]:
+        """custom_id -> Answer, from the output and the error file (lines come in any order)."""
+        out: dict[str, Answer] = {}
         for file_id in (state.output_file_id, state.error_file_id):
             if not file_id:
                 continue
@@ -93,8 +101,25 @@ class OpenAIBatches:
             for raw in text.splitlines():
                 if raw.strip():
                     line = json.loads(raw)
-                    out[str(line.get("custom_id"))] = line
+                    out[str(line.get("custom_id"))] = _answer(line)
         return out
+
+
+def _answer(line: dict[str, Any]) -> Answer:
+    error = line.get("error")
+    if error:
+        return Answer(error=f"provider error {error.get('code')}: {error.get('message')}")
+    response = line.get("response") or {}
+    body = response.get("body") or {}
+    if response.get("status_code") != 200:
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        return Answer(error=f"provider answered HTTP {response.get('status_code')}: {message}")
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return Answer(error="the provider's answer has no message content")
+    usage = body.get("usage") or {}
+    return Answer(content, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
 def _state(batch: Any) -> BatchState:

@@ -54,40 +54,41 @@ def provider_model(model: str) -> str:
     return model.split("/", 1)[1] if "/" in model else model
 
 
-def request_line(custom_id: str, inputs: dict[str, Any], stage: Stage, model: str,
-                 lm_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One line of an OpenAI batch input file."""
+def generation_settings(lm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The LM's generation settings a live call would send (unset ones left out)."""
+    return {k: lm_kwargs[k] for k in GENERATION_SETTINGS if lm_kwargs.get(k) is not None}
+
+
+def render(stage: Stage, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages a live call of the stage sends for ``inputs``."""
     wanted = {k: v for k, v in inputs.items() if k in stage.signature.input_fields}
-    messages = stage.adapter.format(stage.signature, stage.demos, wanted)
-    body: dict[str, Any] = {"model": provider_model(model), "messages": messages}
-    body.update({k: lm_kwargs[k] for k in GENERATION_SETTINGS if lm_kwargs.get(k) is not None})
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return stage.adapter.format(stage.signature, stage.demos, wanted)
 
 
-def parse_answer(line: dict | None, stage: Stage, validation: ValidationConfig,
+@dataclass(frozen=True)
+class Answer:
+    """One provider result, whatever the provider's wire format: the text, or why there is none."""
+
+    content: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+
+
+def parse_answer(answer: Answer | None, stage: Stage, validation: ValidationConfig,
                  prices: Prices | None) -> tuple[dict[str, Any], float | None, dict[str, int]]:
-    """(outputs, cost at the batch price, usage) of one output line; Unanswered otherwise."""
-    if line is None:
+    """(outputs, cost at the batch price, usage) of one provider answer; Unanswered otherwise."""
+    if answer is None:
         raise Unanswered("the provider batch returned no line for this item")
-    error = line.get("error")
-    response = line.get("response") or {}
-    if error:
-        raise Unanswered(f"provider error {error.get('code')}: {error.get('message')}")
-    body = response.get("body") or {}
-    if response.get("status_code") != 200:
-        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
-        raise Unanswered(f"provider answered HTTP {response.get('status_code')}: {message}")
+    if answer.error:
+        raise Unanswered(answer.error)
     try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        raise Unanswered("the provider's answer has no message content") from None
-    try:
-        outputs = stage.adapter.parse(stage.signature, content or "")
+        outputs = stage.adapter.parse(stage.signature, answer.content or "")
     except Exception as exc:
         raise Unanswered(f"the adapter could not parse the answer: {type(exc).__name__}: {str(exc)[:300]}") from None
     if validation.active and (reasons := check_outputs(validation, outputs)):
         raise Unanswered(f"output validation failed: {'; '.join(reasons)}")
-    usage = body.get("usage") or {}
-    tokens = {"input_tokens": int(usage.get("prompt_tokens") or 0), "output_tokens": int(usage.get("completion_tokens") or 0)}
-    cost = None if prices is None or not usage else prices.cost(tokens["input_tokens"], tokens["output_tokens"], batch=True)
+    tokens = {"input_tokens": answer.input_tokens or 0, "output_tokens": answer.output_tokens or 0}
+    known = answer.input_tokens is not None and answer.output_tokens is not None
+    cost = prices.cost(tokens["input_tokens"], tokens["output_tokens"], batch=True) if prices and known else None
     return outputs, cost, tokens

@@ -7,8 +7,8 @@ validating -> in_progress -> completed after ``batch_seconds``; ``GET /v1/batche
 ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}`` per line, in
 an order shuffled per batch (OpenAI does not keep input order), failures in the error file.
 
-Misbehaviour to script: ``fail_ids`` (a 500 error line), ``garble_ids`` (an answer the adapter
-cannot parse), ``expire_after`` (the batch expires after that many lines: the rest come back as
+Misbehaviour to script, for requests whose messages contain one of the given texts: ``fail_texts``
+(a 500 error line), ``garble_texts`` (an answer the adapter cannot parse); ``expire_after`` (the batch expires after that many lines: the rest come back as
 ``batch_expired`` errors). ``batch_lines`` counts the requests it executed inside batches.
 """
 
@@ -33,8 +33,8 @@ class OpenAIBatchFake(OpenAIFake):
     def __init__(self, *, batch_seconds: float = 0.5, seed: int = 7, **kw: Any):
         super().__init__(**kw)
         self.batch_seconds = batch_seconds
-        self.fail_ids: set[str] = set()
-        self.garble_ids: set[str] = set()
+        self.fail_texts: set[str] = set()
+        self.garble_texts: set[str] = set()
         self.expire_after: int | None = None
         self.batch_lines = 0
         self.files: dict[str, bytes] = {}
@@ -139,14 +139,16 @@ class OpenAIBatchFake(OpenAIFake):
                                       "before the completion window expired."}})
                 continue
             self.batch_lines += 1
-            if cid in self.fail_ids:
+            text = json.dumps(line["body"].get("messages"))
+            if any(t in text for t in self.fail_texts):
                 err.append({"id": f"batch_req_{uuid.uuid4().hex[:20]}", "custom_id": cid, "error": None,
                             "response": {"status_code": 500, "request_id": f"req_{uuid.uuid4().hex[:20]}",
                                          "body": {"error": {"message": "The server had an error",
                                                             "type": "server_error", "param": None, "code": None}}}})
                 continue
             request = line["body"]
-            content = "no fields here, sorry" if cid in self.garble_ids else self.default_reply("", request)
+            garbled = any(t in text for t in self.garble_texts)
+            content = "no fields here, sorry" if garbled else self.default_reply("", request)
             reply = self.success("/v1/chat/completions", request, content, 0)
             out.append({"id": f"batch_req_{uuid.uuid4().hex[:20]}", "custom_id": cid, "error": None,
                         "response": {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex[:20]}",

@@ -56,8 +56,8 @@ def live_price_of(fake) -> float:
 def test_economy_batch_every_item_correct_twins_folded_failures_finished_live(redis_url, start_worker, batch_fake):
     start_worker(queues=["predict.direct"], concurrency=2, env=economy_env(batch_fake))
     inputs = rows(250, distinct=200)  # 20% of the rows repeat an earlier one
-    batch_fake.fail_ids = {"q3", "q77"}
-    batch_fake.garble_ids = {"q5"}
+    batch_fake.fail_texts = {"What is 3 times 3?", "What is 77 times 77?"}
+    batch_fake.garble_texts = {"What is 5 times 5?"}
     job = Client().submit_batch(inputs, SIG, backend="direct", model=MODEL, mode="economy", chunk_size=60)
     results = {r["custom_id"]: r for r in job.results(timeout=180)}
     assert sorted(results) == sorted(r["custom_id"] for r in inputs)

@@ -12,9 +12,11 @@ from shared.budget import Reservations
 from shared.config import Settings, ValidationConfig
 from shared.cost import FREE, Prices, item_cost, prices_for, pricing_key
 from shared.dedupe import all_ids, copies_for, fold_duplicates, folds, inputs_digest
-from shared.economy.openai_batch import split
-from shared.economy.requests import (NotBatchable, Unanswered, parse_answer, provider_model, request_line,
-                                     single_stage)
+from shared.economy.anthropic_batch import AnthropicBatches
+from shared.economy.anthropic_batch import _answer as anthropic_answer
+from shared.economy.openai_batch import OpenAIBatches, split
+from shared.economy.openai_batch import _answer as openai_answer
+from shared.economy.requests import Answer, NotBatchable, Unanswered, parse_answer, provider_model, render, single_stage
 from shared.jobs import Item, ItemResult, JobSpec, JobState
 from shared.steps.stats import CallStats
 from shared.store import JobStore
@@ -151,40 +153,76 @@ def answer_line(content, status=200, usage=None):
     return {"custom_id": "x", "response": {"status_code": status, "body": body}, "error": None}
 
 
-def test_request_line_holds_the_adapters_messages_and_the_lm_settings():
+def test_openai_lines_hold_the_adapters_messages_and_the_lm_settings():
     s = stage()
-    line = request_line("x", {"question": "2+2?", "extra": 1}, s, MODEL, {"temperature": 0.0, "max_tokens": None})
+    messages = render(s, {"question": "2+2?", "extra": 1})
+    assert messages == dspy.ChatAdapter().format(s.signature, [], {"question": "2+2?"})
+    line = OpenAIBatches.line("x", messages, MODEL, {"temperature": 0.0, "max_tokens": None})
     assert line["url"] == "/v1/chat/completions" and line["method"] == "POST" and line["custom_id"] == "x"
     body = line["body"]
     assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0.0 and "max_tokens" not in body
-    assert body["messages"] == dspy.ChatAdapter().format(s.signature, [], {"question": "2+2?"})
-    assert provider_model("plain") == "plain"
+    assert body["messages"] == messages and provider_model("plain") == "plain"
+
+
+def test_anthropic_lines_put_the_system_prompt_apart_and_always_set_max_tokens():
+    messages = render(stage(), {"question": "2+2?"})
+    line = AnthropicBatches.line("item-0", messages, "anthropic/claude-haiku-4-5",
+                                 {"temperature": 0.2, "stop": "END", "seed": 3, "n": 1, "max_tokens": None})
+    params = line["params"]
+    assert params["model"] == "claude-haiku-4-5" and params["max_tokens"] > 0 and params["temperature"] == 0.2
+    assert params["system"] == messages[0]["content"] and params["messages"] == messages[1:]
+    assert params["stop_sequences"] == ["END"] and "seed" not in params and "n" not in params
+    assert AnthropicBatches.line("i", messages, "anthropic/x", {"max_tokens": 50})["params"]["max_tokens"] == 50
 
 
 def test_answers_parse_through_the_adapter_at_the_batch_price():
     prices = prices_for("direct", MODEL)
-    outputs, cost, tokens = parse_answer(answer_line("[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"), stage(),
-                                         ValidationConfig(), prices)
+    answer = openai_answer(answer_line("[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"))
+    outputs, cost, tokens = parse_answer(answer, stage(), ValidationConfig(), prices)
     assert outputs == {"answer": "4"} and tokens == {"input_tokens": 100, "output_tokens": 10}
     assert cost == pytest.approx(prices.cost(100, 10, batch=True))
-    assert parse_answer(answer_line("[[ ## answer ## ]]\n4"), stage(), ValidationConfig(), None)[1] is None
+    assert parse_answer(Answer("[[ ## answer ## ]]\n4"), stage(), ValidationConfig(), prices)[1] is None
 
 
 @pytest.mark.parametrize("line, why", [
-    (None, "no line"),
     ({"custom_id": "x", "response": None, "error": {"code": "batch_expired", "message": "late"}}, "batch_expired"),
     ({"custom_id": "x", "response": {"status_code": 500, "body": {"error": {"message": "oops"}}}}, "HTTP 500: oops"),
     ({"custom_id": "x", "response": {"status_code": 200, "body": {"choices": []}}}, "no message content"),
-    (answer_line("nothing to see"), "could not parse"),
 ])
-def test_unusable_answers_are_unanswered_with_the_reason(line, why):
+def test_openai_error_lines_say_why(line, why):
+    assert why in openai_answer(line).error
+
+
+@pytest.mark.parametrize("result, why", [
+    ({"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}},
+     "overloaded_error: busy"),
+    ({"type": "expired"}, "left this request expired"),
+    ({"type": "canceled"}, "left this request canceled"),
+])
+def test_anthropic_error_results_say_why(result, why):
+    assert why in anthropic_answer(result).error
+
+
+def test_anthropic_success_joins_the_text_parts_with_usage():
+    answer = anthropic_answer({"type": "succeeded", "message": {"content": [
+        {"type": "text", "text": "[[ ## answer ## ]]\n"}, {"type": "text", "text": "4"}],
+        "usage": {"input_tokens": 12, "output_tokens": 3}}})
+    assert answer == Answer("[[ ## answer ## ]]\n4", 12, 3)
+
+
+@pytest.mark.parametrize("answer, why", [
+    (None, "no line"),
+    (Answer(error="provider error x: y"), "provider error x: y"),
+    (Answer("nothing to see"), "could not parse"),
+])
+def test_unusable_answers_are_unanswered_with_the_reason(answer, why):
     with pytest.raises(Unanswered, match=why):
-        parse_answer(line, stage(), ValidationConfig(), None)
+        parse_answer(answer, stage(), ValidationConfig(), None)
 
 
 def test_validation_failures_are_unanswered():
     with pytest.raises(Unanswered, match="output validation failed: .*min_length"):
-        parse_answer(answer_line("[[ ## answer ## ]]\n4"), stage(), ValidationConfig(min_length=5), None)
+        parse_answer(Answer("[[ ## answer ## ]]\n4"), stage(), ValidationConfig(min_length=5), None)
 
 
 def test_multi_stage_programs_are_not_batchable():
