@@ -12,12 +12,14 @@ import pytest
 from producers import Client
 from shared.cost import prices_for
 from tests.fakes.answers import expected_outputs
+from tests.fakes.anthropic_batches import AnthropicBatchFake
 from tests.fakes.openai_batches import OpenAIBatchFake
 from tests.integration.question_rows import question_rows
 from tests.waiting import wait_for
 
 SIG = "question -> answer"
 MODEL = "openai/gpt-4o-mini"
+CLAUDE = "anthropic/claude-haiku-4-5"
 
 
 @pytest.fixture
@@ -127,3 +129,31 @@ def test_economy_is_refused_where_it_cannot_run(redis_url):
         Client().submit_batch(rows(2), SIG, backend="mock", mode="economy")
     with pytest.raises(BadInput, match="unknown mode"):
         Client().submit_batch(rows(2), SIG, backend="mock", mode="cheap")
+
+
+def test_anthropic_message_batches_out_of_order_and_partly_failed(redis_url, start_worker):
+    fake = AnthropicBatchFake(batch_seconds=0.3).start()
+    try:
+        fake.require_auth("sk-ant-test-4242")
+        env = economy_env(fake) | {"TIDYQ_API_KEY": "sk-ant-test-4242", "TIDYQ_MODEL": CLAUDE}
+        start_worker(queues=["predict.direct"], concurrency=1, env=env)
+        inputs = rows(80, distinct=70)
+        fake.fail_texts = {"What is 4 times 4?", "What is 9 times 9?"}
+        job = Client().submit_batch(inputs, SIG, backend="direct", model=CLAUDE, mode="economy", chunk_size=40)
+        results = {r["custom_id"]: r for r in job.results(timeout=180)}
+        assert sorted(results) == sorted(r["custom_id"] for r in inputs)
+        for row in inputs:
+            r = results[row["custom_id"]]
+            assert r["status"] == "succeeded" and r["outputs"] == expected_outputs(row["inputs"], ["answer"]), r
+        for cid in ("q4", "q9", "q74", "q79"):  # q74 and q79 are twins of q4 and q9
+            assert "api_error: Internal server error" in results[cid]["economy"]["finished_live"]
+        assert fake.batch_lines == 70
+        assert sum(1 for r in fake.requests if r.path.rstrip("/").endswith("/v1/messages")) == 2  # the live finish
+        st = job.wait(timeout=30)
+        assert st["status"] == "completed" and {b["provider"] for b in st["provider_batches"]} == {"anthropic"}
+        prices = prices_for("direct", CLAUDE)
+        batch_priced = [r for r in results.values() if r["cost_usd"] and "finished_live" not in r["economy"]]
+        assert batch_priced and prices.batch_input < prices.input
+        assert st["cost_usd"] == pytest.approx(sum(r["cost_usd"] or 0 for r in results.values()), rel=1e-6)
+    finally:
+        fake.stop()
