@@ -42,6 +42,12 @@ def job_running_chunks(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:running"
 
 
+def job_budget_inflight(job_id: str) -> str:
+    """Sorted set admission token -> lease expiry: items of a --max-cost job being run now
+    (shared/budget.py admits the next one only while spent + in flight x average cost fits)."""
+    return f"{PREFIX}:job:{{{job_id}}}:budget-inflight"
+
+
 def jobs_index() -> str:
     """Sorted set job id -> created_at (unix seconds) of every job: `tidyq jobs`, the jobs page and
     the REST API list recent jobs from it. Jobs expire on their own TTL, so readers drop the entries

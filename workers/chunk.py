@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.budget import Admissions
 from shared.config import Settings
 from shared.cost import item_cost
 from shared.dedupe import all_ids, with_copies
@@ -30,6 +31,7 @@ from shared.programs import resolve_program
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
+from workers.budget_gate import BudgetGate
 from workers.routing import queue_for
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
@@ -67,6 +69,7 @@ class ChunkOutcome:
     requeue_delay: float = 0.0
     requeue_reason: str = ""
     waiting_for_backend: AllTargetsOpen | None = None  # every requeued item met AllTargetsOpen (the latest)
+    budget_wait: bool = False  # items wait for a --max-cost job's items in flight (workers/budget_gate.py)
 
 
 class StateWatch:
@@ -181,7 +184,10 @@ class ChunkRunner:
         budgeted = spec.max_cost_usd is not None
         buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
                               self.settings.results_flush_interval)
-        watch = StateWatch(self.store, spec.id, 0.0 if budgeted else self.settings.cancel_check_interval)
+        watch: StateWatch | BudgetGate = StateWatch(self.store, spec.id, 0.0 if budgeted else
+                                                    self.settings.cancel_check_interval)
+        if budgeted:
+            watch = BudgetGate(watch, Admissions(self.store.r, self.settings.task_time_limit), spec.id)
         finished: set[str] = set()
         retry_later: list[tuple[Item, RetryLater]] = []
         started = time.perf_counter()
@@ -202,6 +208,8 @@ class ChunkRunner:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             for each in with_copies(item, result):
                 buffer.add(each, item.inputs)
+            if isinstance(watch, BudgetGate):  # its result is stored (flushed at once for a budgeted job)
+                watch.item_done()
             metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status)
 
         try:
@@ -219,7 +227,12 @@ class ChunkRunner:
             log.warning("chunk_interrupted", reason=type(exc).__name__, unfinished=len(unfinished))
         finally:
             buffer.flush()
+            if isinstance(watch, BudgetGate):
+                watch.close()
         outcome.stopped = watch.state
+        if isinstance(watch, BudgetGate) and watch.waiting and not watch.state and not outcome.requeue_reason:
+            outcome.requeue.extend(it for it in todo if it.custom_id not in finished)
+            outcome.budget_wait = True
         if retry_later and not watch.state:
             outcome.requeue.extend(item for item, _ in retry_later)
             outcome.requeue_delay = max(exc.delay for _, exc in retry_later)

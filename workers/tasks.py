@@ -97,6 +97,9 @@ def run_chunk(self, payload: Any) -> dict:
                 _requeue(self, chunk, outcome.requeue, delay, counted=False)
                 log.info("chunk_waiting_for_backend", items=len(outcome.requeue), countdown=round(delay, 3),
                          targets=[s["target"] for s in wait.skipped])
+        elif outcome.requeue and outcome.budget_wait:  # --max-cost: wait for the items in flight to settle
+            _requeue(self, chunk, outcome.requeue, settings.budget_wait_seconds, counted=False)
+            log.info("chunk_waiting_for_budget", items=len(outcome.requeue))
         elif outcome.requeue:
             if chunk.requeues >= settings.max_requeues:
                 runner.give_up(spec, outcome.requeue, outcome.requeue_reason, chunk.requeues)

@@ -276,3 +276,41 @@ def test_estimate_matches_the_price_of_its_tokens(tmp_path):
     assert report["cost_usd"] == pytest.approx(prices.cost(report["input_tokens"], report["output_tokens"]), abs=1e-6)
     assert 10 < report["output_tokens"] < 40 and report["notes"] == []
     assert Prices(1, 1, 0.5, 0.5).cost(2, 2, batch=True) == 2
+
+
+def test_admissions_hold_items_back_while_in_flight_items_would_pass_the_ceiling(store):
+    from shared.budget import Admissions
+    from workers.budget_gate import BudgetGate
+
+    make_job(store, total=10, max_cost=0.035)
+    store.record_results("j1", [paid("a", 0.01)])  # average item cost 0.01, 0.01 spent
+    admissions = Admissions(store.r, lease_seconds=60)
+    assert admissions.admit("j1", "t1") == "run"  # nothing in flight: always runs
+    assert admissions.admit("j1", "t2") == "run"  # 0.01 + 2 x 0.01 fits under 0.035
+    assert admissions.admit("j1", "t3") == "wait"  # 0.01 + 3 x 0.01 would not
+    admissions.release("j1", ["t1"])
+    assert admissions.admit("j1", "t3") == "run"
+    admissions.release("j1", ["t2", "t3"])
+    assert Admissions(store.r, lease_seconds=-1).admit("j1", "expired") == "run"
+    assert admissions.admit("j1", "t4") == "run" and admissions.admit("j1", "t5") == "run"
+    assert store.r.zrange("tidyq:job:{j1}:budget-inflight", 0, -1) == [b"t4", b"t5"]  # dead workers' leases lapse
+    admissions.release("j1", ["t4"])
+    admissions.admit("j1", "t3")
+
+    class Watch:
+        state = None
+
+        def stopped(self):
+            return False
+
+    gate = BudgetGate(Watch(), admissions, "j1")
+    assert gate.stopped() is True and gate.waiting  # t2, t3 in flight: wait
+    admissions.release("j1", ["t3", "t5"])
+    gate = BudgetGate(Watch(), admissions, "j1")
+    assert gate.stopped() is False and store.r.zcard("tidyq:job:{j1}:budget-inflight") == 1
+    gate.item_done()
+    assert store.r.zcard("tidyq:job:{j1}:budget-inflight") == 0
+    store.record_results("j1", [paid("b", 0.03)])  # the ceiling is reached: the job ends
+    assert gate.stopped() is True and gate.state == "budget_exceeded" and not gate.waiting
+    gate.close()
+    assert admissions.admit("nope", "x") == "missing"
