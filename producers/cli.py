@@ -163,6 +163,8 @@ def batch(
                                              "at this spend, its results kept (default TIDYQ_MAX_COST_USD)"),
     mode: str = typer.Option("live", "--mode", help="live, or economy: the provider's batch API at its "
                              "batch price (results within the provider's window, up to 24 h)"),
+    tenant: Optional[str] = typer.Option(None, "--tenant", help="charge the job to this tenant's daily budget "
+                                         "(TIDYQ_TENANT_BUDGETS); see `tidyq budget`"),
 ):
     """Submit a JSONL file as one batch job. Prints the job id (or, with --wait, the results)."""
     with cli_errors():
@@ -179,7 +181,8 @@ def batch(
             return
         job = client.submit_file(file, signature, backend=backend, model=model, program=program,
                                  fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
-                                 deadline_seconds=deadline, max_cost_usd=max_cost, mode=mode)
+                                 deadline_seconds=deadline, max_cost_usd=max_cost, mode=mode,
+                                 tenant=tenant)
         if job.existing:
             err.print(f"tidyq: idempotency key matched existing job {job.id}", markup=False)
         if not wait:

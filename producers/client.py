@@ -12,11 +12,13 @@ sends its chunks; bad input raises BadInput and enqueues nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from shared.budget import tenant_budgets
 from shared.config import BackendType, Settings, UnifiedConfig, get_settings
 from shared.dedupe import fold_duplicates, folds
 from shared.errors import BadInput, ConfigurationError, TidyqError
@@ -127,7 +129,8 @@ class Client:
                      model: str | None = None, program: str | None = None,
                      fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                      chunk_size: int | None = None, deadline_seconds: float | None = None,
-                     max_cost_usd: float | None = None, mode: str = "live") -> Job:
+                     max_cost_usd: float | None = None, mode: str = "live",
+                     tenant: str | None = None) -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
         target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS). ``max_cost_usd``:
@@ -136,6 +139,7 @@ class Client:
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         target["max_cost_usd"] = self._max_cost(max_cost_usd)
         target["mode"] = self._mode(mode, target)
+        target["tenant"] = self._tenant(tenant)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         items: list[Item] = []
@@ -163,12 +167,14 @@ class Client:
                     model: str | None = None, program: str | None = None,
                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                     chunk_size: int | None = None, deadline_seconds: float | None = None,
-                    max_cost_usd: float | None = None, mode: str = "live") -> Job:
+                    max_cost_usd: float | None = None, mode: str = "live",
+                     tenant: str | None = None) -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
         target = self._target(signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         target["max_cost_usd"] = self._max_cost(max_cost_usd)
         target["mode"] = self._mode(mode, target)
+        target["tenant"] = self._tenant(tenant)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,
@@ -257,6 +263,18 @@ class Client:
                                "a rollout splits items between versions", where="program")
         return mode
 
+    def _tenant(self, tenant: str | None) -> str | None:
+        """A tenant whose daily budget is spent gets no new job (TidyqError: the CLI exits 1)."""
+        if tenant is None:
+            return None
+        if not isinstance(tenant, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant):
+            raise BadInput(f"bad tenant {tenant!r}: 1-64 letters, digits, '_', '.', '-'", where="tenant")
+        budgets = tenant_budgets(self.store.r, self.settings)
+        if budgets.over(tenant):
+            raise TidyqError(f"tenant {tenant!r} has spent ${budgets.spent(tenant):.6f} of its daily budget "
+                             f"${budgets.budget(tenant):.6f} (UTC day); nothing was enqueued")
+        return tenant
+
     def _max_cost(self, value: float | None) -> float | None:
         value = self.settings.max_cost_usd if value is None else value
         if value is None:
@@ -294,7 +312,8 @@ class Client:
                        chunk_size=size, ttl_seconds=self.settings.result_ttl_seconds, created_at=time.time(),
                        idempotency_key=idempotency_key, retry_of=retry_of,
                        deadline=time.time() + target["deadline_seconds"] if target.get("deadline_seconds") else None,
-                       max_cost_usd=target.get("max_cost_usd"), mode=target.get("mode", "live"))
+                       max_cost_usd=target.get("max_cost_usd"), mode=target.get("mode", "live"),
+                       tenant=target.get("tenant"))
         if kind is JobKind.BATCH and folds(spec.program):  # identical rows are sent once (shared/dedupe.py)
             items, _ = fold_duplicates(items)
         self.store.create_job(spec)

@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     # output tokens an estimate assumes per output field (the answer itself, besides the adapter's markers)
     max_cost_usd: float | None = None
     estimate_output_tokens: int = 32
+    # per-tenant daily budgets in USD per UTC day, e.g. {"acme": 50}; the default applies to tenants not listed
+    tenant_budgets: dict[str, float] = {}
+    tenant_daily_budget_usd: float | None = None
     budget_wait_seconds: float = 0.5  # countdown of items a --max-cost job holds back while others are in flight
     # economy mode (workers/economy_task.py): items per chunk (one provider batch each, split further at the
     # provider's limits), and how often a provider batch is polled (growing x1.5 per poll up to the max)

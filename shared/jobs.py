@@ -101,6 +101,7 @@ class JobSpec(BaseModel):
     retry_of: str | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)  # the job ends as budget_exceeded at this spend
     mode: Literal["live", "economy"] = "live"  # economy: through the provider's batch API (workers/economy_task.py)
+    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # whose daily budget pays
 
     @field_validator("backend")
     @classmethod
@@ -201,6 +202,7 @@ class JobStatus(BaseModel):
     cost_usd: float = 0.0  # running total of the results' cost_usd (summed atomically as they are stored)
     max_cost_usd: float | None = None
     mode: str = "live"
+    tenant: str | None = None
     provider_batches: list[dict] | None = None  # economy mode: [{"id", "status", "chunk", "items", ...}]
 
 

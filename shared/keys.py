@@ -48,6 +48,17 @@ def job_budget_inflight(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:budget-inflight"
 
 
+def tenant_spend(tenant: str, day: str) -> str:
+    """Hash of one tenant's spend on one UTC day (YYYY-MM-DD): "total" and "job:<id>" -> USD.
+    Expires after eight days (shared/budget.py)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:spend:{day}"
+
+
+def tenants_index() -> str:
+    """Set of every tenant that has spent anything (`tidyq budget` lists them)."""
+    return f"{PREFIX}:tenants"
+
+
 def jobs_index() -> str:
     """Sorted set job id -> created_at (unix seconds) of every job: `tidyq jobs`, the jobs page and
     the REST API list recent jobs from it. Jobs expire on their own TTL, so readers drop the entries

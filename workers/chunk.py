@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.budget import Admissions
+from shared.budget import Admissions, tenant_budgets
 from shared.config import Settings
 from shared.cost import item_cost
 from shared.dedupe import all_ids, with_copies
@@ -181,13 +181,14 @@ class ChunkRunner:
         todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
         # a job with --max-cost writes every result at once and re-reads its state before every item,
         # so workers see the ceiling (summed by the record script) as soon as it is crossed
-        budgeted = spec.max_cost_usd is not None
+        budgeted = spec.max_cost_usd is not None or spec.tenant is not None
         buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
                               self.settings.results_flush_interval)
         watch: StateWatch | BudgetGate = StateWatch(self.store, spec.id, 0.0 if budgeted else
                                                     self.settings.cancel_check_interval)
         if budgeted:
-            watch = BudgetGate(watch, Admissions(self.store.r, self.settings.task_time_limit), spec.id)
+            watch = BudgetGate(watch, Admissions(self.store.r, self.settings.task_time_limit), spec.id,
+                               tenant=spec.tenant, tenants=tenant_budgets(self.store.r, self.settings))
         finished: set[str] = set()
         retry_later: list[tuple[Item, RetryLater]] = []
         started = time.perf_counter()
@@ -206,10 +207,11 @@ class ChunkRunner:
                             error=result.error.message)
             else:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
+            stored = buffer.recorded
             for each in with_copies(item, result):
                 buffer.add(each, item.inputs)
             if isinstance(watch, BudgetGate):  # its result is stored (flushed at once for a budgeted job)
-                watch.item_done()
+                watch.item_done(result.cost_usd if buffer.recorded > stored else None)
             metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status)
 
         try:

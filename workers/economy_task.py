@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import keys, tracking
-from shared.budget import Reservations
+from shared.budget import Reservations, tenant_budgets
 from shared.config import Settings, get_settings
 from shared.cost import estimated_tokens, prices_for
 from shared.dedupe import all_ids, with_copies
@@ -223,8 +223,11 @@ def poll_batch(self, payload: Any) -> dict:
                             cost_usd=None if cost is None else round(cost, 12), economy={"batch_id": batch_id})
         answered.extend((each, item.inputs) for each in with_copies(item, result))
         tracking.record_item(spec.id, result, CallStats(calls=1, attempts=1, cost_usd=result.cost_usd, **tokens))
-    store.record_results(spec.id, answered)
+    new = store.record_results(spec.id, answered)
     Reservations(store.r).release(spec.id, reserved)
+    spent = sum(r.cost_usd or 0.0 for r, _ in answered)
+    if spec.tenant and new > 0 and spent:  # a repeated poll stores nothing new and charges nothing
+        tenant_budgets(store.r, settings).charge(spec.tenant, spec.id, spent)
     try:
         if unanswered and store.state(spec.id) not in STOPPING:
             store.record_results(spec.id, _finish_live(spec, chunk, unanswered, batch_id, settings))

@@ -18,6 +18,7 @@ from tests.fakes.answers import expected_outputs
 from tests.fakes.http_fake import estimate_tokens
 from tests.fakes.openai_server import openai_messages, openai_reply
 from tests.integration.question_rows import question_rows
+from tests.waiting import wait_for
 
 SIG = "question -> answer"
 MODEL = "openai/gpt-4o-mini"
@@ -121,3 +122,43 @@ def test_cli_estimate_prints_json_and_enqueues_nothing(redis_url, tmp_path):
                          env={**os.environ, "TIDYQ_REDIS_URL": redis_url})
     assert out.returncode == 2 and f"{bad}:2" in out.stderr and "inputs.quest" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_tenant_daily_budget_ends_its_jobs_and_refuses_new_ones(redis_url, start_worker, openai_fake):
+    from shared.budget import tenant_budgets
+    from shared.config import get_settings
+    from shared.errors import TidyqError
+
+    probe_cost = prices_for("direct", MODEL).cost(60, 30)  # roughly one item
+    budgets = json.dumps({"acme": probe_cost * 30})
+    env = direct_env(openai_fake, TIDYQ_TENANT_BUDGETS=budgets, TIDYQ_CONCURRENCY_DIRECT=2)
+    for _ in range(2):
+        start_worker(queues=["predict.direct"], concurrency=1, env=env)
+    os.environ["TIDYQ_TENANT_BUDGETS"] = budgets
+    try:
+        job = Client().submit_batch(rows(200, prefix="t"), SIG, backend="direct", model=MODEL, chunk_size=20,
+                                    tenant="acme")
+        st = job.wait(timeout=120)
+        assert st["status"] == "budget_exceeded" and st["tenant"] == "acme"
+        assert 0 < st["counts"]["succeeded"] < 200
+        budgets_now = tenant_budgets(Client().store.r, get_settings())
+
+        def settled():  # items in flight at the ceiling still land (and are charged) after the job ended
+            report, cost = budgets_now.report("acme")[0], job.status()["cost_usd"]
+            return report if report["spent_usd"] == pytest.approx(cost, rel=1e-6) else None
+
+        report = wait_for(settled, 30, "the tenant's spend to equal the job's cost")
+        assert list(report["jobs"]) == [job.id]
+        assert report["spent_usd"] >= report["budget_usd"]
+        with pytest.raises(TidyqError, match="tenant 'acme' has spent"):
+            Client().submit_batch(rows(2, prefix="u"), SIG, backend="direct", model=MODEL, tenant="acme")
+        other = Client().submit_batch(rows(3, prefix="v"), SIG, backend="direct", model=MODEL, tenant="globex")
+        assert other.wait(timeout=60)["status"] == "completed"  # no budget set for globex
+        out = subprocess.run([sys.executable, "-m", "producers.cli", "budget"], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "TIDYQ_REDIS_URL": redis_url})
+        assert out.returncode == 0, out.stderr
+        tenants = {t["tenant"]: t for t in json.loads(out.stdout)["tenants"]}
+        assert set(tenants) == {"acme", "globex"} and tenants["globex"]["budget_usd"] is None
+        assert tenants["acme"]["spent_usd"] == pytest.approx(report["spent_usd"], rel=1e-6)
+    finally:
+        os.environ.pop("TIDYQ_TENANT_BUDGETS", None)
