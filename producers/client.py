@@ -254,10 +254,10 @@ class Client:
         if mode not in ("live", "economy"):
             raise BadInput(f"unknown mode {mode!r}; expected live or economy", where="mode")
         if mode == "economy":
-            if target["backend"] != "direct" or not target["model"]:
-                raise BadInput("economy mode needs --backend direct and a --model: anthropic/... models go to "
-                               "Anthropic Message Batches, others to an OpenAI-compatible Files + Batches API "
-                               "(TIDYQ_API_BASE); Bedrock batch inference is not supported yet", where="mode")
+            if target["backend"] not in ("direct", "bedrock") or not target["model"]:
+                raise BadInput("economy mode needs --backend direct or bedrock and a --model: bedrock goes to "
+                               "Bedrock batch inference, anthropic/... models to Anthropic Message Batches, others "
+                               "to an OpenAI-compatible Files + Batches API (TIDYQ_API_BASE)", where="mode")
             if not folds(target["program"]):
                 raise BadInput("economy mode needs a signature or a pinned program version (models:/NAME/N): "
                                "a rollout splits items between versions", where="program")

@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     economy_batch_max_requests: int = 50_000
     economy_poll_seconds: float = 5.0
     economy_poll_max_seconds: float = 60.0
+    economy_bedrock_s3_uri: str | None = None  # s3://bucket/prefix for Bedrock batch input and output files
+    economy_bedrock_role_arn: str | None = None  # the IAM role Bedrock assumes to read and write that bucket
     # operations (workers/metrics_publisher.py, producers/ops_*.py)
     metrics_interval: float = 2.0  # a worker process pushes its metric deltas to Redis this often
     heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often

@@ -46,10 +46,9 @@ def _store() -> JobStore:
     return JobStore.from_url(broker_url())
 
 
-def _provider(module: Any, settings: Settings) -> Any:
-    config = module.wrapper.config  # the same endpoint and key the job's live calls use
-    return batch_provider(module.wrapper.model, api_base=config.api_base, api_key=config.api_key,
-                          timeout=settings.request_timeout)
+def _provider(spec: JobSpec, module: Any, settings: Settings) -> Any:
+    return batch_provider(spec.backend, module.wrapper.config.model or module.wrapper.model, module.wrapper.config,
+                          settings)
 
 
 def _chunk_id(chunk: ChunkPayload) -> str:
@@ -85,6 +84,7 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
     module = runtime.get_module(spec.backend, spec.model, spec.signature, spec.program)
     try:
         stage = single_stage(module.module)
+        provider = _provider(spec, module, settings)
     except NotBatchable as exc:
         store.r.hset(keys.job(spec.id), "economy_note", str(exc))
         log.warning("economy_not_batchable", reason=str(exc))
@@ -92,7 +92,6 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
         store.chunk_end(spec.id, chunk_id)
         return {"live": len(todo)}
     lm_kwargs = dict(module.wrapper.lm.kwargs)
-    provider = _provider(module, settings)
     prompts, estimate = [], 0.0
     prices = prices_for(spec.backend, module.wrapper.model)
     answer = " ".join(["word"] * settings.estimate_output_tokens)
@@ -180,7 +179,7 @@ def poll_batch(self, payload: Any) -> dict:
     spec = chunk.job
     log = log.bind(job_id=spec.id, batch_id=batch_id)
     module = runtime.get_module(spec.backend, spec.model, spec.signature, spec.program)
-    provider = _provider(module, settings)
+    provider = _provider(spec, module, settings)
     state_now = store.state(spec.id)
     note = {"id": batch_id, "provider": provider.name, "chunk": chunk.chunk, "items": len(chunk.items)}
     try:

@@ -10,13 +10,12 @@ DSPy's own Anthropic engine. No retries here: the caller polls again or finishes
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
 from shared.economy.openai_batch import BatchState, ProviderBatchError
-from shared.economy.requests import Answer, generation_settings, provider_model
+from shared.economy.requests import Answer, answers_from_jsonl, generation_settings, provider_model
 
 DEFAULT_BASE = "https://api.anthropic.com/v1"
 API_VERSION = "2023-06-01"
@@ -36,10 +35,23 @@ def default_max_tokens(model: str) -> int:
         return 16384
 
 
-def _messages_params(messages: list[dict[str, Any]]) -> dict[str, Any]:
+def messages_params(messages: list[dict[str, Any]]) -> dict[str, Any]:
     system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
     turns = [{"role": m["role"], "content": m["content"]} for m in messages if m.get("role") != "system"]
     return {"messages": turns, **({"system": system} if system else {})}
+
+
+def messages_body(messages: list[dict[str, Any]], model: str, lm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API body (also Bedrock's InvokeModel body for Anthropic models): the system prompt
+    apart, max_tokens always set, the LM's settings in the API's names (it has no seed or n)."""
+    settings = generation_settings(lm_kwargs)
+    for unsupported in ("n", "seed"):
+        settings.pop(unsupported, None)
+    if "stop" in settings:
+        stop = settings.pop("stop")
+        settings["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    return {"max_tokens": settings.pop("max_tokens", None) or default_max_tokens(model),
+            **messages_params(messages), **settings}
 
 
 class AnthropicBatches:
@@ -54,15 +66,7 @@ class AnthropicBatches:
     @staticmethod
     def line(custom_id: str, messages: list[dict[str, Any]], model: str, lm_kwargs: dict[str, Any]) -> dict[str, Any]:
         name = provider_model(model)
-        settings = generation_settings(lm_kwargs)
-        settings.pop("n", None)
-        if "stop" in settings:
-            stop = settings.pop("stop")
-            settings["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        settings.pop("seed", None)  # the Messages API has no seed
-        params = {"model": name, "max_tokens": settings.pop("max_tokens", None) or default_max_tokens(name),
-                  **_messages_params(messages), **settings}
-        return {"custom_id": custom_id, "params": params}
+        return {"custom_id": custom_id, "params": {"model": name, **messages_body(messages, name, lm_kwargs)}}
 
     def _call(self, method: str, url: str, body: dict | None = None) -> httpx.Response:
         try:
@@ -90,21 +94,21 @@ class AnthropicBatches:
     def results(self, state: BatchState) -> dict[str, Answer]:
         if not state.output_file_id:
             return {}
-        out: dict[str, Answer] = {}
-        for raw in self._call("GET", state.output_file_id).text.splitlines():
-            if raw.strip():
-                line = json.loads(raw)
-                out[str(line.get("custom_id"))] = _answer(line.get("result") or {})
-        return out
+        return answers_from_jsonl(self._call("GET", state.output_file_id).text, "custom_id",
+                                  lambda line: _answer(line.get("result") or {}))
+
+
+def message_answer(message: dict[str, Any]) -> Answer:
+    """An Anthropic Messages response body (also Bedrock's modelOutput for Anthropic models) -> Answer."""
+    text = "".join(part.get("text", "") for part in message.get("content") or [] if part.get("type") == "text")
+    usage = message.get("usage") or {}
+    return Answer(text, usage.get("input_tokens"), usage.get("output_tokens"))
 
 
 def _answer(result: dict[str, Any]) -> Answer:
     kind = result.get("type")
     if kind == "succeeded":
-        message = result.get("message") or {}
-        text = "".join(part.get("text", "") for part in message.get("content") or [] if part.get("type") == "text")
-        usage = message.get("usage") or {}
-        return Answer(text, usage.get("input_tokens"), usage.get("output_tokens"))
+        return message_answer(result.get("message") or {})
     if kind == "errored":
         error = (result.get("error") or {}).get("error") or result.get("error") or {}
         return Answer(error=f"provider error {error.get('type')}: {error.get('message')}")

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.economy.requests import Answer, generation_settings, provider_model
+from shared.economy.requests import Answer, answers_from_jsonl, generation_settings, provider_model
 
 # the provider's limits on one batch (https://platform.openai.com/docs/guides/batch)
 MAX_REQUESTS = 50_000
@@ -98,10 +98,7 @@ class OpenAIBatches:
                 text = self.client.files.content(file_id).text
             except Exception as exc:
                 raise _mapped(exc) from None
-            for raw in text.splitlines():
-                if raw.strip():
-                    line = json.loads(raw)
-                    out[str(line.get("custom_id"))] = _answer(line)
+            answers_from_jsonl(text, "custom_id", _answer, into=out)
         return out
 
 

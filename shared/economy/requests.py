@@ -10,6 +10,8 @@ and the worker finishes that item live.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,17 @@ class Answer:
     input_tokens: int | None = None
     output_tokens: int | None = None
     error: str | None = None
+
+
+def answers_from_jsonl(text: str, id_key: str, to_answer: Callable[[dict[str, Any]], Answer],
+                       into: dict[str, Answer] | None = None) -> dict[str, Answer]:
+    """A provider's result file (JSONL, any order) -> request id -> Answer."""
+    out = {} if into is None else into
+    for raw in text.splitlines():
+        if raw.strip():
+            line = json.loads(raw)
+            out[str(line.get(id_key))] = to_answer(line)
+    return out
 
 
 def parse_answer(answer: Answer | None, stage: Stage, validation: ValidationConfig,

@@ -125,7 +125,7 @@ def test_economy_refuses_a_batch_over_max_cost(redis_url, start_worker, batch_fa
 def test_economy_is_refused_where_it_cannot_run(redis_url):
     from shared.errors import BadInput
 
-    with pytest.raises(BadInput, match="economy mode needs --backend direct"):
+    with pytest.raises(BadInput, match="economy mode needs --backend direct or bedrock"):
         Client().submit_batch(rows(2), SIG, backend="mock", mode="economy")
     with pytest.raises(BadInput, match="unknown mode"):
         Client().submit_batch(rows(2), SIG, backend="mock", mode="cheap")
@@ -157,3 +157,52 @@ def test_anthropic_message_batches_out_of_order_and_partly_failed(redis_url, sta
         assert st["cost_usd"] == pytest.approx(sum(r["cost_usd"] or 0 for r in results.values()), rel=1e-6)
     finally:
         fake.stop()
+
+
+BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+def test_bedrock_batch_inference_through_s3(redis_url, start_worker, bedrock_fake):
+    """Bedrock's control plane stand-in + moto's S3 server; the records it fails are finished live
+    on the Converse stand-in; a group under Bedrock's 100-record minimum goes live at once."""
+    import boto3
+
+    from tests.fakes.bedrock_batch import BedrockBatchFake, MotoS3
+
+    s3_server = MotoS3().start()
+    control = None
+    try:
+        aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        boto3.client("s3", endpoint_url=s3_server.url, **{k.lower(): v for k, v in aws.items()
+                                                           if k != "AWS_DEFAULT_REGION"},
+                     region_name="us-east-1").create_bucket(Bucket="tidyq-batches")
+        control = BedrockBatchFake(s3_server.url, batch_seconds=0.3).start()
+        control.fail_texts = {"What is 6 times 6?"}
+        env = aws | {"AWS_ENDPOINT_URL_S3": s3_server.url, "AWS_ENDPOINT_URL_BEDROCK": control.url,
+                     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_fake.url, "TIDYQ_CACHE_ENABLED": "false",
+                     "TIDYQ_ECONOMY_BEDROCK_S3_URI": "s3://tidyq-batches/tidyq",
+                     "TIDYQ_ECONOMY_BEDROCK_ROLE_ARN": "arn:aws:iam::123456789012:role/tidyq-batch",
+                     "TIDYQ_ECONOMY_POLL_SECONDS": "0.2", "TIDYQ_ECONOMY_POLL_MAX_SECONDS": "0.5"}
+        start_worker(queues=["predict.bedrock"], concurrency=1, env=env)
+        inputs = rows(160)
+        job = Client().submit_batch(inputs, SIG, backend="bedrock", model=BEDROCK_MODEL, mode="economy",
+                                    chunk_size=120)  # 120 records in a batch, then a group of 40 that goes live
+        results = {r["custom_id"]: r for r in job.results(timeout=180)}
+        assert sorted(results) == sorted(r["custom_id"] for r in inputs)
+        for row in inputs:
+            r = results[row["custom_id"]]
+            assert r["status"] == "succeeded" and r["outputs"] == expected_outputs(row["inputs"], ["answer"]), r
+        assert control.records_run == 120
+        assert "Internal server error" in results["q6"]["economy"]["finished_live"]
+        batched = [r for r in results.values() if "economy" in r and "finished_live" not in r["economy"]]
+        assert len(batched) == 119 and all(r["economy"]["batch_id"].startswith("arn:aws:bedrock:") for r in batched)
+        assert all("economy" not in results[f"q{i}"] for i in range(120, 160))  # under 100 records: ran live
+        st = job.wait(timeout=30)
+        assert st["status"] == "completed" and [b["provider"] for b in st["provider_batches"]] == ["bedrock"]
+        assert st["provider_batches"][0]["status"] == "completed"
+        prices = prices_for("bedrock", BEDROCK_MODEL)
+        assert all(r["cost_usd"] > 0 for r in batched) and prices.batch_input < prices.input
+    finally:
+        if control is not None:
+            control.stop()
+        s3_server.stop()
