@@ -162,3 +162,31 @@ def test_tenant_daily_budget_ends_its_jobs_and_refuses_new_ones(redis_url, start
         assert tenants["acme"]["spent_usd"] == pytest.approx(report["spent_usd"], rel=1e-6)
     finally:
         os.environ.pop("TIDYQ_TENANT_BUDGETS", None)
+
+
+@pytest.mark.parametrize("args, where", [
+    (["--max-cost", "-1"], "max_cost_usd"),
+    (["--mode", "cheap"], "unknown mode 'cheap'"),
+    (["--mode", "economy", "-b", "mock"], "economy mode needs --backend direct or bedrock"),
+    (["--tenant", "bad tenant!"], "bad tenant"),
+])
+def test_cli_refuses_bad_cost_options_with_exit_2_and_enqueues_nothing(redis_url, tmp_path, capsys, args, where):
+    from producers.cli import main
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"inputs": {"question": "a"}}\n')
+    base = ["batch", str(path), "-s", SIG, "-b", "direct", "-m", MODEL]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert where in err and "Traceback" not in err
+    assert Client().store.list_jobs() == []
+
+
+def test_cli_budget_refuses_a_bad_day(redis_url, capsys):
+    from producers.cli import main
+
+    assert main(["budget", "--day", "yesterday"]) == 2
+    assert "expected a date like 2026-12-01" in capsys.readouterr().err
+    assert main(["budget", "--tenant", "nobody", "--day", "2026-01-02"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"tenants": [{"tenant": "nobody", "day": "2026-01-02",
+                                                                "spent_usd": 0.0, "budget_usd": None, "jobs": {}}]}
