@@ -204,6 +204,7 @@ class JobStatus(BaseModel):
     mode: str = "live"
     tenant: str | None = None
     provider_batches: list[dict] | None = None  # economy mode: [{"id", "status", "chunk", "items", ...}]
+    economy_note: str | None = None  # economy mode: why some items ran live instead (e.g. a multi-stage program)
 
 
 def iso(ts: float | None) -> str | None:

@@ -178,7 +178,7 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None) -> JobStatus:
         result=json.loads(h["result"]) if h.get("result") else None,
         waiting_for_backend=_waiting(h),
         cost_usd=round(float(h.get("cost_usd") or 0.0), 9), max_cost_usd=spec.max_cost_usd, mode=spec.mode,
-        tenant=spec.tenant,
+        tenant=spec.tenant, economy_note=h.get("economy_note"),
         provider_batches=sorted((json.loads(v) for k, v in h.items() if k.startswith(PROVIDER_BATCH_FIELD)),
                                 key=lambda b: (b.get("chunk", 0), b.get("id", ""))) or None,
     )

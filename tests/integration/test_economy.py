@@ -206,3 +206,18 @@ def test_bedrock_batch_inference_through_s3(redis_url, start_worker, bedrock_fak
         if control is not None:
             control.stop()
         s3_server.stop()
+
+
+def test_a_target_without_a_batch_api_runs_live_and_says_why(redis_url, start_worker, bedrock_fake):
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_fake.url, "TIDYQ_CACHE_ENABLED": "false"}
+    start_worker(queues=["predict.bedrock"], concurrency=1, env=env)
+    inputs = rows(12)
+    job = Client().submit_batch(inputs, SIG, backend="bedrock", model="amazon.nova-lite-v1:0", mode="economy")
+    results = {r["custom_id"]: r for r in job.results(timeout=120)}
+    for row in inputs:
+        r = results[row["custom_id"]]
+        assert r["status"] == "succeeded" and r["outputs"] == expected_outputs(row["inputs"], ["answer"]), r
+    st = job.wait(timeout=30)
+    assert st["status"] == "completed" and st["provider_batches"] is None
+    assert "Anthropic models only" in st["economy_note"] and "amazon.nova-lite-v1:0" in st["economy_note"]
