@@ -18,7 +18,8 @@ def rate_bucket(backend: str, kind: str) -> str:
 def job(job_id: str) -> str:
     """Hash: spec (JSON), kind, status, total, succeeded, failed, timestamps, links; cost_usd (running
     total), max_cost_usd, economy_reserved_usd; economy mode: "pb:<provider batch id>" -> that batch's
-    state JSON and "economy_chunk:<n>" -> the batch claim of chunk n (so a redelivery never submits twice)."""
+    state JSON, "economy_chunk:<n>" -> the batch claim of chunk n (so a redelivery never submits twice),
+    "economy_open:<n>" -> its batches still followed, "economy_done:<batch id>" (ended once), "economy_note"."""
     return f"{PREFIX}:job:{{{job_id}}}"
 
 

@@ -25,7 +25,7 @@ from shared.budget import Reservations, tenant_budgets
 from shared.config import Settings, get_settings
 from shared.cost import estimated_tokens, prices_for
 from shared.dedupe import all_ids, with_copies
-from shared.economy.openai_batch import ProviderBatchError, split
+from shared.economy.openai_batch import BatchState, ProviderBatchError, split
 from shared.economy.providers import batch_custom_id, batch_provider
 from shared.economy.requests import NotBatchable, Unanswered, parse_answer, render, single_stage
 from shared.errors import RetryLater
@@ -135,8 +135,12 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
     return {"batches": submitted}
 
 
-def _end_batch(store: JobStore, spec: JobSpec, chunk: ChunkPayload) -> None:
-    """The chunk ends when the last of its provider batches has."""
+def _end_once(store: JobStore, spec: JobSpec, chunk: ChunkPayload, batch_id: str, reserved: float) -> None:
+    """A batch is over: its reservation is released and, with the last batch of its chunk, the chunk
+    ends; once only, even when the poll that gets here is delivered twice."""
+    if not store.r.hsetnx(keys.job(spec.id), f"economy_done:{batch_id}", "1"):
+        return
+    Reservations(store.r).release(spec.id, reserved)
     if store.r.hincrby(keys.job(spec.id), f"economy_open:{chunk.chunk}", -1) <= 0:
         store.chunk_end(spec.id, _chunk_id(chunk))
 
@@ -182,17 +186,20 @@ def poll_batch(self, payload: Any) -> dict:
     provider = _provider(spec, module, settings)
     state_now = store.state(spec.id)
     note = {"id": batch_id, "provider": provider.name, "chunk": chunk.chunk, "items": len(chunk.items)}
-    try:
-        if state_now is None or state_now in STOPPING:
+    if state_now is None or state_now in STOPPING:
+        try:
             state = provider.cancel(batch_id)
             _note_batch(store, spec.id, note | {"status": state.status})
             log.info("economy_batch_cancelled", provider_status=state.status)
-            _end_batch(store, spec, chunk)
-            return {"cancelled": True}
+        except ProviderBatchError as exc:  # e.g. it ended meanwhile: the job is stopping either way
+            log.warning("economy_cancel_failed", error=error_message(exc))
+        _end_once(store, spec, chunk, batch_id, reserved)
+        return {"cancelled": True}
+    try:
         state = provider.retrieve(batch_id)
-    except ProviderBatchError as exc:  # the next poll tries again
-        log.warning("economy_poll_failed", error=error_message(exc))
-        state = None
+    except ProviderBatchError as exc:  # transient: the next poll tries again; otherwise its items go live
+        log.warning("economy_poll_failed", error=error_message(exc), retryable=exc.retryable)
+        state = None if exc.retryable else BatchState(batch_id, "failed", None, None, {})
     if state is None or state.running:
         if state is not None:
             _note_batch(store, spec.id, note | {"status": state.status, "counts": state.counts})
@@ -223,10 +230,12 @@ def poll_batch(self, payload: Any) -> dict:
         answered.extend((each, item.inputs) for each in with_copies(item, result))
         tracking.record_item(spec.id, result, CallStats(calls=1, attempts=1, cost_usd=result.cost_usd, **tokens))
     new = store.record_results(spec.id, answered)
-    Reservations(store.r).release(spec.id, reserved)
     spent = sum(r.cost_usd or 0.0 for r, _ in answered)
     if spec.tenant and new > 0 and spent:  # a repeated poll stores nothing new and charges nothing
         tenant_budgets(store.r, settings).charge(spec.tenant, spec.id, spent)
+    # a redelivered poll must not pay again for items a previous delivery already finished live
+    done = store.existing_results(spec.id, [cid for item, _ in unanswered for cid in all_ids(item)])
+    unanswered = [(item, why) for item, why in unanswered if not done.issuperset(all_ids(item))]
     try:
         if unanswered and store.state(spec.id) not in STOPPING:
             store.record_results(spec.id, _finish_live(spec, chunk, unanswered, batch_id, settings))
@@ -235,7 +244,7 @@ def poll_batch(self, payload: Any) -> dict:
             raise
         log.exception("economy_finish_live_crashed", error=error_message(exc))
     finally:
-        _end_batch(store, spec, chunk)
+        _end_once(store, spec, chunk, batch_id, reserved)
         tracking.finish_job(spec.id)
     log.info("economy_batch_done", provider_status=state.status, answered=len(answered), live=len(unanswered))
     return {"answered": len(answered), "live": len(unanswered)}
