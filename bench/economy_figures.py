@@ -103,7 +103,8 @@ def overshoot_figures(redis_url: str) -> dict:
         runs = []
         for chunk in (10, 25):
             rows = [{"custom_id": f"o{chunk}-{i}", "inputs": {"question": f"Is {i} odd or even?"}} for i in range(600)]
-            job = client.submit_batch(rows, SIG, backend="direct", model=MODEL, chunk_size=chunk, max_cost_usd=one * 100)
+            job = client.submit_batch(rows, SIG, backend="direct", model=MODEL, chunk_size=chunk,
+                                      max_cost_usd=one * 100)
             status = job.wait(timeout=120)
             runs.append({"chunk_items": chunk, "status": status["status"], "ceiling_items": 100,
                          "spent_items": round(status["cost_usd"] / one, 2),

@@ -221,7 +221,8 @@ def results(
                 writer.write_all(job.results(follow=False))
         status = job.status()
         err.print(_summary(status), markup=False)
-        raise typer.Exit(_exit_for(status) if status["status"] in ("completed", "failed", "cancelled", "budget_exceeded") else EXIT_OK)
+        ended = status["status"] in ("completed", "failed", "cancelled", "budget_exceeded")
+        raise typer.Exit(_exit_for(status) if ended else EXIT_OK)
 
 
 @app.command()

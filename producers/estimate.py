@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from producers import jsonl
 from shared.config import Settings
 from shared.cost import estimated_tokens, prices_for
 from shared.dedupe import fold_duplicates, folds
 from shared.jobs import signature_fields
 from shared.prompts import stage_prompts
-from producers import jsonl
 
 
 def _module(signature: str | None, program: str | None) -> Any:

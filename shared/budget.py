@@ -112,7 +112,7 @@ TENANT_SPEND_TTL_SECONDS = 8 * 24 * 3600
 
 
 def utc_day(ts: float | None = None) -> str:
-    return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d")
+    return _dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=_dt.UTC).strftime("%Y-%m-%d")
 
 
 class TenantBudgets:

@@ -393,7 +393,8 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
             _buffers.pop(job_id, None)
         return None
     flush(job_id, r, ttl_seconds=int(float(job["ttl"])) if job.get("ttl") else None)
-    if job.get("status") not in ("completed", "failed", "cancelled", "budget_exceeded") or job.get("kind") != "batch":
+    ended = job.get("status") in ("completed", "failed", "cancelled", "budget_exceeded")
+    if not ended or job.get("kind") != "batch":
         return None  # optimize jobs write their own run; a one-item predict job gets none
     if not s.mlflow_tracking_uri or not r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
         return None

@@ -164,7 +164,7 @@ def _finish_live(spec: JobSpec, chunk: ChunkPayload, items: list[tuple[Item, str
     pool = runtime.executor_for(spec.backend)
     results = list(pool.map(one, items)) if len(items) > 1 else [one(p) for p in items]
     _send_live(spec, chunk.chunk, later)
-    return [(each, item.inputs) for (item, _), r in zip(items, results) if r is not None
+    return [(each, item.inputs) for (item, _), r in zip(items, results, strict=True) if r is not None
             for each in with_copies(item, r)]
 
 

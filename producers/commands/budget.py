@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -13,8 +12,8 @@ from shared.errors import BadInput
 
 
 @app.command("budget")
-def budget(tenant: Optional[str] = typer.Option(None, "--tenant", help="only this tenant"),
-           day: Optional[str] = typer.Option(None, "--day", help="YYYY-MM-DD (UTC); default today")):
+def budget(tenant: str | None = typer.Option(None, "--tenant", help="only this tenant"),
+           day: str | None = typer.Option(None, "--day", help="YYYY-MM-DD (UTC); default today")):
     """Spend per tenant and job for one UTC day, with each tenant's daily budget, as JSON."""
     with cli_errors():
         import datetime as dt

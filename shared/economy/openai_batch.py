@@ -124,7 +124,8 @@ def _state(batch: Any) -> BatchState:
     return BatchState(batch.id, batch.status, batch.output_file_id, batch.error_file_id, counts)
 
 
-def split(lines: list[dict[str, Any]], *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES) -> list[list[dict]]:
+def split(lines: list[dict[str, Any]], *, max_requests: int = MAX_REQUESTS,
+          max_bytes: int = MAX_BYTES) -> list[list[dict]]:
     """Lines in groups that each fit the provider's per-batch limits."""
     groups: list[list[dict]] = [[]]
     size = 0

@@ -11,7 +11,8 @@ from shared.economy.bedrock_batch import BedrockBatches
 from shared.economy.openai_batch import OpenAIBatches
 
 
-def batch_provider(backend: str, model: str, config: Any, settings: Settings) -> AnthropicBatches | OpenAIBatches | BedrockBatches:
+def batch_provider(backend: str, model: str, config: Any,
+                   settings: Settings) -> AnthropicBatches | OpenAIBatches | BedrockBatches:
     """``config``: the job's resolved UnifiedConfig (the endpoint and key its live calls use).
     NotBatchable when the target cannot take a batch (the items then run live)."""
     api_base, api_key, timeout = config.api_base, config.api_key, settings.request_timeout

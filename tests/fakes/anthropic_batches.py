@@ -23,7 +23,7 @@ from tests.fakes.http_fake import FakeProvider, _json_reply, _Reply, estimate_to
 
 
 def _iso(ts: float | None = None) -> str:
-    return dt.datetime.fromtimestamp(ts or time.time(), tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts or time.time(), tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _chat(params: dict) -> list[dict[str, str]]:

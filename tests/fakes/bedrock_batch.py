@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.fakes.anthropic_batches import _chat
 from tests.fakes.answers import reply_for_messages
+from tests.fakes.anthropic_batches import _chat
 from tests.fakes.http_fake import estimate_tokens
 
 ACCOUNT = "123456789012"
@@ -126,12 +126,13 @@ class BedrockBatchFake:
         return 404, {"__type": "UnknownOperationException", "message": f"{method} {path}"}
 
     def _create(self, body: dict) -> tuple[int, dict]:
-        missing = [k for k in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig") if not body.get(k)]
+        required = ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig")
+        missing = [k for k in required if not body.get(k)]
         if missing:
             return 400, {"__type": "ValidationException", "message": f"missing {', '.join(missing)}"}
         job_id = uuid.uuid4().hex[:12]
         arn = f"arn:aws:bedrock:{self.region}:{ACCOUNT}:model-invocation-job/{job_id}"
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         self.jobs[arn] = {"jobArn": arn, "jobName": body["jobName"], "modelId": body["modelId"],
                           "roleArn": body["roleArn"], "status": "Submitted", "submitTime": now,
                           "lastModifiedTime": now, "inputDataConfig": body["inputDataConfig"],
@@ -175,4 +176,4 @@ class BedrockBatchFake:
         s3.put_object(Bucket=out.netloc, Key=key, Body="".join(json.dumps(r) + "\n" for r in out_lines).encode())
         job.update(status="Completed" if not errors else "PartiallyCompleted", totalRecordCount=len(out_lines),
                    processedRecordCount=len(out_lines), successRecordCount=len(out_lines) - errors,
-                   errorRecordCount=errors, endTime=dt.datetime.now(dt.timezone.utc).isoformat())
+                   errorRecordCount=errors, endTime=dt.datetime.now(dt.UTC).isoformat())

@@ -8,7 +8,8 @@ validating -> in_progress -> completed after ``batch_seconds``; ``GET /v1/batche
 an order shuffled per batch (OpenAI does not keep input order), failures in the error file.
 
 Misbehaviour to script, for requests whose messages contain one of the given texts: ``fail_texts``
-(a 500 error line), ``garble_texts`` (an answer the adapter cannot parse); ``expire_after`` (the batch expires after that many lines: the rest come back as
+(a 500 error line), ``garble_texts`` (an answer the adapter cannot parse); ``expire_after`` (the
+batch expires after that many lines: the rest come back as
 ``batch_expired`` errors). ``batch_lines`` counts the requests it executed inside batches.
 """
 

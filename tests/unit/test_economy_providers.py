@@ -37,7 +37,8 @@ def test_openai_batches_life_cycle_and_errors():
         assert sorted(answers) == ["item-0", "item-1", "item-2"] and all(a.content for a in answers.values())
         cancelled = client.submit(lines, {})
         assert client.cancel(cancelled.id).status == "cancelling"
-        assert client.retrieve(cancelled.id).status == "cancelled" and client.results(client.retrieve(cancelled.id)) == {}
+        ended = client.retrieve(cancelled.id)
+        assert ended.status == "cancelled" and client.results(ended) == {}
         with pytest.raises(ProviderBatchError) as err:
             client.retrieve("batch_nope")
         assert not err.value.retryable and "No batch found" in str(err.value)
