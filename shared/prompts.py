@@ -30,9 +30,10 @@ class StagePrompt:
 
 def default_adapter() -> Any:
     """The adapter a live call uses: DSPy's configured one, else ChatAdapter (DSPy's default)."""
-    import dspy
+    from dspy.adapters.chat_adapter import ChatAdapter
+    from dspy.dsp.utils.settings import settings
 
-    return dspy.settings.adapter or dspy.ChatAdapter()
+    return settings.adapter or ChatAdapter()
 
 
 def stage_prompts(module: Any, inputs: dict[str, Any]) -> tuple[list[StagePrompt], list[str]]:

@@ -228,7 +228,9 @@ def poll_batch(self, payload: Any) -> dict:
                             backend=spec.backend, model=module.wrapper.model, attempts=1,
                             cost_usd=None if cost is None else round(cost, 12), economy={"batch_id": batch_id})
         answered.extend((each, item.inputs) for each in with_copies(item, result))
-        tracking.record_item(spec.id, result, CallStats(calls=1, attempts=1, cost_usd=result.cost_usd, **tokens))
+        tracking.record_item(spec.id, result, CallStats(calls=1, attempts=1, cost_usd=result.cost_usd,
+                                                        input_tokens=tokens["input_tokens"],
+                                                        output_tokens=tokens["output_tokens"]))
     new = store.record_results(spec.id, answered)
     spent = sum(r.cost_usd or 0.0 for r, _ in answered)
     if spec.tenant and new > 0 and spent:  # a repeated poll stores nothing new and charges nothing

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from shared.economy.requests import Answer, answers_from_jsonl, generation_settings, provider_model
 
 # the provider's limits on one batch (https://platform.openai.com/docs/guides/batch)
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 RUNNING_STATES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 
 
