@@ -30,11 +30,12 @@ from shared.economy.providers import batch_custom_id, batch_provider
 from shared.economy.requests import NotBatchable, Unanswered, parse_answer, render, single_stage
 from shared.errors import RetryLater
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
+from shared.metrics import registry as metrics_registry
 from shared.prompts import StagePrompt
 from shared.steps.stats import CallStats
 from shared.store import PROVIDER_BATCH_FIELD, JobStore
 from shared.telemetry import get_logger
-from workers import app, runtime
+from workers import app, metrics_publisher, runtime
 from workers.celery_app import broker_url
 from workers.chunk import error_message, is_pass_through, jsonable, run_item
 from workers.routing import CHUNK_TASK, ECONOMY_POLL_TASK, queue_for
@@ -231,6 +232,10 @@ def poll_batch(self, payload: Any) -> dict:
         tracking.record_item(spec.id, result, CallStats(calls=1, attempts=1, cost_usd=result.cost_usd,
                                                         input_tokens=tokens["input_tokens"],
                                                         output_tokens=tokens["output_tokens"]))
+        # the same numbers to Prometheus (tidyq_cost_usd_total, token and item counters) as a live call's
+        metrics_registry.record_call(spec.backend, module.wrapper.model, latency_ms=0.0, cached=False, attempts=1,
+                                     retries=0, cost_usd=result.cost_usd, error=None, **tokens)
+        metrics_publisher.record_item(queue_for(spec.backend), spec.backend, "succeeded")
     new = store.record_results(spec.id, answered)
     spent = sum(r.cost_usd or 0.0 for r, _ in answered)
     if spec.tenant and new > 0 and spent:  # a repeated poll stores nothing new and charges nothing

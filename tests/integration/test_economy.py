@@ -10,6 +10,7 @@ import json
 import pytest
 
 from producers import Client
+from shared import keys
 from shared.cost import prices_for
 from tests.fakes.answers import expected_outputs
 from tests.fakes.anthropic_batches import AnthropicBatchFake
@@ -85,6 +86,12 @@ def test_economy_batch_every_item_correct_twins_folded_failures_finished_live(re
     assert st["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in results.values()), rel=1e-6)
     live_price = live_price_of(batch_fake)
     assert st["cost_usd"] < live_price * 0.6  # the batch price, plus three items at the live price
+
+    def published_cost():  # what the workers pushed for Prometheus (tidyq_cost_usd_total), batch and live
+        counters = Client().store.r.hgetall(keys.metrics_counters())
+        return sum(float(v) for k, v in counters.items() if json.loads(k)[0] == "cost_usd")
+
+    wait_for(lambda: published_cost() == pytest.approx(st["cost_usd"], rel=1e-6), 30, "the cost metrics")
 
 
 def test_expired_batch_finishes_the_rest_live(redis_url, start_worker, batch_fake):
