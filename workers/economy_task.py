@@ -25,6 +25,7 @@ from shared.budget import Reservations, tenant_budgets
 from shared.config import Settings, get_settings
 from shared.cost import estimated_tokens, prices_for
 from shared.dedupe import all_ids, with_copies
+from shared.economy.cached import cached_answer
 from shared.economy.openai_batch import BatchState, ProviderBatchError, split
 from shared.economy.providers import batch_custom_id, batch_provider
 from shared.economy.requests import NotBatchable, Unanswered, parse_answer, render, single_stage
@@ -93,6 +94,7 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
         store.chunk_end(spec.id, chunk_id)
         return {"live": len(todo)}
     lm_kwargs = dict(module.wrapper.lm.kwargs)
+    todo = _answer_from_cache(store, spec, module, stage, todo)
     prompts, estimate = [], 0.0
     prices = prices_for(spec.backend, module.wrapper.model)
     answer = " ".join(["word"] * settings.estimate_output_tokens)
@@ -134,6 +136,25 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
     if submitted == 0:
         store.chunk_end(spec.id, chunk_id)
     return {"batches": submitted}
+
+
+def _answer_from_cache(store: JobStore, spec: JobSpec, module: Any, stage: Any, items: list[Item]) -> list[Item]:
+    """Store the results the shared response cache already holds; return the items still to send."""
+    hits: list[tuple[ItemResult, dict]] = []
+    rest: list[Item] = []
+    for item in items:
+        answer = cached_answer(module, item.inputs)
+        try:
+            outputs = parse_answer(answer, stage, module.wrapper.config.validation, None)[0]
+        except Unanswered:
+            rest.append(item)
+            continue
+        result = ItemResult(custom_id=item.custom_id, status="succeeded", outputs=jsonable(outputs),
+                            backend=spec.backend, model=module.wrapper.model, cached=True, cost_usd=0.0,
+                            economy={"from_cache": True})
+        hits.extend((each, item.inputs) for each in with_copies(item, result))
+    store.record_results(spec.id, hits)
+    return rest
 
 
 def _end_once(store: JobStore, spec: JobSpec, chunk: ChunkPayload, batch_id: str, reserved: float) -> None:

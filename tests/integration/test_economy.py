@@ -228,3 +228,21 @@ def test_a_target_without_a_batch_api_runs_live_and_says_why(redis_url, start_wo
     st = job.wait(timeout=30)
     assert st["status"] == "completed" and st["provider_batches"] is None
     assert "Anthropic models only" in st["economy_note"] and "amazon.nova-lite-v1:0" in st["economy_note"]
+
+
+def test_items_in_the_shared_cache_are_not_sent(redis_url, start_worker, batch_fake):
+    env = economy_env(batch_fake) | {"TIDYQ_CACHE_ENABLED": "true"}
+    start_worker(queues=["predict.direct"], concurrency=1, env=env)
+    warm = Client().submit_batch(rows(20, prefix="w"), SIG, backend="direct", model=MODEL)  # live: fills the cache
+    assert warm.wait(timeout=60)["counts"]["succeeded"] == 20
+    cache_keys = lambda: len(list(Client().store.r.scan_iter("tidyq:cache:*")))  # noqa: E731
+    wait_for(lambda: cache_keys() >= 20, 30, "the shared cache to hold the live answers")
+    inputs = rows(30, prefix="e")  # the same 20 questions, and 10 new ones
+    job = Client().submit_batch(inputs, SIG, backend="direct", model=MODEL, mode="economy")
+    results = {r["custom_id"]: r for r in job.results(timeout=120)}
+    assert batch_fake.batch_lines == 10
+    for row in inputs:
+        r = results[row["custom_id"]]
+        assert r["status"] == "succeeded" and r["outputs"] == expected_outputs(row["inputs"], ["answer"])
+        i = int(row["custom_id"][1:])
+        assert (r["economy"] == {"from_cache": True} and r["cached"] and r["cost_usd"] == 0.0) is (i < 20), r
