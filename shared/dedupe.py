@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from shared.jobs import Item, ItemResult
 
 
-def inputs_digest(inputs: dict) -> str:
-    """Equal for equal inputs whatever their key order."""
+def inputs_digest(inputs: dict) -> bytes:
+    """Equal for equal inputs whatever their key order (16 bytes of sha256: the producer keeps one per
+    distinct row while it folds a file)."""
     text = json.dumps(inputs, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).digest()[:16]
 
 
 def folds(program: str | None) -> bool:
@@ -37,7 +38,7 @@ def fold_duplicates(items: Callable[[], Iterator[Item]]) -> tuple[Callable[[], I
     """(a fresh-iterator factory over the unique items, twins attached; how many were folded).
 
     Reads the items twice (like the file check): only a digest per distinct input is kept."""
-    first_of: dict[str, str] = {}
+    first_of: dict[bytes, str] = {}
     twins: dict[str, list[str]] = {}
     for item in items():
         first = first_of.setdefault(inputs_digest(item.inputs), item.custom_id)
