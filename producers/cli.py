@@ -144,15 +144,31 @@ def batch(
     timeout: float | None = typer.Option(None, "--timeout", help="with --wait: give up after this many seconds"),
     deadline: float | None = typer.Option(None, "--deadline", help="seconds items may wait for a backend "
                                              "when every target's circuit breaker is open"),
+    estimate: bool = typer.Option(False, "--estimate", help="print the expected cost as JSON; enqueue nothing"),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="USD: the job ends as budget_exceeded "
+                                             "at this spend, its results kept (default TIDYQ_MAX_COST_USD)"),
+    mode: str = typer.Option("live", "--mode", help="live, or economy: the provider's batch API at its "
+                             "batch price (results within the provider's window, up to 24 h)"),
+    tenant: str | None = typer.Option(None, "--tenant", help="charge the job to this tenant's daily budget "
+                                         "(TIDYQ_TENANT_BUDGETS); see `tidyq budget`"),
 ):
     """Submit a JSONL file as one batch job. Prints the job id (or, with --wait, the results)."""
     with cli_errors():
         if out and not wait:
             raise BadInput("--out needs --wait (or use `tidyq results JOB --out FILE` later)", where="--out")
         client = _client()
+        if estimate:
+            from producers.estimate import estimate_file
+
+            target = client.resolve_target(signature, program, backend, model)
+            report = estimate_file(file, signature=signature, program=program, model=target["model"],
+                                   backend=target["backend"], settings=client.settings)
+            typer.echo(json.dumps(report, ensure_ascii=False))
+            return
         job = client.submit_file(file, signature, backend=backend, model=model, program=program,
                                  fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
-                                 deadline_seconds=deadline)
+                                 deadline_seconds=deadline, max_cost_usd=max_cost, mode=mode,
+                                 tenant=tenant)
         if job.existing:
             err.print(f"tidyq: idempotency key matched existing job {job.id}", markup=False)
         if not wait:
@@ -191,7 +207,8 @@ def results(
                 writer.write_all(job.results(follow=False))
         status = job.status()
         err.print(_summary(status), markup=False)
-        raise typer.Exit(_exit_for(status) if status["status"] in ("completed", "failed", "cancelled") else EXIT_OK)
+        ended = status["status"] in ("completed", "failed", "cancelled", "budget_exceeded")
+        raise typer.Exit(_exit_for(status) if ended else EXIT_OK)
 
 
 @app.command()

@@ -13,6 +13,7 @@ sends its chunks; bad input raises BadInput and enqueues nothing.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,9 +23,11 @@ from producers import jsonl, submission
 from producers.submission import JobFailed
 from producers.target_check import SubmitWarning, check_target
 from shared import webhooks
+from shared.budget import tenant_budgets
 from shared.celery_config import celery_app
 from shared.config import Settings, get_settings
-from shared.errors import BadInput
+from shared.dedupe import fold_duplicates, folds
+from shared.errors import BadInput, TidyqError
 from shared.jobs import Item, JobKind, JobSpec, JobState, Target
 from shared.ledger import ChunkLedger, chunk_task_id
 from shared.queues import CHUNK_TASK, queue_for
@@ -136,12 +139,17 @@ class Client:
                      model: str | None = None, program: str | None = None,
                      fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                      chunk_size: int | None = None, deadline_seconds: float | None = None,
-                     webhook_url: str | None = None) -> Job:
+                     webhook_url: str | None = None, max_cost_usd: float | None = None, mode: str = "live",
+                     tenant: str | None = None) -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
-        target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS)."""
+        target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS). ``max_cost_usd``:
+        the job ends as budget_exceeded once its results cost this much (default TIDYQ_MAX_COST_USD)."""
         target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["max_cost_usd"] = self._max_cost(max_cost_usd)
+        target["mode"] = self._mode(mode, target)
+        target["tenant"] = self._tenant(tenant)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         items = submission.batch_items(rows, target, self.settings)
@@ -152,10 +160,14 @@ class Client:
                     model: str | None = None, program: str | None = None,
                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                     chunk_size: int | None = None, deadline_seconds: float | None = None,
-                    webhook_url: str | None = None) -> Job:
+                    webhook_url: str | None = None, max_cost_usd: float | None = None, mode: str = "live",
+                    tenant: str | None = None) -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
         target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["max_cost_usd"] = self._max_cost(max_cost_usd)
+        target["mode"] = self._mode(mode, target)
+        target["tenant"] = self._tenant(tenant)
         if idempotency_key and (existing := self._existing(idempotency_key)):
             return existing
         total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,
@@ -182,6 +194,11 @@ class Client:
             self.store.link_retry(job_id, job.id)
         return job
 
+    def resolve_target(self, signature: str | None, program: str | None, backend: str | None,
+                       model: str | None) -> dict:
+        """What a submit would run (signature or program, concrete backend); BadInput otherwise."""
+        return self._target(signature, program, backend, model, None)
+
     # --- internals ---------------------------------------------------------------------------
     def _target(self, signature, program, backend, model, fallback, webhook_url=None) -> dict:
         return submission.build_target(self.settings, signature, program, backend, model, fallback, webhook_url)
@@ -191,6 +208,41 @@ class Client:
 
     def _check_size(self, item: Item, where: str) -> None:
         submission.check_size(item, where, self.settings)
+
+    @staticmethod
+    def _mode(mode: str, target: dict) -> str:
+        """'live' or 'economy' (provider batch APIs: an OpenAI-compatible endpoint on the direct backend)."""
+        if mode not in ("live", "economy"):
+            raise BadInput(f"unknown mode {mode!r}; expected live or economy", where="mode")
+        if mode == "economy":
+            if target["backend"] not in ("direct", "bedrock") or not target["model"]:
+                raise BadInput("economy mode needs --backend direct or bedrock and a --model: bedrock goes to "
+                               "Bedrock batch inference, anthropic/... models to Anthropic Message Batches, others "
+                               "to an OpenAI-compatible Files + Batches API (TIDYQ_API_BASE)", where="mode")
+            if not folds(target["program"]):
+                raise BadInput("economy mode needs a signature or a pinned program version (models:/NAME/N): "
+                               "a rollout splits items between versions", where="program")
+        return mode
+
+    def _tenant(self, tenant: str | None) -> str | None:
+        """A tenant whose daily budget is spent gets no new job (TidyqError: the CLI exits 1)."""
+        if tenant is None:
+            return None
+        if not isinstance(tenant, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant):
+            raise BadInput(f"bad tenant {tenant!r}: 1-64 letters, digits, '_', '.', '-'", where="tenant")
+        budgets = tenant_budgets(self.store.r, self.settings)
+        if budgets.over(tenant):
+            raise TidyqError(f"tenant {tenant!r} has spent ${budgets.spent(tenant):.6f} of its daily budget "
+                             f"${budgets.budget(tenant):.6f} (UTC day); nothing was enqueued")
+        return tenant
+
+    def _max_cost(self, value: float | None) -> float | None:
+        value = self.settings.max_cost_usd if value is None else value
+        if value is None:
+            return None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise BadInput(f"max cost must be a positive number of USD, got {value!r}", where="max_cost_usd")
+        return float(value)
 
     def _check_count(self, total: int, where: str) -> None:
         submission.check_count(total, where, self.settings)
@@ -208,6 +260,8 @@ class Client:
         spec = submission.new_spec(kind, target, total, self.settings, idempotency_key, chunk_size=chunk_size,
                                    retry_of=retry_of)
         notes = self.check_target(spec)
+        if kind is JobKind.BATCH and folds(spec.program):  # identical rows are sent once (shared/dedupe.py)
+            items, _ = fold_duplicates(items)
         self.store.create_job(spec)
         if idempotency_key:
             ttl = submission.idempotency_ttl(spec, self.settings)

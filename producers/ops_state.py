@@ -224,7 +224,7 @@ class OpsReader:
         out, gone = [], []
         for job_id, row in zip(ids, rows, strict=True):
             st, kind, total, ok, bad, started, spec = (None if v is None else _s(v) for v in row)
-            if st is None or st in ("completed", "failed", "cancelled"):
+            if st is None or st in ("completed", "failed", "cancelled", "budget_exceeded"):
                 gone.append(job_id)
                 continue
             started_at = float(started) if started else None

@@ -135,7 +135,8 @@ def retry_target(old: JobSpec) -> dict:
 
 def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempotency_key: str | None, *,
              chunk_size: int | None = None, retry_of: str | None = None) -> JobSpec:
-    size = chunk_size or (settings.chunk_size if target["backend"] == "mock" else settings.chunk_size_io)
+    size = chunk_size or (settings.economy_chunk_size if target.get("mode") == "economy" else
+                          settings.chunk_size if target["backend"] == "mock" else settings.chunk_size_io)
     if size < 1:
         raise BadInput("chunk size must be >= 1", where="chunk_size")
     now = time.time()
@@ -144,8 +145,8 @@ def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempo
                    backend=target["backend"], model=target["model"], fallback=target["fallback"], total=total,
                    chunk_size=size, ttl_seconds=settings.result_ttl_seconds, created_at=now,
                    idempotency_key=idempotency_key, retry_of=retry_of, webhook_url=target.get("webhook_url"),
-                   tenant=target.get("tenant"),
-                   deadline=now + deadline if deadline else None)
+                   tenant=target.get("tenant"), max_cost_usd=target.get("max_cost_usd"),
+                   mode=target.get("mode", "live"), deadline=now + deadline if deadline else None)
 
 
 def chunk_payloads(spec: JobSpec, items: Iterator[Item]) -> Iterator[dict]:

@@ -166,6 +166,22 @@ class Settings(BaseSettings):
     results_flush_interval: float = 0.2  # a chunk writes its results at least this often ...
     results_flush_items: int = 25  # ... or every this many results
     idempotency_ttl_seconds: int | None = None  # default: result_ttl_seconds
+    # cost (shared/cost.py, producers/estimate.py): a job's default --max-cost (None: no ceiling) and the
+    # output tokens an estimate assumes per output field (the answer itself, besides the adapter's markers)
+    max_cost_usd: float | None = None
+    estimate_output_tokens: int = 32
+    # per-tenant daily budgets in USD per UTC day, e.g. {"acme": 50}; the default applies to tenants not listed
+    tenant_budgets: dict[str, float] = {}
+    tenant_daily_budget_usd: float | None = None
+    budget_wait_seconds: float = 0.5  # countdown of items a --max-cost job holds back while others are in flight
+    # economy mode (workers/economy_task.py): items per chunk (one provider batch each, split further at the
+    # provider's limits), and how often a provider batch is polled (growing x1.5 per poll up to the max)
+    economy_chunk_size: int = 1000
+    economy_batch_max_requests: int = 50_000
+    economy_poll_seconds: float = 5.0
+    economy_poll_max_seconds: float = 60.0
+    economy_bedrock_s3_uri: str | None = None  # s3://bucket/prefix for Bedrock batch input and output files
+    economy_bedrock_role_arn: str | None = None  # the IAM role Bedrock assumes to read and write that bucket
     # operations (workers/metrics_publisher.py, producers/ops_*.py)
     metrics_interval: float = 2.0  # a worker process pushes its metric deltas to Redis this often
     heartbeat_interval: float = 5.0  # a worker node refreshes its liveness record this often

@@ -28,13 +28,14 @@ class JobState(str, Enum):
     FAILED = "failed"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"  # --max-cost reached: no new chunks, the results so far kept
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.BUDGET_EXCEEDED})
 
 
 class JobKind(str, Enum):
@@ -80,7 +81,10 @@ class JobSpec(BaseModel):
     idempotency_key: str | None = None
     retry_of: str | None = None
     webhook_url: str | None = None  # POSTed the signed status at the job's end (shared/webhooks.py)
-    tenant: str | None = None  # who submitted it, from the API token (producers/api/auth.py)
+    max_cost_usd: float | None = Field(default=None, gt=0)  # the job ends as budget_exceeded at this spend
+    mode: Literal["live", "economy"] = "live"  # economy: through the provider's batch API (workers/economy_task.py)
+    # who submitted it (the API token's tenant, or --tenant) and whose daily budget pays
+    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @field_validator("backend")
     @classmethod
@@ -102,6 +106,8 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
     custom_id: str = Field(min_length=1, max_length=512)
     inputs: dict[str, Any]
+    # custom_ids of later rows with the same inputs: answered by this item's result (shared/dedupe.py)
+    duplicates: list[str] = Field(default_factory=list)
 
 
 class ErrorInfo(BaseModel):
@@ -123,14 +129,14 @@ class ItemResult(BaseModel):
     cached: bool = False
     attempts: int = 0
     skipped: list[dict[str, str]] = Field(default_factory=list)  # targets passed over: {"target", "reason"}
-    cost_usd: float | None = None  # the item's provider cost, where the model's price is known
+    cost_usd: float | None = None  # what this item's LM calls cost (shared/cost.py); None: price unknown
+    economy: dict[str, Any] | None = None  # economy mode: {"batch_id"} or {"finished_live": why}
 
     def to_json(self) -> str:
-        # ``skipped`` appears only when a fallback happened and ``cost_usd`` only when priced: plain
+        # ``skipped`` appears only when a fallback happened, ``economy`` only in economy mode: plain
         # results keep the contract's keys
-        exclude = {name for name, empty in (("skipped", not self.skipped), ("cost_usd", self.cost_usd is None))
-                   if empty}
-        data = self.model_dump(mode="json", exclude=exclude or None)
+        extra = {name for name, absent in (("skipped", not self.skipped), ("economy", self.economy is None)) if absent}
+        data = self.model_dump(mode="json", exclude=extra or None)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -176,12 +182,17 @@ class JobStatus(BaseModel):
     progress: dict | None = None  # optimize jobs: phase, step, best score (shared/optimize.py)
     result: dict | None = None  # optimize jobs: model_uri, scores
     waiting_for_backend: dict | None = None  # {"until", "targets"} while every target's breaker is open
-    tenant: str | None = None
     webhooks: dict | None = None  # event -> delivery state {"event_id", "state", "attempts", ...}
     chunks_outstanding: int = 0  # chunks in the ledger: sent and not ended yet (shared/ledger.py)
     chunk_resends: int = 0  # chunks the sweeper sent again because the broker had lost them
     error_types: dict[str, int] = Field(default_factory=dict)  # failed items per error type, most first
     usage: dict[str, int | float] | None = None  # lm_calls, attempts, retries, tokens, cost_usd (shared.tracking)
+    cost_usd: float = 0.0  # running total of the results' cost_usd (summed atomically as they are stored)
+    max_cost_usd: float | None = None
+    mode: str = "live"
+    tenant: str | None = None
+    provider_batches: list[dict] | None = None  # economy mode: [{"id", "status", "chunk", "items", ...}]
+    economy_note: str | None = None  # economy mode: why some items ran live instead (e.g. a multi-stage program)
 
 
 def iso(ts: float | None) -> str | None:

@@ -16,7 +16,10 @@ def rate_bucket(backend: str, kind: str) -> str:
 # lands on the same Redis Cluster slot and one Lua script may touch them all.
 
 def job(job_id: str) -> str:
-    """Hash: spec (JSON), kind, status, total, succeeded, failed, timestamps, links."""
+    """Hash: spec (JSON), kind, status, total, succeeded, failed, timestamps, links; cost_usd (running
+    total), max_cost_usd, economy_reserved_usd; economy mode: "pb:<provider batch id>" -> that batch's
+    state JSON, "economy_chunk:<n>" -> the batch claim of chunk n (so a redelivery never submits twice),
+    "economy_open:<n>" -> its batches still followed, "economy_done:<batch id>" (ended once), "economy_note"."""
     return f"{PREFIX}:job:{{{job_id}}}"
 
 
@@ -38,6 +41,23 @@ def job_failed_inputs(job_id: str) -> str:
 def job_running_chunks(job_id: str) -> str:
     """Set of chunk ids a worker is executing now; cancel completes when it empties."""
     return f"{PREFIX}:job:{{{job_id}}}:running"
+
+
+def job_budget_inflight(job_id: str) -> str:
+    """Sorted set admission token -> lease expiry: items of a --max-cost job being run now
+    (shared/budget.py admits the next one only while spent + in flight x average cost fits)."""
+    return f"{PREFIX}:job:{{{job_id}}}:budget-inflight"
+
+
+def tenant_spend(tenant: str, day: str) -> str:
+    """Hash of one tenant's spend on one UTC day (YYYY-MM-DD): "total" and "job:<id>" -> USD.
+    Expires after eight days (shared/budget.py)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:spend:{day}"
+
+
+def tenants_index() -> str:
+    """Set of every tenant that has spent anything (`tidyq budget` lists them)."""
+    return f"{PREFIX}:tenants"
 
 
 def jobs_index() -> str:

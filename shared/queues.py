@@ -17,6 +17,7 @@ ALL_QUEUES = (*PREDICT_QUEUES.values(), OPTIMIZE_QUEUE)
 
 CHUNK_TASK = "tidyq.predict.chunk"
 OPTIMIZE_TASK = "tidyq.optimize"
+ECONOMY_POLL_TASK = "tidyq.economy.poll"  # follows one provider batch (workers/economy_task.py)
 
 
 def queue_for(backend: str | BackendType) -> str:

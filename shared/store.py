@@ -87,6 +87,8 @@ for i = 0, n - 1 do
     if status == 'failed' and ARGV[base + 4] ~= '' then
       redis.call('HINCRBY', KEYS[1], 'error:' .. ARGV[base + 4], 1)
     end
+    local cost = tonumber(string.match(ARGV[base + 2], '"cost_usd":([-+.%deE]+)'))
+    if cost and cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'cost_usd', cost) end
   end
 end
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
@@ -94,10 +96,15 @@ if new > 0 then
   for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
   redis.call('PUBLISH', KEYS[1], new)  -- wakes iter_results readers (a channel, not a key)
 end
-local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'succeeded', 'failed', 'kind')
+local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'succeeded', 'failed', 'kind', 'cost_usd', 'max_cost_usd')
 local st, total = f[1], tonumber(f[2])
 local ok, bad = tonumber(f[3] or '0'), tonumber(f[4] or '0')
-if ok + bad >= total and (st == 'queued' or st == 'running' or st == 'cancelling') then
+local ceiling = tonumber(f[7] or '')
+if ceiling and ok + bad < total and tonumber(f[6] or '0') >= ceiling and (st == 'queued' or st == 'running') then
+  -- --max-cost reached: chunk_start refuses new chunks, running ones stop at their next state check
+  redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now)
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+elseif ok + bad >= total and (st == 'queued' or st == 'running' or st == 'cancelling') then
   local final = 'completed'
   if f[5] == 'predict' and bad > 0 then final = 'failed' end
   redis.call('HSET', KEYS[1], 'status', final, 'finished_at', now)
@@ -125,7 +132,7 @@ return 'cancelling'
 _FAIL = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
-if st == 'completed' or st == 'failed' or st == 'cancelled' then return st end
+if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'budget_exceeded' then return st end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[1], 'error', ARGV[2])
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
@@ -135,6 +142,10 @@ return 'failed'
 # Index entries older than this are trimmed at create_job: longer than any job's result TTL in use
 # (default 7 days), so only entries of long-expired jobs go; readers prune expired ones anyway.
 JOBS_INDEX_HORIZON_SECONDS = 90 * 24 * 3600
+
+
+# job hash fields "pb:<provider batch id>" hold one economy batch's state as JSON (workers/economy_task.py)
+PROVIDER_BATCH_FIELD = "pb:"
 
 
 def _job_keys(job_id: str) -> list[str]:
@@ -203,6 +214,10 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int 
         chunks_outstanding=int(outstanding or 0), chunk_resends=int(h.get("chunk_resends", 0)),
         error_types=error_types(h),
         usage=usage_from_tracking(tracking),
+        cost_usd=round(float(h.get("cost_usd") or 0.0), 9), max_cost_usd=spec.max_cost_usd, mode=spec.mode,
+        economy_note=h.get("economy_note"),
+        provider_batches=sorted((json.loads(v) for k, v in h.items() if k.startswith(PROVIDER_BATCH_FIELD)),
+                                key=lambda b: (b.get("chunk", 0), b.get("id", ""))) or None,
     )
 
 
@@ -233,6 +248,8 @@ def queue_create_job(pipe, spec: JobSpec) -> None:
         "created_at": repr(spec.created_at)}
     if spec.retry_of:
         mapping["retry_of"] = spec.retry_of
+    if spec.max_cost_usd is not None:  # read by the record script (budget_exceeded)
+        mapping["max_cost_usd"] = repr(spec.max_cost_usd)
     key = keys.job(spec.id)
     pipe.exists(key)
     pipe.hset(key, mapping=mapping)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from shared import keys
 from shared.config import Settings, get_settings
+from shared.jobs import TERMINAL_STATES
 from shared.mlflow_store import ensure_store
 from shared.store import error_types
 from shared.telemetry import get_logger, redact
@@ -532,6 +533,9 @@ def _wait_for_run_id(r, job_id: str, s: Settings) -> str | None:
     return None
 
 
+ENDED_STATES = frozenset(s.value for s in TERMINAL_STATES)
+
+
 def run_status(job: dict[str, str]) -> str:
     """FINISHED only when every item succeeded; KILLED when cancelled; FAILED otherwise."""
     status = job.get("status")
@@ -557,7 +561,7 @@ def finish_job(job_id: str, redis_client=None, settings: Settings | None = None)
     if not _tracked(job, s):
         return None
     _retry_deferred_ends(r, s, but=job_id)
-    if job.get("status") not in ("completed", "failed", "cancelled"):
+    if job.get("status") not in ENDED_STATES:
         if job.get("mlflow_run_id"):  # off the chunk's thread, like the run's creation
             _tracking_thread().submit(_quietly, log_progress, job_id, job, r, s, time.time())
         return None
@@ -611,7 +615,7 @@ def _end_deferred(r, s: Settings, waiting: list[str]) -> None:
         return
     for job_id in waiting:
         job = _job_hash(r, job_id)
-        if not job or job.get("status") not in ("completed", "failed", "cancelled"):
+        if not job or job.get("status") not in ENDED_STATES:
             r.zrem(keys.mlflow_deferred_ends(), job_id)  # expired: nothing left to end
         elif r.hsetnx(keys.job(job_id), "mlflow_logged", "1"):
             _end_run(r, job_id, job, s)

@@ -17,7 +17,7 @@ from workers.sweeper import LedgerSweeper
 __all__ = ["broker_url", "make_app", "transport_options", "visibility_timeout"]
 
 # Task modules other helpers may add; included only when present.
-OPTIONAL_TASK_MODULES = ("workers.optimize", "workers.optimize_task")
+OPTIONAL_TASK_MODULES = ("workers.optimize", "workers.optimize_task", "workers.economy_task")
 
 
 def make_app(redis_url: str | None = None, *, settings: Settings | None = None, with_tasks: bool = True) -> Celery:

@@ -19,7 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from shared import tracking
+from shared.budget import Admissions, tenant_budgets
 from shared.config import Settings
+from shared.cost import item_cost
+from shared.dedupe import all_ids, with_copies
 from shared.errors import AllTargetsOpen, RetryLater, error_type_name
 from shared.fallback import skipped_of
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
@@ -31,6 +34,7 @@ from shared.steps import stats
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
 from workers import metrics_publisher, runtime
+from workers.budget_gate import BudgetGate
 from workers.requeue import ProviderStillFailing, transient_cause
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
@@ -70,6 +74,8 @@ class ChunkOutcome:
         if self.gate != "run" or self.stopped:
             out["stopped"] = self.stopped or self.gate
         return out
+
+    budget_wait: bool = False  # items wait for a --max-cost job's items in flight (workers/budget_gate.py)
 
 
 class StateWatch:
@@ -154,7 +160,6 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
                                     model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3),
                                     attempts=call.attempts if call is not None else 0)
         result.skipped = skipped_of(exc)
-        result.cost_usd = call.cost_usd if call is not None else None
     else:
         backend, model = spec.backend, module.wrapper.model
         if call.served_by and call.skipped:  # a fallback target answered
@@ -162,8 +167,8 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         result = ItemResult(
             custom_id=item.custom_id, status="succeeded", outputs=outputs,
             backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts,
-            cost_usd=call.cost_usd)
+            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
+    result.cost_usd = item_cost(call, result.backend)  # failed items' calls are priced too
     tracking.record_item(spec.id, result, call, served)
     return result
 
@@ -186,11 +191,18 @@ class ChunkRunner:
         outcome = ChunkOutcome(gate="run")
         # the job's MLflow run exists (RUNNING) from its first chunk on, created off this thread
         tracking.start_job_soon(spec.id, self.store.r, self.settings)
-        done_ids = self.store.existing_results(spec.id, [it.custom_id for it in payload.items])
-        todo = [it for it in payload.items if it.custom_id not in done_ids]
-        buffer = ResultBuffer(self.store, spec.id, self.settings.results_flush_items,
+        done_ids = self.store.existing_results(spec.id, [cid for it in payload.items for cid in all_ids(it)])
+        todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
+        # a job with --max-cost writes every result at once and re-reads its state before every item,
+        # so workers see the ceiling (summed by the record script) as soon as it is crossed
+        budgeted = spec.max_cost_usd is not None or spec.tenant is not None
+        buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
                               self.settings.results_flush_interval)
-        watch = StateWatch(self.store, spec.id, self.settings.cancel_check_interval)
+        state = StateWatch(self.store, spec.id, 0.0 if budgeted else self.settings.cancel_check_interval)
+        watch: StateWatch | BudgetGate = state
+        if budgeted:
+            watch = BudgetGate(state, Admissions(self.store.r, self.settings.task_time_limit), spec.id,
+                               tenant=spec.tenant, tenants=tenant_budgets(self.store.r, self.settings))
         finished: set[str] = set()
         retry_later: list[tuple[Item, RetryLater]] = []
         started = time.perf_counter()
@@ -214,7 +226,11 @@ class ChunkRunner:
             else:
                 outcome.succeeded += 1
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
-            buffer.add(result, item.inputs)
+            stored = buffer.recorded
+            for each in with_copies(item, result):
+                buffer.add(each, item.inputs)
+            if isinstance(watch, BudgetGate):  # its result is stored (flushed at once for a budgeted job)
+                watch.item_done(result.cost_usd if buffer.recorded > stored else None)
             metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status,
                                           result.error.type if result.error else None)
 
@@ -233,7 +249,12 @@ class ChunkRunner:
             log.warning("chunk_interrupted", reason=type(exc).__name__, unfinished=len(unfinished))
         finally:
             buffer.flush()
+            if isinstance(watch, BudgetGate):
+                watch.close()
         outcome.stopped = watch.state
+        if isinstance(watch, BudgetGate) and watch.waiting and not watch.state and not outcome.requeue_reason:
+            outcome.requeue.extend(it for it in todo if it.custom_id not in finished)
+            outcome.budget_wait = True
         if retry_later and not watch.state:
             outcome.requeue.extend(item for item, _ in retry_later)
             outcome.requeue_delay = max(exc.delay for _, exc in retry_later)
@@ -250,8 +271,9 @@ class ChunkRunner:
 
     def give_up(self, spec: JobSpec, items: list[Item], reason: str, requeues: int) -> None:
         """Items that went back to the queue too often fail with the last reason."""
-        results = [(ItemResult.failure(it.custom_id, "RetryLater", f"gave up after {requeues} requeues: {reason}",
-                                       backend=spec.backend, model=spec.model), it.inputs) for it in items]
+        results = [(each, it.inputs) for it in items for each in with_copies(it, ItemResult.failure(
+            it.custom_id, "RetryLater", f"gave up after {requeues} requeues: {reason}", backend=spec.backend,
+            model=spec.model))]
         self.store.record_results(spec.id, results)
 
     def _run_inline(self, spec, todo, handle, watch) -> None:

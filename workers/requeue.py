@@ -8,6 +8,8 @@
 Rules, in order:
 - every target's breaker open (AllTargetsOpen): wait until the earliest half-open time, not
   counted as a requeue (the provider was not asked), unless that is past the job's deadline;
+- a ``--max-cost`` job's items that did not fit beside the items in flight (``budget_wait``): a
+  short countdown (``TIDYQ_BUDGET_WAIT_SECONDS``), not counted;
 - more than ``TIDYQ_MAX_REQUEUES`` trips: give up;
 - a transient provider failure that outlasted the in-place retries (``ProviderStillFailing``,
   what the chunk runner raises when no breaker turned it into AllTargetsOpen): exponential
@@ -96,6 +98,8 @@ def decide(outcome, chunk: ChunkPayload, settings: Settings, *, now: float | Non
         if delay is None:
             return GiveUp(items, f"job deadline passed while {wait}")
         return Requeue(items, min(delay, settings.max_requeue_delay), False, str(wait), wait)
+    if getattr(outcome, "budget_wait", False):  # --max-cost: the items in flight settle first (not counted)
+        return Requeue(items, settings.budget_wait_seconds, False, "waiting for the job's items in flight (budget)")
     reason = outcome.requeue_reason
     if chunk.requeues >= settings.max_requeues:
         return GiveUp(items, reason)

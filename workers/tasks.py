@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from shared import tracking
 from shared.config import get_settings
+from shared.dedupe import with_copies
 from shared.errors import ChunkItemsFailed
 from shared.jobs import ChunkPayload, ItemResult, JobSpec
 from shared.ledger import ChunkLedger, chunk_task_id
@@ -30,6 +31,7 @@ from workers import (
 )
 from workers.celery_app import broker_url
 from workers.chunk import ChunkOutcome, ChunkRunner, error_message
+from workers.economy_task import submit_chunk
 from workers.requeue import GiveUp, Requeue, decide
 from workers.task_request import ArgsReprRequest
 
@@ -106,6 +108,10 @@ def _run_chunk(self, payload: Any) -> dict:
         return _poison(payload, exc)
     settings = get_settings()
     store = job_store()
+    if chunk.job.mode == "economy":  # through the provider's batch API, followed by countdown polls
+        summary = submit_chunk(chunk, store)  # a re-sent copy is a no-op: the chunk's submit is claimed once
+        ChunkLedger(store.r).done(chunk.job.id, str(chunk.chunk), self.request.id)  # its polls follow it now
+        return summary
     runner = ChunkRunner(store, settings)
     chunk_id = str(chunk.chunk)
     spec: JobSpec = chunk.job
@@ -133,8 +139,8 @@ def _run_chunk(self, payload: Any) -> dict:
         raise Reject(exc, requeue=True) from None
     except Exception as exc:  # our own bug: fail what is left of the chunk, keep the worker alive
         log.exception("chunk_crashed", error=error_message(exc))
-        results = [(ItemResult.failure(it.custom_id, "InternalError", error_message(exc), backend=spec.backend,
-                                       model=spec.model), it.inputs) for it in chunk.items]
+        results = [(each, it.inputs) for it in chunk.items for each in with_copies(it, ItemResult.failure(
+            it.custom_id, "InternalError", error_message(exc), backend=spec.backend, model=spec.model))]
         try:
             store.record_results(spec.id, results)
         except Exception:

@@ -272,6 +272,10 @@ class CacheStep:
             self.writer.submit(key, response)
         return response
 
+    def lookup(self, key: str) -> Response | None:
+        """A cached response without a call (economy mode checks the cache before batching)."""
+        return self.memory.get(key, self.config.ttl_seconds) or self._from_shared(key)
+
     def _from_shared(self, key: str) -> Response | None:
         value = self.shared.get(key)
         if value is None:

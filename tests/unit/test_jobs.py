@@ -19,7 +19,7 @@ from shared.jobs import (
 )
 
 CONTRACT_RESULT_KEYS = {"custom_id", "status", "outputs", "error", "backend", "model", "latency_ms", "cached",
-                        "attempts"}
+                        "attempts", "cost_usd"}  # cost_usd: the contract's cost section (shared/cost.py)
 
 
 def spec(**kw):
@@ -115,4 +115,5 @@ def test_chunk_payload_rejects_poison():
 
 
 def test_terminal_states():
-    assert {s for s in JobState if s.terminal} == {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+    assert {s for s in JobState if s.terminal} == {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+                                                   JobState.BUDGET_EXCEEDED}

@@ -1,0 +1,73 @@
+"""Never pay twice inside a job: rows with identical inputs are sent once.
+
+Every item of a job runs the same program version on the same targets with the same generation
+settings, so two rows with equal inputs would make the same paid call. The producer folds them
+before enqueueing: the first row carries the custom_ids of its later twins (``Item.duplicates``),
+and the worker that answers it writes one result per twin, ``cached`` and at no cost.
+
+Jobs whose program follows a rollout (``models:/NAME@live``, ``NAME``) are not folded: their items
+are split between two versions by custom_id, so equal inputs need not mean the same program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+
+from shared.jobs import Item, ItemResult
+
+
+def inputs_digest(inputs: dict) -> bytes:
+    """Equal for equal inputs whatever their key order (16 bytes of sha256: the producer keeps one per
+    distinct row while it folds a file)."""
+    text = json.dumps(inputs, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).digest()[:16]
+
+
+def folds(program: str | None) -> bool:
+    """False for programs whose items are split between versions by their custom_id."""
+    if not program:
+        return True
+    from shared.programs import parse_program_uri
+
+    return not parse_program_uri(program).follows_rollout
+
+
+def fold_duplicates(items: Callable[[], Iterator[Item]]) -> tuple[Callable[[], Iterator[Item]], int]:
+    """(a fresh-iterator factory over the unique items, twins attached; how many were folded).
+
+    Reads the items twice (like the file check): only a digest per distinct input is kept."""
+    first_of: dict[bytes, str] = {}
+    twins: dict[str, list[str]] = {}
+    for item in items():
+        first = first_of.setdefault(inputs_digest(item.inputs), item.custom_id)
+        if first != item.custom_id:
+            twins.setdefault(first, []).append(item.custom_id)
+    folded = {cid for ids in twins.values() for cid in ids}
+
+    def unique() -> Iterator[Item]:
+        for item in items():
+            if item.custom_id in folded:
+                continue
+            if item.custom_id in twins:
+                item = item.model_copy(update={"duplicates": [*item.duplicates, *twins[item.custom_id]]})
+            yield item
+
+    return unique, len(folded)
+
+
+def copies_for(item: Item, result: ItemResult) -> list[ItemResult]:
+    """One result per twin of ``item``: its answer, marked cached, never paid again."""
+    return [result.model_copy(update={"custom_id": cid, "cached": True, "latency_ms": 0.0,
+                                      "cost_usd": 0.0, "attempts": 0})
+            for cid in item.duplicates]
+
+
+def with_copies(item: Item, result: ItemResult) -> list[ItemResult]:
+    return [result, *copies_for(item, result)]
+
+
+def all_ids(item: Item) -> list[str]:
+    """The custom_ids whose results this item writes."""
+    return [item.custom_id, *item.duplicates]
