@@ -57,16 +57,43 @@ def _where_in_user_code(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
+_OWN_CODE = tuple(str(Path(__file__).resolve().parent.parent / d) + "/" for d in ("shared", "workers", "producers"))
+
+
+def raised_in_user_code(exc: BaseException, package: str | None = None) -> str | None:
+    """'file:line' of the innermost frame of a program's own code in ``exc``'s traceback (not the
+    standard library, installed packages such as dspy, or tidyq itself; ``package``, the program's
+    top-level package, counts as the user's even when pip installed it): where a user's forward()
+    or tool broke. None when no such frame (a signature job, an error inside a library only)."""
+    import sysconfig
+
+    libraries = tuple({str(Path(sysconfig.get_paths()[k]).resolve()) + "/"
+                       for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = str(Path(frame.filename).resolve()) if not frame.filename.startswith("<") else frame.filename
+        own_package = package is not None and f"/{package}/" in path
+        if (path.startswith(libraries + _OWN_CODE) and not own_package) or path.startswith("<frozen"):
+            continue
+        return f"{frame.filename}:{frame.lineno}"
+    return None
+
+
 def import_module(ref: ImportRef, *, missing_ok: bool = False) -> Any | None:
     """Import ``ref.module`` (call :func:`check_allowed` first). ``missing_ok``: None when the
     module itself cannot be found here (a producer without the workers' code), while an error
-    inside a module that exists is always BadInput naming file and line."""
+    inside a module that exists, or a module missing from a package that is installed here (a
+    typo), is always BadInput."""
     try:
         return importlib.import_module(ref.module)
     except ModuleNotFoundError as exc:
         own = exc.name is not None and (ref.module == exc.name or ref.module.startswith(exc.name + "."))
-        if own and missing_ok:
+        # only a missing top-level package means "not installed here": a missing module inside a
+        # package that is installed here is a typo in the path (pkg.rga:RAG), refused now
+        if own and missing_ok and exc.name == ref.package:
             return None
+        if own and exc.name != ref.package:
+            raise BadInput(f"cannot import {ref.module!r}: package {ref.package!r} has no module {exc.name!r} "
+                           "(check the path's spelling)", where=f"program {ref.uri}") from None
         if own:
             raise BadInput(f"cannot import {ref.module!r}: no such module on this worker (install the package or put "
                            "it on PYTHONPATH)", where=f"program {ref.uri}") from None

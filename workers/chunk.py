@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from shared import tracking
 from shared.config import Settings
-from shared.errors import AllTargetsOpen, RetryLater
+from shared.errors import AllTargetsOpen, RetryLater, TidyqError
 from shared.fallback import skipped_of
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.program_io import prediction_outputs
@@ -29,6 +29,7 @@ from shared.programs import resolve_program
 from shared.queues import queue_for
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
+from shared.user_code import raised_in_user_code
 from workers import metrics_publisher, runtime
 
 # Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
@@ -128,7 +129,12 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     except BaseException as exc:
         if is_pass_through(exc):
             raise
-        result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc), backend=spec.backend,
+        message = error_message(exc)
+        package = spec.program.split(":", 1)[0].split(".", 1)[0] if is_import_path(spec.program) else None
+        where = None if isinstance(exc, TidyqError) or not spec.program else raised_in_user_code(exc, package)
+        if where:  # an exception of the user's own code (forward(), a tool): say where it was raised
+            message = f"{message} (raised at {where})"
+        result = ItemResult.failure(item.custom_id, type(exc).__name__, message, backend=spec.backend,
                                     model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3))
         result.skipped = skipped_of(exc)
     else:
