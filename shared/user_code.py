@@ -22,7 +22,7 @@ from typing import Any
 
 from shared.config import Settings, get_settings
 from shared.errors import BadInput, ConfigurationError
-from shared.program_uri import ImportRef, parse_import_path
+from shared.program_uri import ImportRef, is_import_path, parse_import_path
 
 
 class ProgramRefused(ConfigurationError):
@@ -60,12 +60,16 @@ def _where_in_user_code(exc: BaseException) -> str:
 _OWN_CODE = tuple(str(Path(__file__).resolve().parent.parent / d) + "/" for d in ("shared", "workers", "producers"))
 
 
-def raised_in_user_code(exc: BaseException, package: str | None = None) -> str | None:
+def raised_in_user_code(exc: BaseException, program: str | None) -> str | None:
     """'file:line' of the innermost frame of a program's own code in ``exc``'s traceback (not the
-    standard library, installed packages such as dspy, or tidyq itself; ``package``, the program's
-    top-level package, counts as the user's even when pip installed it): where a user's forward()
-    or tool broke. None when no such frame (a signature job, an error inside a library only)."""
+    standard library, installed packages such as dspy, or tidyq itself; the top-level package of
+    an import-path ``program`` counts as the user's even when pip installed it): where a user's
+    forward() or tool broke. None without a program or such a frame (an error inside a library)."""
     import sysconfig
+
+    if not program:
+        return None
+    package = program.split(":", 1)[0].split(".", 1)[0] if is_import_path(program) else None
 
     libraries = tuple({str(Path(sysconfig.get_paths()[k]).resolve()) + "/"
                        for k in ("stdlib", "platstdlib", "purelib", "platlib")})
@@ -117,7 +121,7 @@ def build(obj: Any, label: str) -> Any:
                        where=where)
     try:
         if isinstance(obj, type):  # DSPy's metaclass hides __init__ behind (*args, **kwargs)
-            inspect.signature(obj.__init__).bind(None)
+            inspect.signature(obj.__init__).bind(None)  # type: ignore[misc]
         else:
             inspect.signature(obj).bind()
     except TypeError:

@@ -130,8 +130,7 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         if is_pass_through(exc):
             raise
         message = error_message(exc)
-        package = spec.program.split(":", 1)[0].split(".", 1)[0] if is_import_path(spec.program) else None
-        where = None if isinstance(exc, TidyqError) or not spec.program else raised_in_user_code(exc, package)
+        where = None if isinstance(exc, TidyqError) else raised_in_user_code(exc, spec.program)
         if where:  # an exception of the user's own code (forward(), a tool): say where it was raised
             message = f"{message} (raised at {where})"
         result = ItemResult.failure(item.custom_id, type(exc).__name__, message, backend=spec.backend,

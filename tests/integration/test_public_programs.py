@@ -222,6 +222,13 @@ def test_a_new_users_mistakes_are_refused_at_submit(redis_url, corpus, tmp_path)
         assert (out.exit_code, "Traceback" in out.output) == (2, False), (program, out.output)
         assert [t for t in texts if t not in out.output] == [], (program, out.output)
         assert nothing_enqueued(redis_url), program
+    # a state file (module.save) of another program: nothing registered, the mismatch named
+    state = tmp_path / "other.json"
+    state.write_text(json.dumps({"answer": {"demos": [], "signature": {}}, "metadata": {}}))
+    out = runner.invoke(app, ["register", f"{corpus / PACKAGE / 'hop.py'}:Hop", "--name", "hop", "--state", str(state)])
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    assert "has no entry for its predictor 'generate_query.predict'" in out.output
+    assert "the program's predictors: generate_query.predict, append_notes.predict; the state has: answer" in out.output
     # a registered model whose name merely has dots stays reachable by its URI
     out = runner.invoke(app, ["batch", files["in"], "--program", "models:/user_programs.rag.RAG@live", "-b", "mock"])
     assert out.exit_code == 0, out.output

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from producers.cli import app
 from shared import program_files
 from shared import user_code as uc
+from shared.config import Settings
 from shared.errors import BadInput
 from shared.optimize import OPTIMIZERS, resolve_metric, run_optimization, to_examples
 from shared.program_io import OutputNotJSON, ProgramInputs, prediction_outputs, program_inputs
@@ -62,12 +63,18 @@ def test_building_refusals_name_the_problem(user_code):
              "userprogs.odd:needs_args": "needs arguments",
              "userprogs.odd:returns_string": "returned a str",
              "userprogs.broken:Never": "broken.py:5: ValueError",
-             "userprogs.nosuch:X": "no such module on this worker"}
+             "userprogs.nosuch:X": "package 'userprogs' has no module 'userprogs.nosuch'"}
     for program, message in cases.items():
         with pytest.raises(BadInput, match=message) as info:
             uc.load_import_path(program)
         assert info.value.where == f"program {program}"
-    assert uc.load_import_path("userprogs.nosuch:X", missing_ok=True) is None
+    # a producer without the package: the workers check; with it, a missing module is a typo, refused
+    settings = Settings(program_packages="userprogs,notinstalled")
+    assert uc.load_import_path("notinstalled.rag:RAG", settings, missing_ok=True) is None
+    with pytest.raises(BadInput, match="no such module on this worker"):
+        uc.load_import_path("notinstalled.rag:RAG", settings)
+    with pytest.raises(BadInput, match="package 'userprogs' has no module 'userprogs.nosuch'"):
+        uc.load_import_path("userprogs.nosuch:X", missing_ok=True)
     instance = dspy.Predict("a -> b")  # `agent = dspy.ReAct(...)` at module level: a copy of it is built
     built = uc.build(instance, "x")
     assert isinstance(built, dspy.Predict) and built is not instance
