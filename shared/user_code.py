@@ -54,7 +54,8 @@ def _where_in_user_code(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}"
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    # the user's own line (news.py:6) rather than the library frame that raised (dspy/.../settings.py)
+    return _user_frame(exc, None) or (f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?")
 
 
 _OWN_CODE = tuple(str(Path(__file__).resolve().parent.parent / d) + "/" for d in ("shared", "workers", "producers"))
@@ -65,11 +66,14 @@ def raised_in_user_code(exc: BaseException, program: str | None) -> str | None:
     standard library, installed packages such as dspy, or tidyq itself; the top-level package of
     an import-path ``program`` counts as the user's even when pip installed it): where a user's
     forward() or tool broke. None without a program or such a frame (an error inside a library)."""
-    import sysconfig
-
     if not program:
         return None
-    package = program.split(":", 1)[0].split(".", 1)[0] if is_import_path(program) else None
+    return _user_frame(exc, program.split(":", 1)[0].split(".", 1)[0] if is_import_path(program) else None)
+
+
+def _user_frame(exc: BaseException, package: str | None) -> str | None:
+    import sysconfig
+
 
     libraries = tuple({str(Path(sysconfig.get_paths()[k]).resolve()) + "/"
                        for k in ("stdlib", "platstdlib", "purelib", "platlib")})

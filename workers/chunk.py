@@ -148,6 +148,23 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     return result
 
 
+def prebuild_programs(spec: JobSpec, items: list[Item]) -> None:
+    """Build the chunk's program(s) in this thread before its items fan out to the thread pool.
+    A user's module may call ``dspy.configure`` at import (DSPy's own adapter examples do), which
+    DSPy allows only in the thread that configured it first: the pool process's main thread, which
+    runs this task and where mlflow.dspy.autolog configured DSPy at worker start. A build error is
+    kept by the runtime and reported by each item."""
+    if not spec.program:
+        return
+    try:
+        uris = ({spec.program} if is_import_path(spec.program)
+                else {resolve_program(spec.program, it.custom_id).uri for it in items})
+        for uri in sorted(uris):
+            runtime.load_program(uri)
+    except Exception:  # noqa: S110 - each item runs (and reports) the same build
+        pass
+
+
 class ChunkRunner:
     """Runs a chunk payload against the store. The Celery task around it re-enqueues what the
     outcome hands back and always calls ``store.chunk_end``."""
@@ -197,6 +214,7 @@ class ChunkRunner:
             if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:
                 self._run_inline(spec, todo, handle, watch)
             else:
+                prebuild_programs(spec, todo)
                 self._run_threaded(spec, todo, handle, watch)
         except BaseException as exc:
             if not is_pass_through(exc):

@@ -267,3 +267,27 @@ def test_registered_from_file_and_optimized_public_shapes(redis_url, start_worke
     bodies = openai_fake.request_bodies[:4]  # the served item's four calls (the reference ran after)
     assert all(claims[0].split()[0] in json.dumps(b["messages"][1:-1]) for b in bodies)
     assert all(len(b["messages"]) == 4 for b in bodies)  # system, one demo (user + assistant), the item
+
+
+def test_a_module_calling_dspy_configure_at_import_runs_on_a_tracing_worker(redis_url, start_worker, openai_fake,
+                                                                          corpus, mlflow_uri):
+    """news.py calls dspy.configure(adapter=...) at import, as DSPy's adapter docs do. DSPy allows that
+    only in the thread that configured it first: on a worker with tracing on, mlflow.dspy.autolog did,
+    in the pool process's main thread. The program is built there, before items fan out to threads
+    (this failed every item with 'dspy.settings can only be changed by the thread that initially
+    configured it', and named dspy's settings.py as the place)."""
+    openai_fake.set_responder(responder)
+    start_worker(queues=["predict.direct"], concurrency=1,
+                 env=env(openai_fake, TIDYQ_MLFLOW_TRACKING_URI=mlflow_uri, TIDYQ_TRACE_SAMPLE_RATE="1"))
+    rows = [{"science_field": f"Physics {i}", "year": 2000 + i, "num_of_outputs": 1 + i % 2} for i in range(4)]
+    job = Client().submit_batch([{"custom_id": f"n{i}", "inputs": r} for i, r in enumerate(rows)],
+                                program="user_programs.news:predict", backend="direct", model=MODEL)
+    results = by_id(job)
+    for i, row in enumerate(rows):
+        assert results[f"n{i}"]["status"] == "succeeded", results[f"n{i}"]
+        assert results[f"n{i}"]["outputs"] == {"news": [
+            {"text": f"Physics {i} news {n} of {2000 + i}", "scientists_involved": ["Ada"]}
+            for n in range(row["num_of_outputs"])]}
+    # the user's JSONAdapter is in use (ChatAdapter would ask for [[ ## news ## ]] sections)
+    assert all(b.get("response_format") or "Respond with a JSON object" in b["messages"][-1]["content"]
+               for b in openai_fake.request_bodies)
