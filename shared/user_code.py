@@ -119,7 +119,7 @@ def build(obj: Any, label: str) -> Any:
 
     where = f"program {label}"
     if isinstance(obj, dspy.Module):
-        return drop_own_lms(obj.deepcopy())
+        return drop_own_lms(_check_forward(obj.deepcopy(), where))
     if not callable(obj):
         raise BadInput(f"is of type {type(obj).__name__}, not a dspy.Module subclass or a zero-argument factory",
                        where=where)
@@ -140,7 +140,18 @@ def build(obj: Any, label: str) -> Any:
                        where=where) from None
     if not isinstance(module, dspy.Module):
         raise BadInput(f"returned a {type(module).__name__}, not a dspy.Module", where=where)
-    return drop_own_lms(module)
+    return drop_own_lms(_check_forward(module, where))
+
+
+def _check_forward(module: Any, where: str) -> Any:
+    """A module with aforward() only (DSPy's async tutorial shape) would fail every item with an
+    AttributeError: items run forward(), so say so when the program is built (at submit too)."""
+    if not hasattr(type(module), "forward"):
+        extra = " (it defines aforward() only)" if hasattr(type(module), "aforward") else ""
+        raise BadInput(f"{type(module).__name__} has no forward(){extra}; jobs call forward() (the job's engine has "
+                       "no async path, so acall/aforward cannot run either): give the module a synchronous forward()",
+                       where=where)
+    return module
 
 
 def drop_own_lms(module: Any) -> Any:

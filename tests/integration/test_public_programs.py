@@ -204,6 +204,7 @@ MISTAKES = [  # (program, command, file, texts the message must hold)
     ("user_program.rag:RAG", "batch", "in", ["package 'user_program' is not in TIDYQ_PROGRAM_PACKAGES"]),
     ("user_programs/rag.py:RAG", "batch", "in", ["bad import path", "pkg.module:Name"]),
     ("user_programs.pipeline:InjectedRAG", "predict", None, ["needs arguments"]),
+    ("user_programs.pipeline:AsyncOnly", "predict", None, ["AsyncOnly has no forward() (it defines aforward() only)"]),
     ("user_programs.broken_import:qa", "predict", None,
      ["broken_import.py:4", "No module named 'faiss_not_installed_here'"]),
     ("user_programs.rag:RAG", "batch", "wrong", ["wrong.jsonl:2", "unknown input field 'questoin'", "takes: question"]),

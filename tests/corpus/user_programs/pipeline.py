@@ -73,3 +73,14 @@ class Raises(dspy.Module):
 class NotJSON(dspy.Module):
     def forward(self, question):
         return dspy.Prediction(answer=question, when=object())
+
+
+class AsyncOnly(dspy.Module):
+    """aforward() only, as DSPy's async tutorial writes modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.qa = dspy.Predict("question -> answer")
+
+    async def aforward(self, question):
+        return await self.qa.acall(question=question)
