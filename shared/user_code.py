@@ -108,8 +108,17 @@ def import_module(ref: ImportRef, *, missing_ok: bool = False) -> Any | None:
         raise BadInput(f"importing {ref.module!r} failed at {_where_in_user_code(exc)}: {type(exc).__name__}: {exc}",
                        where=f"program {ref.uri}") from None
     except Exception as exc:
+        if missing_ok and _configure_in_other_thread(exc):
+            return None  # the module is fine; this producer thread just may not run its dspy.configure
         raise BadInput(f"importing {ref.module!r} failed at {_where_in_user_code(exc)}: {type(exc).__name__}: {exc}",
                        where=f"program {ref.uri}") from None
+
+
+def _configure_in_other_thread(exc: BaseException) -> bool:
+    """DSPy's refusal of ``dspy.configure`` from a thread other than the one that configured it
+    first: a module calling it at import fails in a threaded client's worker thread, not on the
+    workers (they build programs in the thread that configured DSPy), so the workers check it."""
+    return isinstance(exc, RuntimeError) and "thread that initially configured" in str(exc)
 
 
 def build(obj: Any, label: str) -> Any:

@@ -402,3 +402,28 @@ def test_optimize_rows_follow_the_program_kind():
     inputs, outputs = example_fields(Hop(), program_files.ProgramSpec("import", import_path="p.m:Hop"))
     assert inputs == ProgramInputs("p.m:Hop", ("claim",), ("k",)) and outputs is None
     assert program_inputs(dspy.Module()).open  # nothing to inspect: the program checks its own inputs
+
+
+def test_a_client_thread_may_submit_a_module_that_calls_dspy_configure_at_import(monkeypatch, tmp_path):
+    """A module calling dspy.configure at import, checked from a thread other than the one that
+    configured DSPy (a threaded client): the check leaves it to the workers instead of refusing a
+    good program; the CLI (one thread) and the workers still import and check it."""
+    pkg = tmp_path / "confpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "news.py").write_text("import dspy\ndspy.configure(adapter=dspy.JSONAdapter())\n"
+                                 "predict = dspy.Predict('field -> news')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = Settings(program_packages="confpkg")
+    import sys
+
+    dspy_settings = sys.modules["dspy.dsp.utils.settings"]  # the module (dspy.dsp.utils.settings is the object)
+    monkeypatch.setattr(dspy_settings, "config_owner_thread_id", -1)  # another thread configured DSPy
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(uc.load_import_path("confpkg.news:predict", settings,
+                                                                                 missing_ok=True)))
+    worker.start()
+    worker.join()
+    assert outcome == [None]
+    with pytest.raises(BadInput, match=r"news.py:2: RuntimeError: dspy.settings can only be changed"):
+        uc.load_import_path("confpkg.news:predict", settings)  # a worker would say so, naming the line
