@@ -199,9 +199,21 @@ def _module_from_source(source: str, filename: str, prefix: str) -> Any:
         exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - the callers gate this
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise BadInput(f"running it failed at {_where_in_user_code(exc)}: {type(exc).__name__}: {exc}",
-                       where=filename) from None
+        raise BadInput(f"running it failed at {_where_in_user_code(exc)}: {type(exc).__name__}: {exc}"
+                       f"{_sibling_hint(exc, filename)}", where=filename) from None
     return module
+
+
+def _sibling_hint(exc: BaseException, filename: str) -> str:
+    """`python program.py` finds modules next to the file; a registered program is that one file."""
+    top = (getattr(exc, "name", None) or "").split(".")[0] if isinstance(exc, ImportError) else ""
+    if isinstance(exc, ImportError) and "relative import" in str(exc):
+        top = "."
+    folder = Path(filename).parent
+    if top == "." or (top and ((folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file())):
+        return (" (a program registered from a file is that one file: the modules next to it are not stored; "
+                "put what it imports in the file, or install them as a package and register pkg.module:Name)")
+    return ""
 
 
 def _build_attr(module: Any, attr: str, filename: str) -> Any:

@@ -427,3 +427,19 @@ def test_a_client_thread_may_submit_a_module_that_calls_dspy_configure_at_import
     assert outcome == [None]
     with pytest.raises(BadInput, match=r"news.py:2: RuntimeError: dspy.settings can only be changed"):
         uc.load_import_path("confpkg.news:predict", settings)  # a worker would say so, naming the line
+
+
+def test_registering_a_file_that_imports_its_neighbours_says_only_the_file_is_stored(tmp_path):
+    """`python prog.py` finds helpers.py next to it; `tidyq register prog.py:R` stores prog.py alone."""
+    (tmp_path / "helpers.py").write_text("def search(q):\n    return [q]\n")
+    (tmp_path / "prog.py").write_text("import dspy\nfrom helpers import search\nR = dspy.Predict('a -> b')\n")
+    (tmp_path / "rel.py").write_text("import dspy\nfrom .helpers import search\nR = dspy.Predict('a -> b')\n")
+    (tmp_path / "dep.py").write_text("import dspy\nimport faiss_not_here\nR = dspy.Predict('a -> b')\n")
+    hint = "a program registered from a file is that one file: the modules next to it are not stored"
+    for name, error in (("prog.py", "No module named 'helpers'"), ("rel.py", "attempted relative import")):
+        with pytest.raises(BadInput, match=f"{name}:2: .*{error}") as info:
+            uc.load_file(tmp_path / name, "R")
+        assert hint in str(info.value)
+    with pytest.raises(BadInput, match="No module named 'faiss_not_here'") as info:
+        uc.load_file(tmp_path / "dep.py", "R")
+    assert hint not in str(info.value)  # a missing library is not a neighbour
