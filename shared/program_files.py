@@ -155,6 +155,12 @@ def save_program(module: Any, spec: ProgramSpec, directory: str | Path) -> Path:
 def apply_state(module: Any, state: Any, where: str) -> Any:
     try:
         module.load_state(state)
+    except KeyError as exc:  # DSPy reads state[name] for each of the program's predictors
+        given = ", ".join(str(k) for k in state if k != "metadata") if isinstance(state, dict) else "nothing"
+        wanted = ", ".join(name for name, _ in module.named_parameters())
+        raise BadInput(f"program state does not fit the program {type(module).__name__}: it has no entry for its "
+                       f"predictor {exc.args[0]!r} (the program's predictors: {wanted}; the state has: "
+                       f"{given or 'none'})", where=where) from None
     except Exception as exc:
         raise BadInput(f"program state does not fit the program {type(module).__name__}: {type(exc).__name__}: {exc}",
                        where=where) from None

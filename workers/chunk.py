@@ -23,7 +23,7 @@ from shared.budget import Admissions, tenant_budgets
 from shared.config import Settings
 from shared.cost import item_cost
 from shared.dedupe import all_ids, with_copies
-from shared.errors import AllTargetsOpen, RetryLater, error_type_name
+from shared.errors import AllTargetsOpen, RetryLater, TidyqError, error_type_name
 from shared.fallback import skipped_of
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.program_io import prediction_outputs
@@ -33,6 +33,7 @@ from shared.queues import queue_for
 from shared.steps import stats
 from shared.store import JobStore
 from shared.telemetry import get_logger, redact
+from shared.user_code import raised_in_user_code
 from workers import metrics_publisher, runtime
 from workers.budget_gate import BudgetGate
 from workers.requeue import ProviderStillFailing, transient_cause
@@ -156,7 +157,11 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
         if cause is not None:  # no breaker made it AllTargetsOpen: back to the queue (workers/requeue.py)
             raise ProviderStillFailing(cause) from exc
         call = stats.of_error(exc)  # a failed prediction's calls and attempts still count
-        result = ItemResult.failure(item.custom_id, error_type_name(exc), error_message(exc), backend=spec.backend,
+        message = error_message(exc)
+        where = None if isinstance(exc, TidyqError) else raised_in_user_code(exc, spec.program)
+        if where:  # an exception of the user's own code (forward(), a tool): say where it was raised
+            message = f"{message} (raised at {where})"
+        result = ItemResult.failure(item.custom_id, error_type_name(exc), message, backend=spec.backend,
                                     model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3),
                                     attempts=call.attempts if call is not None else 0)
         result.skipped = skipped_of(exc)
@@ -171,6 +176,23 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     result.cost_usd = item_cost(call, result.backend)  # failed items' calls are priced too
     tracking.record_item(spec.id, result, call, served)
     return result
+
+
+def prebuild_programs(spec: JobSpec, items: list[Item]) -> None:
+    """Build the chunk's program(s) in this thread before its items fan out to the thread pool.
+    A user's module may call ``dspy.configure`` at import (DSPy's own adapter examples do), which
+    DSPy allows only in the thread that configured it first: the pool process's main thread, which
+    runs this task and where mlflow.dspy.autolog configured DSPy at worker start. A build error is
+    kept by the runtime and reported by each item."""
+    if not spec.program:
+        return
+    try:
+        uris = ({spec.program} if is_import_path(spec.program)
+                else {resolve_program(spec.program, it.custom_id).uri for it in items})
+        for uri in sorted(uris):
+            runtime.load_program(uri)
+    except Exception:  # noqa: S110 - each item runs (and reports) the same build
+        pass
 
 
 class ChunkRunner:
@@ -238,6 +260,7 @@ class ChunkRunner:
             if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:
                 self._run_inline(spec, todo, handle, watch)
             else:
+                prebuild_programs(spec, todo)
                 self._run_threaded(spec, todo, handle, watch)
         except BaseException as exc:
             if not is_pass_through(exc):

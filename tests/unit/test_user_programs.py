@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from producers.cli import app
 from shared import program_files
 from shared import user_code as uc
+from shared.config import Settings
 from shared.errors import BadInput
 from shared.optimize import OPTIMIZERS, resolve_metric, run_optimization, to_examples
 from shared.program_io import OutputNotJSON, ProgramInputs, prediction_outputs, program_inputs
@@ -62,12 +63,18 @@ def test_building_refusals_name_the_problem(user_code):
              "userprogs.odd:needs_args": "needs arguments",
              "userprogs.odd:returns_string": "returned a str",
              "userprogs.broken:Never": "broken.py:5: ValueError",
-             "userprogs.nosuch:X": "no such module on this worker"}
+             "userprogs.nosuch:X": "package 'userprogs' has no module 'userprogs.nosuch'"}
     for program, message in cases.items():
         with pytest.raises(BadInput, match=message) as info:
             uc.load_import_path(program)
         assert info.value.where == f"program {program}"
-    assert uc.load_import_path("userprogs.nosuch:X", missing_ok=True) is None
+    # a producer without the package: the workers check; with it, a missing module is a typo, refused
+    settings = Settings(program_packages="userprogs,notinstalled")
+    assert uc.load_import_path("notinstalled.rag:RAG", settings, missing_ok=True) is None
+    with pytest.raises(BadInput, match="no such module on this worker"):
+        uc.load_import_path("notinstalled.rag:RAG", settings)
+    with pytest.raises(BadInput, match="package 'userprogs' has no module 'userprogs.nosuch'"):
+        uc.load_import_path("userprogs.nosuch:X", missing_ok=True)
     instance = dspy.Predict("a -> b")  # `agent = dspy.ReAct(...)` at module level: a copy of it is built
     built = uc.build(instance, "x")
     assert isinstance(built, dspy.Predict) and built is not instance
@@ -395,3 +402,44 @@ def test_optimize_rows_follow_the_program_kind():
     inputs, outputs = example_fields(Hop(), program_files.ProgramSpec("import", import_path="p.m:Hop"))
     assert inputs == ProgramInputs("p.m:Hop", ("claim",), ("k",)) and outputs is None
     assert program_inputs(dspy.Module()).open  # nothing to inspect: the program checks its own inputs
+
+
+def test_a_client_thread_may_submit_a_module_that_calls_dspy_configure_at_import(monkeypatch, tmp_path):
+    """A module calling dspy.configure at import, checked from a thread other than the one that
+    configured DSPy (a threaded client): the check leaves it to the workers instead of refusing a
+    good program; the CLI (one thread) and the workers still import and check it."""
+    pkg = tmp_path / "confpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "news.py").write_text("import dspy\ndspy.configure(adapter=dspy.JSONAdapter())\n"
+                                 "predict = dspy.Predict('field -> news')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = Settings(program_packages="confpkg")
+    import sys
+
+    dspy_settings = sys.modules["dspy.dsp.utils.settings"]  # the module (dspy.dsp.utils.settings is the object)
+    monkeypatch.setattr(dspy_settings, "config_owner_thread_id", -1)  # another thread configured DSPy
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(uc.load_import_path("confpkg.news:predict", settings,
+                                                                                 missing_ok=True)))
+    worker.start()
+    worker.join()
+    assert outcome == [None]
+    with pytest.raises(BadInput, match=r"news.py:2: RuntimeError: dspy.settings can only be changed"):
+        uc.load_import_path("confpkg.news:predict", settings)  # a worker would say so, naming the line
+
+
+def test_registering_a_file_that_imports_its_neighbours_says_only_the_file_is_stored(tmp_path):
+    """`python prog.py` finds helpers.py next to it; `tidyq register prog.py:R` stores prog.py alone."""
+    (tmp_path / "helpers.py").write_text("def search(q):\n    return [q]\n")
+    (tmp_path / "prog.py").write_text("import dspy\nfrom helpers import search\nR = dspy.Predict('a -> b')\n")
+    (tmp_path / "rel.py").write_text("import dspy\nfrom .helpers import search\nR = dspy.Predict('a -> b')\n")
+    (tmp_path / "dep.py").write_text("import dspy\nimport faiss_not_here\nR = dspy.Predict('a -> b')\n")
+    hint = "a program registered from a file is that one file: the modules next to it are not stored"
+    for name, error in (("prog.py", "No module named 'helpers'"), ("rel.py", "attempted relative import")):
+        with pytest.raises(BadInput, match=f"{name}:2: .*{error}") as info:
+            uc.load_file(tmp_path / name, "R")
+        assert hint in str(info.value)
+    with pytest.raises(BadInput, match="No module named 'faiss_not_here'") as info:
+        uc.load_file(tmp_path / "dep.py", "R")
+    assert hint not in str(info.value)  # a missing library is not a neighbour
