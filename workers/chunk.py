@@ -120,6 +120,8 @@ class ResultBuffer:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
+        # the items' LM numbers first: a job that these results complete shows its usage at once
+        tracking.flush(self.job_id, self.store.r)
         new = self.store.record_results(self.job_id, batch)
         self.recorded += max(0, new)
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 from celery.exceptions import Reject
 
+from shared.errors import ChunkItemsFailed
 from shared.jobs import Item, JobKind, JobSpec, JobState, new_job_id
 from workers import metrics_publisher, runtime, tasks
 
@@ -68,7 +69,9 @@ def provider_asks_to_wait(openai_fake, monkeypatch):
 def test_a_chunk_runs_records_every_item_and_completes_the_job(worker_env):
     store = tasks.job_store()
     payload = chunk(store, 3)
-    assert tasks.run_chunk(payload) == {"recorded": 3}
+    job_id = payload["job"]["id"]
+    assert tasks.run_chunk(payload) == {"job": job_id, "chunk": 0, "items": 3, "succeeded": 3, "failed": 0,
+                                        "recorded": 3}  # what Flower shows as the task's result
     status = store.status(payload["job"]["id"])
     assert status.status is JobState.COMPLETED and status.counts.succeeded == 3
 
@@ -77,11 +80,13 @@ def test_a_malformed_message_of_a_known_job_fails_its_items_instead_of_crashing(
     store = tasks.job_store()
     payload = chunk(store, 2)
     payload["chunk"] = -1  # not a valid chunk number
-    assert tasks.run_chunk(payload) == {"poison": True, "recorded": 2}
+    with pytest.raises(ChunkItemsFailed) as failed:  # Flower lists the chunk as FAILURE, with its counts
+        tasks.run_chunk(payload)
+    assert failed.value.summary["recorded"] == 2 and failed.value.summary["error_types"] == {"BadInput": 2}
     rows = list(store.iter_results(payload["job"]["id"], follow=False))
     assert {r["error"]["type"] for r in rows} == {"BadInput"}
     assert "malformed chunk message" in rows[0]["error"]["message"]
-    assert tasks.run_chunk({"job": {"id": "no-such-job"}, "items": []}) == {"poison": True, "recorded": 0}
+    assert tasks.run_chunk({"job": {"id": "no-such-job"}, "items": []})["recorded"] == 0
 
 
 def test_items_the_provider_keeps_deferring_go_back_to_the_queue_with_a_countdown(worker_env, provider_asks_to_wait,
@@ -89,7 +94,8 @@ def test_items_the_provider_keeps_deferring_go_back_to_the_queue_with_a_countdow
     monkeypatch.setenv("TIDYQ_BREAKER_ENABLED", "false")
     store = tasks.job_store()
     payload = chunk(store, 2, backend="direct")
-    assert tasks.run_chunk(payload) == {"recorded": 0}
+    summary = tasks.run_chunk(payload)
+    assert (summary["recorded"], summary["requeued"], summary["failed"]) == (0, 2, 0)
     (requeued,) = queued_chunks(worker_env, "predict.direct")
     assert requeued["requeues"] == 1 and sorted(i["custom_id"] for i in requeued["items"]) == ["0", "1"]
     assert requeued["countdown_eta"] is not None  # held back, not retried at once
@@ -101,7 +107,8 @@ def test_after_the_last_allowed_requeue_the_items_fail_with_the_reason(worker_en
     monkeypatch.setenv("TIDYQ_MAX_REQUEUES", "2")
     store = tasks.job_store()
     payload = chunk(store, 2, backend="direct", requeues=2)
-    tasks.run_chunk(payload)
+    with pytest.raises(ChunkItemsFailed):
+        tasks.run_chunk(payload)
     assert queued_chunks(worker_env, "predict.direct") == []
     status = store.status(payload["job"]["id"])
     assert status.status is JobState.COMPLETED and status.counts.failed == 2
@@ -122,7 +129,8 @@ def test_when_every_target_is_unavailable_the_chunk_waits_for_the_backend(worker
 def test_a_backend_that_stays_away_past_the_job_deadline_fails_the_items(worker_env, provider_asks_to_wait):
     store = tasks.job_store()
     payload = chunk(store, 2, backend="direct", deadline=time.time() + 1)  # the provider asks for 120 s
-    tasks.run_chunk(payload)
+    with pytest.raises(ChunkItemsFailed):
+        tasks.run_chunk(payload)
     assert queued_chunks(worker_env, "predict.direct") == []
     rows = list(store.iter_results(payload["job"]["id"], follow=False))
     assert len(rows) == 2 and all("deadline" in r["error"]["message"] for r in rows)
