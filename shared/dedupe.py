@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Iterator
 
 from shared.jobs import Item, ItemResult
+from shared.program_uri import is_import_path, parse_program_uri
 
 
 def inputs_digest(inputs: dict) -> bytes:
@@ -27,10 +28,8 @@ def inputs_digest(inputs: dict) -> bytes:
 
 def folds(program: str | None) -> bool:
     """False for programs whose items are split between versions by their custom_id."""
-    if not program:
+    if not program or is_import_path(program):  # a signature, or one code path for every item
         return True
-    from shared.programs import parse_program_uri
-
     return not parse_program_uri(program).follows_rollout
 
 

@@ -103,8 +103,8 @@ class ResultBuffer:
     """Results are written in small batches (one Lua call each): per-item writes would cost a
     Redis round trip per item, yet readers still see progress every ``interval`` seconds."""
 
-    def __init__(self, store: JobStore, job_id: str, max_items: int, interval: float):
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: JobStore, job_id: str, max_items: int, interval: float, ttl_seconds: int | None = None):
+        self.store, self.job_id, self.ttl_seconds = store, job_id, ttl_seconds
         self.max_items, self.interval = max(1, max_items), interval
         self.pending: list[tuple[ItemResult, dict | None]] = []
         self._last = time.monotonic()
@@ -121,7 +121,7 @@ class ResultBuffer:
             return
         batch, self.pending = self.pending, []
         # the items' LM numbers first: a job that these results complete shows its usage at once
-        tracking.flush(self.job_id, self.store.r)
+        tracking.flush(self.job_id, self.store.r, ttl_seconds=self.ttl_seconds)
         new = self.store.record_results(self.job_id, batch)
         self.recorded += max(0, new)
 
@@ -221,7 +221,7 @@ class ChunkRunner:
         # so workers see the ceiling (summed by the record script) as soon as it is crossed
         budgeted = spec.max_cost_usd is not None or spec.tenant is not None
         buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
-                              self.settings.results_flush_interval)
+                              self.settings.results_flush_interval, spec.ttl_seconds)
         state = StateWatch(self.store, spec.id, 0.0 if budgeted else self.settings.cancel_check_interval)
         watch: StateWatch | BudgetGate = state
         if budgeted:

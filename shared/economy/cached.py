@@ -35,7 +35,8 @@ class _RecordingEngine:
 
 
 def cache_step(wrapper: Any) -> CacheStep | None:
-    return next((s for s in getattr(wrapper.engine, "steps", []) if isinstance(s, CacheStep)), None)
+    """The cache step of the job's own target (its first route; shared/engine.py builds them)."""
+    return next((s for s in wrapper.routes[0].engine.steps if isinstance(s, CacheStep)), None)
 
 
 def cached_answer(module: Any, inputs: dict[str, Any]) -> Answer | None:
