@@ -251,12 +251,12 @@ class ChunkRunner:
                 outcome.succeeded += 1
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             stored = buffer.recorded
-            for each in with_copies(item, result):
+            for each in with_copies(item, result):  # an item folded with its twins: one result each
                 buffer.add(each, item.inputs)
+                metrics_publisher.record_item(queue_for(spec.backend), each.backend or spec.backend, each.status,
+                                              each.error.type if each.error else None)
             if isinstance(watch, BudgetGate):  # its result is stored (flushed at once for a budgeted job)
                 watch.item_done(result.cost_usd if buffer.recorded > stored else None)
-            metrics_publisher.record_item(queue_for(spec.backend), result.backend or spec.backend, result.status,
-                                          result.error.type if result.error else None)
 
         try:
             if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:
