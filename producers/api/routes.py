@@ -30,7 +30,7 @@ from shared.store import JobNotFound
 
 UPLOAD_FIELDS = ("signature", "program", "backend", "model", "webhook_url", "idempotency_key", "chunk_size",
                  "deadline_seconds", "mode", "max_cost_usd", "tenant")
-BATCH_ONLY = ("mode", "max_cost_usd", "tenant")
+BATCH_ONLY = ("mode", "max_cost_usd")
 # the registry's BadInput names CLI arguments: the API's fields instead
 REGISTRY_FIELDS = {"NAME": "name", "--name": "name", "--candidate": "candidate", "--percent": "percent",
                    "PROGRAM": "program", "--state": "state"}
