@@ -257,8 +257,9 @@ def test_register_rollout_rollback_promote_like_the_cli(registry_api):
         ({"program": "userprogs.multihop:MultiHop"}, "name", 422, ""),
     ]:
         r = httpx.post(f"{url}/programs", json=bad, headers=auth(), timeout=60)
-        assert r.status_code == status and r.json().get("field", "").startswith(field) and words in r.json()["detail"], \
-            (bad, r.text)
+        problem = r.json()
+        assert r.status_code == status and problem.get("field", "").startswith(field), (bad, r.text)
+        assert words in problem["detail"], (bad, r.text)
     # a tenant's token cannot change what every tenant's jobs are served by
     for path, payload in [("/programs", body), ("/programs/hops/rollout", {"candidate": 2, "percent": 10}),
                           ("/programs/hops/rollback", None), ("/programs/hops/promote", None)]:
