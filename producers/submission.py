@@ -110,7 +110,7 @@ def batch_items(rows: Iterable[Any], target: dict, settings: Settings, *, where:
     for index, row in enumerate(rows, start=1):
         at = f"{where}[{index - 1}]"
         if isinstance(row, Item):
-            row = row.model_dump()
+            row = row.model_dump(include={"custom_id", "inputs"})  # an Item is a row (not its dedup fields)
         if not isinstance(row, dict):
             raise BadInput(f"expected a dict like {{'custom_id': ..., 'inputs': {{...}}}}, got {type(row).__name__}",
                            where=at)
