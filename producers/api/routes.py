@@ -325,8 +325,8 @@ class Api:
     async def rollout_status(self, request: Request) -> Response:
         """`tidyq rollout NAME`: the state and per-version counters."""
         self.caller(request)
-        name = request.path_params["name"]
-        status = await self._registry_call(lambda reg: (check_name(name, where="NAME"), reg.status(name))[1])
+        name = check_name(request.path_params["name"], where="name")
+        status = await self._registry_call(lambda reg: reg.status(name))
         status["versions"] = {str(k): v for k, v in status["versions"].items()}
         return JSONResponse(status)
 

@@ -270,6 +270,8 @@ def test_register_rollout_rollback_promote_like_the_cli(registry_api):
     assert r.status_code == 200 and r.json() == {"live": 1, "candidate": 2, "percent": 25.0, "warning": None}, r.text
     status = httpx.get(f"{url}/programs/hops/rollout", headers=auth(TENANT_A), timeout=60).json()
     assert (status["name"], status["live"], status["candidate"], status["percent"]) == ("hops", 1, 2, 25.0)
+    assert httpx.get(f"{url}/programs/nobody/rollout", headers=auth(), timeout=60).status_code == 404
+    assert httpx.get(f"{url}/programs/bad name!/rollout", headers=auth(), timeout=60).json()["field"] == "name"
     from shared.config import Settings
     from shared.registry import Registry
 
