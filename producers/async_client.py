@@ -149,10 +149,12 @@ class AsyncClient:
                            backend: str | None = None, model: str | None = None, program: str | None = None,
                            fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                            chunk_size: int | None = None, deadline_seconds: float | None = None,
-                           webhook_url: str | None = None, tenant: str | None = None) -> AsyncJob:
-        """Rows are ``{"custom_id", "inputs"}`` dicts, held in memory (submit_file streams a file)."""
-        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds,
-                                    tenant)
+                           webhook_url: str | None = None, tenant: str | None = None,
+                           max_cost_usd: float | None = None, mode: str = "live") -> AsyncJob:
+        """Rows are ``{"custom_id", "inputs"}`` dicts, held in memory (submit_file streams a file).
+        ``max_cost_usd``, ``mode`` and ``tenant`` are checked as Client.submit_batch checks them."""
+        target = await self._batch_target(signature, program, backend, model, fallbacks, webhook_url,
+                                          deadline_seconds, tenant, max_cost_usd, mode)
 
         def check() -> tuple[int, Callable[[], Iterator[Item]]]:
             items = submission.batch_items(rows, target, self.settings)
@@ -164,10 +166,11 @@ class AsyncClient:
                           model: str | None = None, program: str | None = None,
                           fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                           chunk_size: int | None = None, deadline_seconds: float | None = None,
-                          webhook_url: str | None = None, tenant: str | None = None) -> AsyncJob:
+                          webhook_url: str | None = None, tenant: str | None = None,
+                          max_cost_usd: float | None = None, mode: str = "live") -> AsyncJob:
         """A JSONL file of any size: checked in one streaming pass (in a thread), enqueued in a second."""
-        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds,
-                                    tenant)
+        target = await self._batch_target(signature, program, backend, model, fallbacks, webhook_url,
+                                          deadline_seconds, tenant, max_cost_usd, mode)
 
         def check() -> tuple[int, Callable[[], Iterator[Item]]]:
             total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,
@@ -209,6 +212,15 @@ class AsyncClient:
             submission.build_target(self.settings, signature, program, backend, model, fallbacks)
         target["deadline_seconds"] = submission.deadline_seconds(deadline)
         target["tenant"] = tenant
+        return target
+
+    async def _batch_target(self, signature, program, backend, model, fallbacks, webhook_url, deadline, tenant,
+                            max_cost_usd, mode) -> dict:
+        """A batch's target: the sync Client's own checks of max cost, mode and tenant (its daily budget)."""
+        target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline)
+        target["max_cost_usd"] = self.sync._max_cost(max_cost_usd)
+        target["mode"] = self.sync._mode(mode, target)
+        target["tenant"] = await asyncio.to_thread(self.sync._tenant, tenant) if tenant is not None else None
         return target
 
     async def _submit_checked(self, target: dict, idempotency_key: str | None, chunk_size: int | None,

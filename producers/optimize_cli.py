@@ -141,32 +141,18 @@ def rollout(
         if candidate is None and percent is None:
             typer.echo(json.dumps(reg.status(name)))
             return
-        if candidate is None or percent is None:
-            raise BadInput("give both --candidate VERSION and --percent P", where="--candidate")
-        state, warning = reg.start_rollout(name, candidate, percent)
-        reg.publish_stats(name)
-        _report(state, warning)
+        _report(*reg.change_rollout("rollout", name, candidate=candidate, percent=percent))
 
 
 @app.command()
 def rollback(name: str = typer.Argument(..., metavar="NAME")):
     """Return all traffic of NAME to its live version at once (the candidate is dropped)."""
     with cli_errors():
-        from shared.programs import check_name
-
-        reg = _registry()
-        state, warning = reg.rollback(check_name(name, where="NAME"))
-        reg.publish_stats(name)
-        _report(state, warning)
+        _report(*_registry().change_rollout("rollback", name))
 
 
 @app.command()
 def promote(name: str = typer.Argument(..., metavar="NAME")):
     """Make the candidate of NAME its live version (serving every item)."""
     with cli_errors():
-        from shared.programs import check_name
-
-        reg = _registry()
-        state, warning = reg.promote(check_name(name, where="NAME"))
-        reg.publish_stats(name)
-        _report(state, warning)
+        _report(*_registry().change_rollout("promote", name))

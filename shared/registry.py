@@ -264,6 +264,25 @@ class Registry:
         self._write_state(name, state)
         return state, self._mirror(name, state)
 
+    def change_rollout(self, action: str, name: str, *, candidate: int | None = None,
+                       percent: float | None = None) -> tuple[RolloutState, str | None]:
+        """`tidyq rollout NAME --candidate V --percent P`, `rollback NAME`, `promote NAME` (the CLI and
+        the REST API): the change, then the per-version counters published. BadInput names the CLI's
+        argument (NAME, --candidate, --percent)."""
+        check_name(name, where="NAME")
+        if action == "rollout":
+            if candidate is None or percent is None:
+                raise BadInput("give both --candidate VERSION and --percent P", where="--candidate")
+            state, warning = self.start_rollout(name, candidate, percent)
+        elif action == "rollback":
+            state, warning = self.rollback(name)
+        elif action == "promote":
+            state, warning = self.promote(name)
+        else:
+            raise ValueError(f"unknown rollout action {action!r}")
+        self.publish_stats(name)
+        return state, warning
+
     # --- per-version stats --------------------------------------------------------------------
     def version_stats(self, name: str) -> dict[int, dict[str, float]]:
         raw = self.redis.hgetall(keys.version_stats(name))

@@ -87,12 +87,17 @@ def build_api_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/openapi.json", _endpoint(api.schema), methods=["GET"]),
         Route("/jobs", _endpoint(api.submit), methods=["POST"]),
+        Route("/jobs/estimate", _endpoint(api.estimate), methods=["POST"]),
         Route("/jobs", _endpoint(api.list_jobs), methods=["GET"]),
         Route("/jobs/{job_id}", _endpoint(api.get_job), methods=["GET"]),
         Route("/jobs/{job_id}/results", _endpoint(api.results), methods=["GET"]),
         Route("/jobs/{job_id}/cancel", _endpoint(api.cancel), methods=["POST"]),
         Route("/jobs/{job_id}/retry", _endpoint(api.retry), methods=["POST"]),
         Route("/programs", _endpoint(api.programs), methods=["GET"]),
+        Route("/programs", _endpoint(api.register), methods=["POST"]),
+        Route("/programs/{name}/rollout", _endpoint(api.rollout_status), methods=["GET"]),
+        *[Route(f"/programs/{{name}}/{action}", _endpoint(api.change_rollout), methods=["POST"])
+          for action in ("rollout", "rollback", "promote")],
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_problem})
     app.state.api = api

@@ -55,6 +55,78 @@ class JobRequest(BaseModel):
     chunk_size: int | None = Field(None, ge=1)
     deadline_seconds: float | None = Field(None, gt=0, description="how long items may wait for a backend whose "
                                                                     "circuit breakers are all open")
+    mode: str | None = Field(None, description="a batch: live (default) or economy (the provider's batch API at its "
+                                               "batch price; `tidyq batch --mode`)")
+    max_cost_usd: float | None = Field(None, description="a batch: the job ends as budget_exceeded at this spend, "
+                                                         "its results kept (default TIDYQ_MAX_COST_USD)")
+    tenant: str | None = Field(None, description="a batch: the tenant whose daily budget it is charged to "
+                                                 "(TIDYQ_TENANT_BUDGETS). A tenant token's jobs are always its "
+                                                 "own tenant's: it may omit this or name itself, nothing else")
+
+
+class RolloutRequest(BaseModel):
+    """`tidyq rollout NAME --candidate V --percent P`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"candidate": 2, "percent": 10}]})
+    candidate: int = Field(ge=1, description="the version to send traffic to")
+    percent: float = Field(ge=0, le=100, description="share of items asking for NAME (or models:/NAME@live)")
+
+
+class RegisterRequest(BaseModel):
+    """`tidyq register pkg.module:Name --name NAME [--state FILE]`: an import path only, never code."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"program": "mypkg.rag:RAG", "name": "rag"}]})
+    program: str = Field(description="pkg.module:Name, its package listed in TIDYQ_PROGRAM_PACKAGES and installed "
+                                     "on the server and the workers")
+    name: str = Field(description="registered model name")
+    state: Any = Field(None, description="JSON state to apply (what module.save('x.json') wrote)")
+
+
+class Registered(BaseModel):
+    uri: str = Field(description="models:/NAME/VERSION")
+    name: str
+    version: int
+
+
+class RolloutState(BaseModel):
+    """The rollout after a change (as `tidyq rollout/rollback/promote` print it)."""
+
+    live: int | None
+    candidate: int | None
+    percent: float
+    warning: str | None = Field(None, description="routing changed, but MLflow's aliases were not updated")
+
+
+class RolloutStatus(BaseModel):
+    """`tidyq rollout NAME`: the state and per-version counters."""
+
+    name: str
+    live: int | None
+    candidate: int | None
+    percent: float
+    versions: dict[str, dict[str, float]] = Field(description="version -> items, failed, error_rate, "
+                                                              "validation_failures, latency_mean_ms, ...")
+
+
+class Estimate(BaseModel):
+    """`tidyq batch --estimate`: the expected tokens and cost; nothing is enqueued."""
+
+    model_config = ConfigDict(extra="allow")
+    file: str = Field(description="'rows' or 'body' (the upload)")
+    backend: str
+    model: str | None
+    items: int
+    sent_items: int = Field(description="items after identical rows are folded")
+    duplicates_folded: int
+    input_tokens: int
+    output_tokens: int
+    output_tokens_per_field: int
+    cost_usd: float | None = Field(description="None when the price map has no price for the model")
+    economy_cost_usd: float | None
+    price_source: str
+    notes: list[str]
+    stages_not_estimated: list[str] | None = None
 
 
 class JobView(JobStatus):

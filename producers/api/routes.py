@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,10 +25,15 @@ from producers.submission import PREDICT_ITEM_ID, JobFailed, predict_outputs
 from shared.config import Settings
 from shared.errors import BadInput
 from shared.jobs import JobState
+from shared.program_uri import check_name
 from shared.store import JobNotFound
 
 UPLOAD_FIELDS = ("signature", "program", "backend", "model", "webhook_url", "idempotency_key", "chunk_size",
-                 "deadline_seconds")
+                 "deadline_seconds", "mode", "max_cost_usd", "tenant")
+BATCH_ONLY = ("mode", "max_cost_usd")
+# the registry's BadInput names CLI arguments: the API's fields instead
+REGISTRY_FIELDS = {"NAME": "name", "--name": "name", "--candidate": "candidate", "--percent": "percent",
+                   "PROGRAM": "program", "--state": "state"}
 MAX_PAGE = 1000
 
 
@@ -88,6 +94,24 @@ class Api:
         return JSONResponse(view, status_code=200 if job.existing else 201, headers={"Location": location})
 
     async def _submit_json(self, request: Request, caller: Caller) -> AsyncJob:
+        req = models.JobRequest.model_validate(await self._json_body(request))
+        if sum(x is not None for x in (req.inputs, req.rows, req.optimize)) != 1:
+            raise BadInput("give exactly one of 'inputs' (a predict), 'rows' (a batch) or 'optimize'", where="inputs")
+        if req.rows is None:
+            for name in BATCH_ONLY:
+                if getattr(req, name) is not None:
+                    raise BadInput("only a batch ('rows' or a JSONL upload) takes this", where=name)
+        if req.optimize is not None:
+            return await self._submit_optimize(req, caller)
+        options = self._options(req, request, caller)
+        if req.inputs is not None:
+            for name in ("chunk_size", *BATCH_ONLY):
+                options.pop(name)
+            return await self.client.submit_predict(req.signature, req.inputs, **options)
+        return await self.client.submit_batch(req.rows or [], req.signature, **options)
+
+    async def _json_body(self, request: Request) -> dict:
+        """The request's JSON object (at most TIDYQ_API_JSON_MAX_BYTES, read as it arrives)."""
         raw = bytearray()
         async for chunk in request.stream():
             raw += chunk
@@ -100,16 +124,7 @@ class Api:
             raise Problem(400, "malformed-json", f"the body is not JSON: {exc}", field="body") from None
         if not isinstance(body, dict):
             raise Problem(422, "bad-input", "the body must be a JSON object", field="body")
-        req = models.JobRequest.model_validate(body)
-        if sum(x is not None for x in (req.inputs, req.rows, req.optimize)) != 1:
-            raise BadInput("give exactly one of 'inputs' (a predict), 'rows' (a batch) or 'optimize'", where="inputs")
-        if req.optimize is not None:
-            return await self._submit_optimize(req, caller)
-        options = self._options(req, request, caller)
-        if req.inputs is not None:
-            options.pop("chunk_size")
-            return await self.client.submit_predict(req.signature, req.inputs, **options)
-        return await self.client.submit_batch(req.rows or [], req.signature, **options)
+        return body
 
     async def _submit_optimize(self, req: models.JobRequest, caller: Caller) -> AsyncJob:
         opts = req.optimize.model_dump() if req.optimize else {}
@@ -134,7 +149,26 @@ class Api:
             key = f"{caller.tenant}\x00{key}"  # one tenant's key never returns another tenant's job
         return {"backend": req.backend, "model": req.model, "program": req.program, "fallbacks": req.fallbacks,
                 "idempotency_key": key, "deadline_seconds": req.deadline_seconds, "webhook_url": req.webhook_url,
-                "tenant": caller.tenant, "chunk_size": req.chunk_size}
+                "tenant": self._tenant(req, caller), "chunk_size": req.chunk_size, "mode": req.mode or "live",
+                "max_cost_usd": req.max_cost_usd}
+
+    @staticmethod
+    def _tenant(req: models.JobRequest, caller: Caller) -> str | None:
+        """A tenant token's jobs are its tenant's; a token without one may name any tenant (`--tenant`)."""
+        if caller.tenant is None:
+            return req.tenant
+        if req.tenant not in (None, caller.tenant):
+            raise Problem(403, "forbidden", f"this token submits for tenant {caller.tenant!r} only; it cannot "
+                          "choose another tenant", field="tenant")
+        return caller.tenant
+
+    def _operator(self, request: Request) -> Caller:
+        """Registry changes serve every tenant's jobs: only a token without a tenant may make them."""
+        caller = self.caller(request)
+        if caller.tenant is not None:
+            raise Problem(403, "forbidden", "a tenant's token cannot change the program registry; use an "
+                          "operator token (one without TENANT= in TIDYQ_API_TOKENS)", field="Authorization")
+        return caller
 
     async def _submit_upload(self, request: Request, caller: Caller) -> AsyncJob:
         query = {name: request.query_params[name] for name in UPLOAD_FIELDS if name in request.query_params}
@@ -143,6 +177,14 @@ class Api:
         if unknown:
             raise BadInput(f"unknown parameter(s) {', '.join(sorted(unknown))}", where="query")
         req = models.JobRequest.model_validate({**query, "fallbacks": fallbacks})
+        options = self._options(req, request, caller)
+        async with self._uploaded(request) as path:
+            with _named(path, "body"):
+                return await self.client.submit_file(path, req.signature, **options)
+
+    @contextlib.asynccontextmanager
+    async def _uploaded(self, request: Request) -> AsyncIterator[str]:
+        """The request body streamed to a temporary file (at most TIDYQ_API_UPLOAD_MAX_BYTES), removed after."""
         fd, path = tempfile.mkstemp(prefix="tidyq-upload-", suffix=".jsonl")
         try:
             size = 0
@@ -153,13 +195,7 @@ class Api:
                         raise Problem(413, "too-large", f"the upload is over {self.settings.api_upload_max_bytes} "
                                       "bytes (TIDYQ_API_UPLOAD_MAX_BYTES)", field="body")
                     fh.write(chunk)
-            try:
-                return await self.client.submit_file(path, req.signature, **self._options(req, request, caller))
-            except BadInput as exc:  # name the upload, not the server's temporary file
-                problem = bad_input(exc)
-                problem.detail = problem.detail.replace(path, "body")
-                problem.field = (problem.field or "").replace(path, "body") or None
-                raise problem from None
+            yield path
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -234,6 +270,121 @@ class Api:
 
         listing = await asyncio.to_thread(registered_programs, self.settings)
         return JSONResponse(listing.model_dump(mode="json"))
+
+    async def estimate(self, request: Request) -> Response:
+        """`tidyq batch --estimate`: rows (JSON) or a JSONL upload -> the expected cost; enqueues nothing."""
+        self.caller(request)
+        from producers.estimate import estimate_file
+
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media in JSONL_TYPES:
+            unknown = set(request.query_params) - {"signature", "program", "backend", "model"}
+            if unknown:
+                raise BadInput(f"unknown parameter(s) {', '.join(sorted(unknown))}", where="query")
+            req = models.JobRequest.model_validate(dict(request.query_params))
+            uploaded, label = self._uploaded(request), "body"
+        elif media in ("application/json", ""):
+            req = models.JobRequest.model_validate(await self._json_body(request))
+            if req.rows is None:
+                raise BadInput("give the batch's 'rows' (or send a JSONL upload)", where="rows")
+            uploaded, label = _rows_file(req.rows), "rows"
+        else:
+            raise Problem(415, "unsupported-media-type", f"send application/json or a JSONL upload "
+                          f"({', '.join(JSONL_TYPES)}), not {media}", field="Content-Type")
+        target = await asyncio.to_thread(self.client.sync.resolve_target, req.signature, req.program, req.backend,
+                                         req.model)
+        async with uploaded as path:
+            with _named(path, label):
+                report = await asyncio.to_thread(estimate_file, path, signature=req.signature, program=req.program,
+                                                 model=target["model"], backend=target["backend"],
+                                                 settings=self.settings)
+        return JSONResponse({**report, "file": label})
+
+    async def _registry_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A registry method in a thread (MLflow calls block), its BadInput naming the API's fields."""
+        from shared.registry import get_registry
+
+        def run() -> Any:
+            return fn(get_registry(self.settings), *args, **kwargs)
+
+        try:
+            return await asyncio.to_thread(run)
+        except BadInput as exc:
+            problem = bad_input(exc)
+            where = problem.field or ""
+            if where == "program" and "has no version" in problem.detail:
+                problem.field = "candidate"  # the version named in the request does not exist
+            elif where == "program" or where.startswith("program "):
+                problem.field = "name" if "no registered model" in problem.detail else "program"
+            else:
+                problem.field = REGISTRY_FIELDS.get(where, where) or None
+            if "no registered model" in problem.detail:
+                problem.status, problem.kind = 404, "not-found"
+            raise problem from None
+
+    async def rollout_status(self, request: Request) -> Response:
+        """`tidyq rollout NAME`: the state and per-version counters."""
+        self.caller(request)
+        name = check_name(request.path_params["name"], where="name")
+        status = await self._registry_call(lambda reg: reg.status(name))
+        status["versions"] = {str(k): v for k, v in status["versions"].items()}
+        return JSONResponse(status)
+
+    async def change_rollout(self, request: Request) -> Response:
+        """POST /programs/{name}/rollout | rollback | promote: as the CLI commands of the same name."""
+        self._operator(request)
+        action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        options: dict[str, Any] = {}
+        if action == "rollout":
+            body = models.RolloutRequest.model_validate(await self._json_body(request))
+            options = {"candidate": body.candidate, "percent": body.percent}
+        state, warning = await self._registry_call(lambda reg: reg.change_rollout(
+            action, request.path_params["name"], **options))
+        return JSONResponse({**state.as_dict(), "warning": warning})
+
+    async def register(self, request: Request) -> Response:
+        """`tidyq register pkg.module:Name --name NAME`: an import path only (no code upload)."""
+        self._operator(request)
+        from producers.registering import register
+
+        body = models.RegisterRequest.model_validate(await self._json_body(request))
+        uri = await self._registry_call(lambda reg: register(body.program, body.name, body.state, state_where="state",
+                                                             files=False, settings=self.settings))
+        name, _, version = uri[len("models:/"):].rpartition("/")
+        return JSONResponse({"uri": uri, "name": name, "version": int(version)}, status_code=201)
+
+
+@contextlib.asynccontextmanager
+async def _rows_file(rows: list[Any]) -> AsyncIterator[str]:
+    """JSON rows as a temporary JSONL file (what `tidyq batch --estimate` reads), removed after."""
+    fd, path = tempfile.mkstemp(prefix="tidyq-rows-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def _named(path: str, label: str) -> Iterator[None]:
+    """A BadInput about the server's temporary file names what the caller sent instead: ``body:7`` for
+    line 7 of an upload, ``rows[6]`` for the 7th JSON row."""
+    try:
+        yield
+    except BadInput as exc:
+        problem = bad_input(exc)
+        if label == "rows":
+            def row(match: re.Match) -> str:
+                return f"rows[{int(match.group(1)) - 1}]"
+
+            problem.field = re.sub(re.escape(path) + r":(\d+)", row, problem.field or "") or None
+            problem.detail = re.sub(re.escape(path) + r":(\d+)", row, problem.detail)
+        problem.detail = problem.detail.replace(path, label)
+        problem.field = (problem.field or "").replace(path, label) or None
+        raise problem from None
 
 
 def validation_problem(exc: ValidationError) -> Problem:

@@ -25,10 +25,13 @@ def _json(name: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-def _problems(*codes: int) -> dict:
-    what = {400: "malformed request", 401: "no valid bearer token", 404: "no such job (or not this tenant's)",
-            409: "the job is in the wrong state for this", 413: "upload too large", 415: "unsupported content type",
-            422: "bad input: `field` names it", 503: "the queue's Redis or a server setting is missing"}
+def _problems(*codes: int, **described: str) -> dict:
+    what = {400: "malformed request", 401: "no valid bearer token", 403: "this token may not do this (`field` says "
+            "why: `tenant`, or `Authorization` for a tenant's token changing the registry)",
+            404: "no such job (or not this tenant's)", 409: "the job is in the wrong state for this",
+            413: "upload too large", 415: "unsupported content type", 422: "bad input: `field` names it",
+            503: "the queue's Redis or a server setting (e.g. TIDYQ_MLFLOW_TRACKING_URI) is missing"}
+    what.update({int(k[1:]): v for k, v in described.items()})
     return {str(c): {"description": what[c], "content": {problems.MEDIA_TYPE: {"schema": _ref("Problem")}}}
             for c in codes}
 
@@ -38,6 +41,9 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+        "description": "registered model name"}
+NO_MODEL = "no registered model of this name"
 SUBMIT_QUERY = [
     _query("wait", {"type": "number", "exclusiveMinimum": 0}, "answer once the job ended (at most this many "
            "seconds; capped by TIDYQ_API_MAX_WAIT_SECONDS); a predict's answer then carries `outputs`"),
@@ -47,7 +53,18 @@ SUBMIT_QUERY = [
            "repeatable"),
     _query("chunk_size", {"type": "integer", "minimum": 1}, "JSONL uploads only"),
     _query("deadline_seconds", {"type": "number", "exclusiveMinimum": 0}, "JSONL uploads only"),
+    _query("mode", {"type": "string", "enum": ["live", "economy"]}, "JSONL uploads only: the batch's mode"),
+    _query("max_cost_usd", {"type": "number", "exclusiveMinimum": 0}, "JSONL uploads only: the batch's max cost"),
+    _query("tenant", {"type": "string"}, "JSONL uploads only: the tenant charged (a tenant token: only its own)"),
 ]
+ESTIMATE_QUERY = [_query(name, {"type": "string"}, f"JSONL uploads only: the batch's {name}")
+                  for name in ("signature", "program", "backend", "model")]
+
+
+def _change(op: str, summary: str, body: dict | None = None) -> dict:
+    return {"post": {"operationId": op, "summary": summary, "parameters": [NAME], **(body or {}),
+                     "responses": {"200": _json("RolloutState", "the rollout state after the change"),
+                                   **_problems(401, 403, 404, 422, 503, p404=NO_MODEL)}}}
 
 
 @lru_cache(maxsize=1)
@@ -55,7 +72,10 @@ def openapi() -> dict[str, Any]:
     _, defs = models_json_schema([(models.JobRequest, "validation"), (models.Row, "validation"),
                                   (models.JobView, "serialization"), (models.JobList, "serialization"),
                                   (models.ResultsPage, "serialization"), (models.Cancelled, "serialization"),
-                                  (JobStatus, "serialization"), (ItemResult, "serialization")],
+                                  (JobStatus, "serialization"), (ItemResult, "serialization"),
+                                  (models.RolloutRequest, "validation"), (models.RegisterRequest, "validation"),
+                                  (models.Registered, "serialization"), (models.RolloutState, "serialization"),
+                                  (models.RolloutStatus, "serialization"), (models.Estimate, "serialization")],
                                  ref_template="#/components/schemas/{model}")
     schemas = defs["$defs"]
     schemas["JobRequest"]["properties"]["rows"] = {
@@ -71,7 +91,8 @@ def openapi() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "tidyq", "version": "1", "description": "Jobs of DSPy programs: submit predicts and "
-                 "batches, follow them, read their results. Every call but this document needs "
+                 "batches, follow them, read their results, estimate a batch's cost; register programs and roll "
+                 "versions out. Every call but this document needs "
                  "`Authorization: Bearer <token>` (TIDYQ_API_TOKENS). Errors are RFC 9457 problem details."},
         "servers": [{"url": "/api/v1"}],
         "components": {"schemas": schemas,
@@ -123,9 +144,37 @@ def openapi() -> dict[str, Any]:
                                               "responses": {"201": _json("JobStatus", "the new job's status"),
                                                             "204": {"description": "no failed items: no job"},
                                                             **_problems(401, 404, 409, 503)}}},
+            "/jobs/estimate": {"post": {
+                "operationId": "estimateBatch", "summary": "The expected tokens and cost of a batch (rows, or a "
+                "JSONL upload), as `tidyq batch --estimate`; enqueues nothing", "parameters": ESTIMATE_QUERY,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("JobRequest"), "example": models.BATCH_EXAMPLE},
+                    **{t: jsonl_body for t in JSONL_TYPES}}},
+                "responses": {"200": _json("Estimate", "the estimate"), **_problems(400, 401, 413, 415, 422, 503)}}},
             "/programs": {"get": {"operationId": "listPrograms", "summary": "Registered programs usable as "
                                   "`program`", "responses": {"200": _json("ProgramList", "programs"),
-                                                             **_problems(401, 503)}}},
+                                                             **_problems(401, 503)}},
+                          "post": {"operationId": "registerProgram", "summary": "Register an import path "
+                                   "pkg.module:Name (allowed by TIDYQ_PROGRAM_PACKAGES) as a new version, as "
+                                   "`tidyq register`; no code upload. Operator tokens only",
+                                   "requestBody": {"required": True, "content": {"application/json": {
+                                       "schema": _ref("RegisterRequest"),
+                                       "example": {"program": "mypkg.rag:RAG", "name": "rag"}}}},
+                                   "responses": {"201": _json("Registered", "the new version"),
+                                                 **_problems(400, 401, 403, 422, 503)}}},
+            "/programs/{name}/rollout": {
+                "get": {"operationId": "getRollout", "summary": "The rollout state and per-version counters (as "
+                        "`tidyq rollout NAME`)", "parameters": [NAME],
+                        "responses": {"200": _json("RolloutStatus", "state and counters"),
+                                      **_problems(401, 404, 422, 503, p404=NO_MODEL)}},
+                **_change("startRollout", "Send `percent` % of items asking for NAME to `candidate` (as `tidyq "
+                          "rollout NAME --candidate V --percent P`). Operator tokens only",
+                          {"requestBody": {"required": True, "content": {"application/json": {
+                              "schema": _ref("RolloutRequest"), "example": {"candidate": 2, "percent": 10}}}}})},
+            "/programs/{name}/rollback": _change("rollback", "Every item back to the live version, from the next "
+                                                 "item on (as `tidyq rollback NAME`). Operator tokens only"),
+            "/programs/{name}/promote": _change("promote", "The candidate becomes live (as `tidyq promote NAME`). "
+                                                "Operator tokens only"),
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {}}}}}},

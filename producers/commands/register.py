@@ -31,25 +31,6 @@ def _read_state(path: str) -> Any:
         raise BadInput(f"not JSON: {exc} (give the file module.save('state.json') wrote)", where=path) from None
 
 
-def build_for_registering(target: str) -> tuple[Any, Any]:
-    """FILE.py:Name or pkg.module:Name -> (built module, ProgramSpec)."""
-    from shared.program_files import ProgramSpec
-    from shared.program_uri import parse_import_path
-    from shared.user_code import load_file, load_import_path
-
-    path, sep, attr = target.rpartition(":")
-    if not sep or not attr:
-        raise BadInput(f"expected FILE.py:Name or pkg.module:Name, got {target!r}", where="PROGRAM")
-    if path.endswith(".py") or "/" in path:
-        if not attr.isidentifier():
-            raise BadInput(f"bad name {attr!r} after the file", where="PROGRAM")
-        module, source = load_file(path, attr)
-        return module, ProgramSpec("code", attr=attr, source=source)
-    ref = parse_import_path(target, where="PROGRAM")
-    module = load_import_path(ref.uri)
-    return module, ProgramSpec("import", import_path=ref.uri)
-
-
 @app.command()
 def register(
     program: str = typer.Argument(..., metavar="PROGRAM", help="FILE.py:Name or pkg.module:Name (a dspy.Module "
@@ -59,14 +40,7 @@ def register(
 ):
     """Register a program from code as a new version of NAME; prints models:/NAME/VERSION."""
     with cli_errors():
-        from shared.program_files import apply_state, demos_of
-        from shared.program_uri import check_name
-        from shared.registry import get_registry
+        from producers.registering import register as register_program
 
-        check_name(name, where="--name")
-        module, spec = build_for_registering(program)
-        if state is not None:
-            apply_state(module, _read_state(state), where=state)
-        version = get_registry().register_program(name, module, spec, source=program,
-                                                  tags={"tidyq.demos": len(demos_of(module))})
-        typer.echo(f"models:/{name}/{version}")
+        loaded = None if state is None else _read_state(state)
+        typer.echo(register_program(program, name, loaded, state_where=state or "--state"))

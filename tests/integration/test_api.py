@@ -13,6 +13,8 @@ import redis
 from producers import Client
 from producers.api.process import ApiServerProcess
 from shared import keys
+from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
+from tests.user_programs_support import USER_CODE
 
 TOKEN = "api-token-0123456789abcdef"
 TENANT_A = "tenant-a-token-0123456789"
@@ -59,7 +61,7 @@ def test_the_api_walked_from_its_own_openapi_document(api, mock_worker):
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("example")
-            url = api.url + path.replace("{job_id}", job_id or "x")
+            url = api.url + path.replace("{job_id}", job_id or "x").replace("{name}", "qa")
             query = {"wait": 30} if op["operationId"] == "submitJob" else {}
             response = httpx.request(method, url, json=body, params=query, headers=auth(), timeout=60)
             check_response(doc, op, response)
@@ -82,7 +84,8 @@ def test_the_api_walked_from_its_own_openapi_document(api, mock_worker):
                     assert bad.status_code == 422 and bad.json()["field"] == f"query parameter '{param['name']}'"
             seen.add(op["operationId"])
     assert seen == {"submitJob", "listJobs", "getJob", "getResults", "cancelJob", "retryJob", "listPrograms",
-                    "openapi"}
+                    "openapi", "estimateBatch", "registerProgram", "getRollout", "startRollout", "rollback",
+                    "promote"}
     # unknown endpoints and methods are problems too
     missing = httpx.get(f"{api.url}/nope", headers=auth())
     assert missing.status_code == 404 and missing.json()["type"].endswith("not-found")
@@ -223,3 +226,134 @@ def test_optimize_jobs_are_submitted_and_checked_like_the_cli(api):
                           ({"kind": "tree"}, "optimize.kind")]:
         bad = httpx.post(f"{api.url}/jobs", json={**body, "optimize": {**body["optimize"], **change}}, headers=auth())
         assert bad.status_code == 422 and bad.json()["field"].startswith(field), (change, bad.text)
+
+
+@pytest.fixture
+def registry_api(redis_url, tmp_path, mlflow_uri):
+    """The API server with a real sqlite MLflow registry and the user's package (tests/user_code) allowed."""
+    env = {"TIDYQ_REDIS_URL": redis_url, "TIDYQ_API_TOKENS": f"{TOKEN},alpha={TENANT_A}",
+           "TIDYQ_MLFLOW_TRACKING_URI": mlflow_uri, "TIDYQ_PROGRAM_PACKAGES": "userprogs",
+           "PYTHONPATH": str(USER_CODE)}
+    server = ApiServerProcess(env, log_path=tmp_path / "api.log").start()
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_register_rollout_rollback_promote_like_the_cli(registry_api):
+    url = registry_api.url
+    body = {"program": "userprogs.multihop:MultiHop", "name": "hops"}
+    first = httpx.post(f"{url}/programs", json=body, headers=auth(), timeout=120)
+    assert first.status_code == 201, first.text
+    assert first.json() == {"uri": "models:/hops/1", "name": "hops", "version": 1}
+    assert httpx.post(f"{url}/programs", json=body, headers=auth(), timeout=120).json()["version"] == 2
+    listed = httpx.get(f"{url}/programs", headers=auth(TENANT_A), timeout=60).json()["programs"]
+    assert [(p["name"], p["versions"]) for p in listed] == [("hops", [1, 2])]
+    for bad, field, status, words in [
+        ({"program": "userprogs/multihop.py:MultiHop", "name": "hops"}, "program", 422, "no code upload"),
+        ({"program": "os.path:join", "name": "hops"}, "", 503, "TIDYQ_PROGRAM_PACKAGES"),  # as POST /jobs says
+        ({"program": "userprogs.multihop:Nope", "name": "hops"}, "program", 422, "Nope"),
+        ({"program": "userprogs.multihop:MultiHop", "name": "bad name!"}, "name", 422, ""),
+        ({"program": "userprogs.multihop:MultiHop"}, "name", 422, ""),
+    ]:
+        r = httpx.post(f"{url}/programs", json=bad, headers=auth(), timeout=60)
+        problem = r.json()
+        assert r.status_code == status and problem.get("field", "").startswith(field), (bad, r.text)
+        assert words in problem["detail"], (bad, r.text)
+    # a tenant's token cannot change what every tenant's jobs are served by
+    for path, payload in [("/programs", body), ("/programs/hops/rollout", {"candidate": 2, "percent": 10}),
+                          ("/programs/hops/rollback", None), ("/programs/hops/promote", None)]:
+        r = httpx.post(url + path, json=payload, headers=auth(TENANT_A), timeout=60)
+        assert r.status_code == 403 and r.json()["field"] == "Authorization", (path, r.text)
+
+    r = httpx.post(f"{url}/programs/hops/rollout", json={"candidate": 2, "percent": 25}, headers=auth(), timeout=60)
+    assert r.status_code == 200 and r.json() == {"live": 1, "candidate": 2, "percent": 25.0, "warning": None}, r.text
+    status = httpx.get(f"{url}/programs/hops/rollout", headers=auth(TENANT_A), timeout=60).json()
+    assert (status["name"], status["live"], status["candidate"], status["percent"]) == ("hops", 1, 2, 25.0)
+    assert httpx.get(f"{url}/programs/nobody/rollout", headers=auth(), timeout=60).status_code == 404
+    assert httpx.get(f"{url}/programs/bad name!/rollout", headers=auth(), timeout=60).json()["field"] == "name"
+    from shared.config import Settings
+    from shared.registry import Registry
+
+    assert Registry(Settings()).rollout_state("hops").as_dict() == {"live": 1, "candidate": 2, "percent": 25.0}
+    for path, payload, field, code in [
+        ("/programs/hops/rollout", {"candidate": 9, "percent": 10}, "candidate", 422),
+        ("/programs/hops/rollout", {"candidate": 1, "percent": 10}, "candidate", 422),  # already live
+        ("/programs/hops/rollout", {"candidate": 2, "percent": 150}, "percent", 422),
+        ("/programs/hops/rollout", {"candidate": 2}, "percent", 422),
+        ("/programs/nobody/rollout", {"candidate": 2, "percent": 10}, "name", 404),
+        ("/programs/nobody/promote", None, "name", 404),
+    ]:
+        r = httpx.post(url + path, json=payload, headers=auth(), timeout=60)
+        assert r.status_code == code and r.json()["field"] == field, (path, payload, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    r = httpx.post(f"{url}/programs/hops/rollback", headers=auth(), timeout=60)
+    assert r.json() == {"live": 1, "candidate": None, "percent": 0.0, "warning": None}, r.text
+    r = httpx.post(f"{url}/programs/hops/promote", headers=auth(), timeout=60)
+    assert r.status_code == 422 and r.json()["field"] == "name" and "no candidate" in r.json()["detail"]
+    httpx.post(f"{url}/programs/hops/rollout", json={"candidate": 2, "percent": 5}, headers=auth(), timeout=60)
+    r = httpx.post(f"{url}/programs/hops/promote", headers=auth(), timeout=60)
+    assert r.json() == {"live": 2, "candidate": None, "percent": 0.0, "warning": None}, r.text
+
+
+def test_estimate_answers_what_tidyq_batch_estimate_prints_and_enqueues_nothing(api, redis_url, tmp_path):
+    from producers.estimate import estimate_file
+
+    rows = [{"custom_id": f"e{i}", "inputs": {"question": f"What is {i}+{i}?"}} for i in range(5)]
+    rows.append({"custom_id": "dup", "inputs": {"question": "What is 0+0?"}})
+    body = {"signature": SIG, "backend": "direct", "model": "openai/gpt-4o-mini", "rows": rows}
+    r = httpx.post(f"{api.url}/jobs/estimate", json=body, headers=auth(TENANT_A), timeout=60)
+    assert r.status_code == 200, r.text
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    from shared.config import Settings
+
+    cli = estimate_file(path, signature=SIG, program=None, backend="direct", model="openai/gpt-4o-mini",
+                        settings=Settings())
+    assert r.json() == {**cli, "file": "rows"}
+    assert r.json()["items"] == 6 and r.json()["duplicates_folded"] == 1 and r.json()["cost_usd"] > 0
+    upload = httpx.post(f"{api.url}/jobs/estimate", params={"signature": SIG, "backend": "direct",
+                                                            "model": "openai/gpt-4o-mini"},
+                        content=path.read_bytes(), headers={**auth(), "Content-Type": "application/x-ndjson"})
+    assert upload.status_code == 200 and upload.json() == {**cli, "file": "body"}, upload.text
+    bad_rows = [*rows[:2], {"custom_id": "x", "inputs": {"quest": "typo"}}]
+    r = httpx.post(f"{api.url}/jobs/estimate", json={**body, "rows": bad_rows}, headers=auth())
+    assert r.status_code == 422 and r.json()["field"] == "rows[2]: field 'inputs.quest'", r.text
+    assert "tidyq-rows" not in r.text
+    r = httpx.post(f"{api.url}/jobs/estimate", params={"signature": SIG, "backend": "mock"},
+                   content=b'{"inputs": {"question": "ok"}}\n{"inputs": {}}\n',
+                   headers={**auth(), "Content-Type": "application/jsonl"})
+    assert r.status_code == 422 and r.json()["field"].startswith("body:2"), r.text
+    r = httpx.post(f"{api.url}/jobs/estimate", json={"signature": SIG, "backend": "mock"}, headers=auth())
+    assert r.status_code == 422 and r.json()["field"] == "rows"
+    assert redis.Redis.from_url(redis_url).zcard(keys.jobs_index()) == 0  # nothing enqueued
+
+
+def test_batch_mode_max_cost_and_tenant_as_the_cli_options(api, redis_url):
+    rows = [{"custom_id": "a", "inputs": {"question": "1+1?"}}]
+    base = {"signature": SIG, "backend": "mock", "rows": rows}
+    r = httpx.post(f"{api.url}/jobs", json={**base, "max_cost_usd": 0.5, "tenant": "gamma"}, headers=auth())
+    assert r.status_code == 201 and r.json()["tenant"] == "gamma", r.text  # an operator's token names any tenant
+    spec = Client().store.spec(r.json()["id"])
+    assert spec.max_cost_usd == 0.5 and spec.mode == "live" and spec.tenant == "gamma"
+    mine = httpx.post(f"{api.url}/jobs", json={**base, "tenant": "alpha"}, headers=auth(TENANT_A))
+    assert mine.status_code == 201 and mine.json()["tenant"] == "alpha"
+    for body, token, field, status in [
+        ({**base, "tenant": "beta"}, TENANT_A, "tenant", 403),   # a tenant token cannot choose another tenant
+        ({**base, "mode": "economy"}, TOKEN, "mode", 422),       # economy needs direct/bedrock and a model
+        ({**base, "mode": "cheap"}, TOKEN, "mode", 422),
+        ({**base, "max_cost_usd": -1}, TOKEN, "max_cost_usd", 422),
+        ({**base, "tenant": "bad tenant!"}, TOKEN, "tenant", 422),
+        ({"signature": SIG, "backend": "mock", "inputs": {"question": "x"}, "mode": "economy"}, TOKEN, "mode", 422),
+    ]:
+        r = httpx.post(f"{api.url}/jobs", json=body, headers=auth(token))
+        assert r.status_code == status and r.json()["field"] == field, (body, r.text)
+    r = httpx.post(f"{api.url}/jobs", params={"signature": SIG, "backend": "mock", "tenant": "beta"},
+                   content=b'{"inputs": {"question": "x"}}\n', headers={**auth(TENANT_A), "Content-Type":
+                                                                        "application/x-ndjson"})
+    assert r.status_code == 403 and r.json()["field"] == "tenant"
+    r = httpx.post(f"{api.url}/jobs", params={"signature": SIG, "backend": "mock", "max_cost_usd": "2"},
+                   content=b'{"inputs": {"question": "x"}}\n', headers={**auth(), "Content-Type":
+                                                                        "application/x-ndjson"})
+    assert r.status_code == 201 and Client().store.spec(r.json()["id"]).max_cost_usd == 2.0, r.text
+    assert redis.Redis.from_url(redis_url).zcard(keys.jobs_index()) == 3
