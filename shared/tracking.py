@@ -346,10 +346,9 @@ def flush(job_id: str, redis_client=None, ttl_seconds: int | None = None) -> int
             if name.startswith("v:"):
                 _, model, version, counter = name.split(":", 3)
                 versions.setdefault((model, int(version)), {})[counter] = value
-            if float(value).is_integer():
-                p.hincrby(key, name, int(value))
-            else:
-                p.hincrbyfloat(key, name, value)
+            # always a float increment: HINCRBY fails on a field an earlier HINCRBYFLOAT left fractional
+            # (a latency sum that happened to be whole, then one that was not)
+            p.hincrbyfloat(key, name, value)
         p.expire(key, ttl_seconds or get_settings().result_ttl_seconds)
         p.execute()
     if versions:

@@ -25,8 +25,6 @@ def record_version_stats(versions: dict[tuple[str, int], dict[str, float]], *, r
             for counter, value in counters.items():
                 if counter not in _COUNTERS or not value:
                     continue
-                if float(value).is_integer():
-                    p.hincrby(key, f"{version}:{counter}", int(value))
-                else:
-                    p.hincrbyfloat(key, f"{version}:{counter}", value)
+                # a float increment always (HINCRBY fails on a field once left fractional); readers parse floats
+                p.hincrbyfloat(key, f"{version}:{counter}", value)
         p.execute()

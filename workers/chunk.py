@@ -18,6 +18,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
+import redis
+
 from shared import tracking
 from shared.budget import Admissions, tenant_budgets
 from shared.config import Settings
@@ -120,8 +122,10 @@ class ResultBuffer:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        # the items' LM numbers first: a job that these results complete shows its usage at once
-        tracking.flush(self.job_id, self.store.r, ttl_seconds=self.ttl_seconds)
+        try:  # the items' LM numbers first: a job that these results complete shows its usage at once
+            tracking.flush(self.job_id, self.store.r, ttl_seconds=self.ttl_seconds)
+        except redis.ResponseError as exc:  # a tracking number never fails an item (Redis being away does)
+            get_logger(job_id=self.job_id).warning("job_tracking_failed", error=error_message(exc))
         new = self.store.record_results(self.job_id, batch)
         self.recorded += max(0, new)
 
