@@ -107,7 +107,8 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
         st = job.wait(timeout=150, poll=0.05)
         seconds[phase] = round(time.monotonic() - started, 2)
         results = list(job.results(timeout=10))
-        assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, [r for r in results if r["status"] != "succeeded"][:3]
+        failed = [r for r in results if r["status"] != "succeeded"]
+        assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, failed[:3]
         by_id = {r["custom_id"]: r for r in results}
         for row in inputs:
             assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
