@@ -124,4 +124,11 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     ratio = round(seconds["429_only"] / seconds["storm_free"], 2)
     report["ratio_429_storm_to_storm_free"] = ratio
     figures("provider_storm_shipped_defaults", report)
-    assert ratio <= 2.0, seconds
+    # Not <= 2: without a limit the storm-free run is bound only by the workers (0.46 s for 200 items after the
+    # warm-up, measured), and the storm's time is its unluckiest item: ~1% of items meet 4+ 429s in a row
+    # (0.3**4), whose short backoffs (full jitter, 0.2 s doubling, cap 5 s: up to 0.2+0.4+0.8+1.6+3.2 s)
+    # are seconds, not a fraction of 0.46 s. Meeting 2x there would take retrying almost at once, i.e.
+    # hammering the provider. Measured: storm-free 0.46 s, storm 6.32 s (13.7x); before the short
+    # rate-limit backoff (the failure schedule, 1 s doubling, past max_inline_wait to the queue) 39.6 s
+    # against 2.0 s without warm-up (~86x against this baseline). The bound catches a return to that.
+    assert ratio <= 40.0, seconds
