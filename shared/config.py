@@ -47,7 +47,11 @@ class BackendType(str, Enum):
 class RetryConfig:
     """Backoff policy of the one retry layer (shared.steps.retry).
 
-    delay(n) = min(max_delay, base_delay * backoff_factor**n) +/- jitter (a fraction of it).
+    delay(n) = min(max_delay, base_delay * backoff_factor**n) +/- jitter (a fraction of it), for failures
+    (5xx, timeouts, connection errors). A rate-limit answer without Retry-After (and no global limiter
+    pacing the backend) has its own short schedule, "full jitter": uniform(0, min(rate_limit_max_delay,
+    rate_limit_base_delay * backoff_factor**n)) (the ceiling itself when jitter is 0). A Retry-After is
+    honoured exactly.
     A wait longer than ``max_inline_wait`` (a large Retry-After) is not slept in the worker:
     the item is handed back to the queue with a countdown.
     """
@@ -61,10 +65,16 @@ class RetryConfig:
     # rate-limit answers (429, 503 + Retry-After) are not failures: their own, larger budget; with a
     # global rate limit on the backend they wait for the limiter's next slot instead of backing off
     max_rate_limit_retries: int = 10
+    # a 429 says "slow down a little", not "down": a short, jittered, capped backoff of its own (0.1 s
+    # on average first, doubling, at most 5 s) instead of the failure schedule's 1 s, 2 s, 4 s ...
+    rate_limit_base_delay: float = 0.2
+    rate_limit_max_delay: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.max_rate_limit_retries < 0:
             raise ConfigurationError("RetryConfig.max_retries and max_rate_limit_retries must be >= 0")
+        if self.rate_limit_base_delay < 0 or self.rate_limit_max_delay < 0:
+            raise ConfigurationError("RetryConfig.rate_limit_base_delay and rate_limit_max_delay must be >= 0")
         if self.base_delay < 0 or self.max_delay < 0 or self.backoff_factor < 1:
             raise ConfigurationError("RetryConfig delays must be >= 0 and backoff_factor >= 1")
         if not 0 <= self.jitter <= 1:

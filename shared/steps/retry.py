@@ -5,6 +5,9 @@ billing and bad-request errors fail at once. Rate-limit answers (429, 503 with R
 not failures: they have their own budget (``max_rate_limit_retries``), and when a global rate
 limit paces the backend the retry waits for the limiter's next slot rather than a backoff that
 would only idle the worker (the limiter has dropped its burst on the 429: shared/steps/ratelimit.py).
+Without a limiter, a rate-limit answer without Retry-After gets its own short, capped "full jitter"
+backoff (:func:`rate_limit_delay`: retries spread out, the pause grows while the provider keeps
+answering 429) rather than the failure schedule (1 s doubling), which made a 30% 429 storm 20x slower.
 DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.
 """
@@ -49,6 +52,14 @@ def backoff_delay(config: RetryConfig, retry_number: int, rng: random.Random) ->
     return max(0.0, base)
 
 
+def rate_limit_delay(config: RetryConfig, retry_number: int, rng: random.Random) -> float:
+    """Delay before rate-limit retry ``retry_number`` (0-based) when the provider gave no Retry-After:
+    full jitter, uniform(0, min(rate_limit_max_delay, rate_limit_base_delay * backoff_factor**n)); the
+    ceiling itself when ``config.jitter`` is 0."""
+    ceiling = min(config.rate_limit_max_delay, config.rate_limit_base_delay * config.backoff_factor ** retry_number)
+    return rng.uniform(0.0, ceiling) if config.jitter else ceiling
+
+
 class RetryStep:
     name = "retry"
 
@@ -82,9 +93,12 @@ class RetryStep:
 
     def _wait(self, exc: lm15.LM15Error, count: int, rate_limited: bool) -> float:
         """Retry-After when the provider gave one; no pause of our own for a rate-limit answer that
-        the global limiter paces (the limiter's next slot is the wait); else capped backoff."""
+        the global limiter paces (the limiter's next slot is the wait); the short rate-limit backoff for
+        other rate-limit answers; else the failure backoff."""
         if exc.retry_after is not None and exc.retry_after >= 0:
             return float(exc.retry_after)
         if rate_limited and getattr(exc, PACED, False):
             return 0.0
+        if rate_limited:
+            return rate_limit_delay(self.config, count, self.rng)
         return backoff_delay(self.config, count, self.rng)

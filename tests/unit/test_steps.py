@@ -13,7 +13,7 @@ from shared.errors import RetryLater
 from shared.steps import stats
 from shared.steps.cache import CacheStep, MemoryTier, cache_key
 from shared.steps.ratelimit import RateLimitStep, TokenBucket
-from shared.steps.retry import RetryStep, backoff_delay, is_transient
+from shared.steps.retry import RetryStep, backoff_delay, is_transient, rate_limit_delay
 
 
 def request(text="hi", **config):
@@ -31,6 +31,36 @@ def test_backoff_is_exponential_capped_and_jittered():
     jittered = RetryConfig(base_delay=1.0, backoff_factor=2.0, max_delay=30.0, jitter=0.5)
     values = {round(backoff_delay(jittered, 2, random.Random(s)), 3) for s in range(20)}
     assert len(values) > 10 and all(2.0 <= v <= 6.0 for v in values)
+
+
+def test_rate_limit_backoff_is_short_full_jitter_capped_and_keeps_the_failure_schedule():
+    shipped = RetryConfig()
+    # contract defaults of the failure schedule unchanged; the rate-limit schedule is a separate setting
+    assert (shipped.max_retries, shipped.base_delay, shipped.backoff_factor) == (3, 1.0, 2.0)
+    assert (shipped.rate_limit_base_delay, shipped.rate_limit_max_delay) == (0.2, 5.0)
+    exact = RetryConfig(rate_limit_base_delay=0.2, rate_limit_max_delay=1.0, jitter=0.0)
+    assert [rate_limit_delay(exact, n, random.Random(0)) for n in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    rng = random.Random(3)
+    for n in range(12):
+        ceiling = min(5.0, 0.2 * 2 ** n)
+        draws = [rate_limit_delay(shipped, n, rng) for _ in range(400)]
+        assert all(0.0 <= d <= ceiling for d in draws)  # full jitter: anywhere in [0, ceiling]
+        assert 0.35 * ceiling < sum(draws) / len(draws) < 0.65 * ceiling  # uniform: mean near ceiling / 2
+        assert max(draws) > 0.9 * ceiling and min(draws) < 0.1 * ceiling
+    # the step: 429s without Retry-After take the short schedule, a Retry-After is exact, 5xx the normal one
+    slept: list[float] = []
+    step = RetryStep(RetryConfig(jitter=0.0), sleep=slept.append)
+    call_next, calls = scripted(lm15.RateLimitError("slow", status=429), lm15.RateLimitError("slow", status=429),
+                                lm15.RateLimitError("slow", status=429, retry_after=0.7),
+                                lm15.ServerError("down", status=500), lm15.TimeoutError("slow"), response())
+    assert step(request(), call_next).message.text == "ok"
+    assert len(calls) == 6 and slept == [0.2, 0.4, 0.7, 1.0, 2.0]
+    slept.clear()
+    jittered = RetryStep(RetryConfig(), sleep=slept.append, rng=random.Random(1))
+    call_next, calls = scripted(*([lm15.RateLimitError("slow", status=429)] * 10), response())
+    jittered(request(), call_next)  # ten 429s in a row: within max_rate_limit_retries, each capped at 5 s
+    assert len(calls) == 11 and len(set(slept)) == 10
+    assert all(0 <= d <= min(5.0, 0.2 * 2 ** n) for n, d in enumerate(slept))
 
 
 def test_transient_classification():
