@@ -132,3 +132,16 @@ def worker_heartbeat(hostname: str) -> str:
 def active_jobs() -> str:
     """Sorted set job id -> last time a worker started one of its chunks (the running-jobs view)."""
     return f"{PREFIX}:ops:active-jobs"
+
+
+# --- adaptive concurrency (shared/concurrency.py)
+
+def concurrency(target_id: str) -> str:
+    """Hash worker (host:pid) -> JSON {limit, inflight, mode, latency_ms, throttles, ts}: each
+    worker process's current in-flight cap for one target, refreshed about once a second."""
+    return f"{PREFIX}:concurrency:{{{target_id}}}"
+
+
+def concurrency_index() -> str:
+    """Set of target ids that have a concurrency entry (for `tidyq queues` and the metrics)."""
+    return f"{PREFIX}:concurrency-targets"

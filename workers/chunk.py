@@ -13,34 +13,26 @@ asked for a long wait (RetryLater) are handed back to the caller to re-enqueue w
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from shared import tracking
 from shared.config import Settings
 from shared.errors import AllTargetsOpen, RetryLater
-from shared.fallback import skipped_of
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.program_io import prediction_outputs
-from shared.program_uri import is_import_path
-from shared.programs import resolve_program
 from shared.queues import queue_for
 from shared.store import JobStore
-from shared.telemetry import get_logger, redact
-from workers import metrics_publisher, runtime
-
-# Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
-PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
-
-
-def is_pass_through(exc: BaseException) -> bool:
-    return type(exc).__name__ in PASS_THROUGH or not isinstance(exc, Exception)
-
-
-def error_message(exc: BaseException) -> str:
-    return redact(str(exc) or type(exc).__name__)[:2000]
+from shared.telemetry import get_logger
+from workers import async_items, metrics_publisher, runtime
+from workers.items import (
+    check_item,
+    error_message,
+    is_pass_through,
+    item_failed,
+    item_succeeded,
+    served_version,
+)
 
 
 @dataclass
@@ -103,24 +95,17 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     """One item on the job's target chain: its own backend/model, then its fallbacks, all inside
     one engine (shared/fallback.py decides when to move on). Raises RetryLater (AllTargetsOpen
     when every target's breaker is open) and Celery's time-limit exceptions; every other failure
-    becomes a failed result, naming the targets it skipped and why."""
+    becomes a failed result, naming the targets it skipped and why. (workers/async_items.py runs
+    the same steps on DSPy's async path.)"""
     started = time.perf_counter()
-    try:
-        size = len(json.dumps(item.inputs, ensure_ascii=False).encode())
-    except (TypeError, ValueError) as exc:
-        return ItemResult.failure(item.custom_id, "BadInput", f"inputs are not JSON: {exc}", backend=spec.backend,
-                                  model=spec.model)
-    if size > max_item_bytes:
-        return ItemResult.failure(item.custom_id, "BadInput", f"item is {size} bytes; the limit is {max_item_bytes}",
-                                  backend=spec.backend, model=spec.model)
-    fallbacks = tuple(spec.fallback)
+    bad = check_item(spec, item, max_item_bytes)
+    if bad is not None:
+        return bad
     served = None  # the registered version this item runs (rollout split per item id)
-    call = None
     try:
-        if spec.program and not is_import_path(spec.program):
-            served = resolve_program(spec.program, item.custom_id)
+        served = served_version(spec, item)
         module = runtime.get_module(spec.backend, spec.model, spec.signature, served.uri if served else spec.program,
-                                    fallbacks)
+                                    tuple(spec.fallback))
         prediction, call = module.predict_with_stats(**item.inputs)
         outputs = prediction_outputs(prediction)  # a field with no JSON form fails the item, named
     except RetryLater:
@@ -128,19 +113,8 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     except BaseException as exc:
         if is_pass_through(exc):
             raise
-        result = ItemResult.failure(item.custom_id, type(exc).__name__, error_message(exc), backend=spec.backend,
-                                    model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3))
-        result.skipped = skipped_of(exc)
-    else:
-        backend, model = spec.backend, module.wrapper.model
-        if call.served_by and call.skipped:  # a fallback target answered
-            backend, _, model = call.served_by.partition(":")
-        result = ItemResult(
-            custom_id=item.custom_id, status="succeeded", outputs=outputs,
-            backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
-    tracking.record_item(spec.id, result, call, served)
-    return result
+        return item_failed(spec, item, exc, started, served)
+    return item_succeeded(spec, item, module, outputs, call, started, served)
 
 
 class ChunkRunner:
@@ -236,17 +210,31 @@ class ChunkRunner:
                 handle(item, None, exc)
 
     def _run_threaded(self, spec, todo, handle, watch) -> None:
-        executor = runtime.executor_for(spec.backend)
-        limit = min(runtime.concurrency_for(spec.backend), len(todo))
+        max_bytes = self.settings.max_item_bytes
+        if self.settings.async_items:  # coroutines on the process's event loop (workers/async_items.py)
+            def submit(item: Item) -> Future:
+                return async_items.submit(spec, item, max_bytes)
+
+            def limit() -> int:
+                return async_items.window(spec)
+        else:
+            executor = runtime.executor_for(spec.backend)
+            threads = runtime.concurrency_for(spec.backend)
+
+            def submit(item: Item) -> Future:
+                return executor.submit(run_item, spec, item, max_bytes)
+
+            def limit() -> int:
+                return threads
         pending = iter(todo)
         inflight: dict[Future, Item] = {}
 
         def fill() -> None:
-            while len(inflight) < limit and not watch.stopped():
+            while len(inflight) < limit() and not watch.stopped():
                 item = next(pending, None)
                 if item is None:
                     return
-                inflight[executor.submit(run_item, spec, item, self.settings.max_item_bytes)] = item
+                inflight[submit(item)] = item
 
         fill()
         try:

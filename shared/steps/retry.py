@@ -53,13 +53,19 @@ class RetryStep:
             try:
                 return call_next(request)
             except lm15.LM15Error as exc:
-                if not is_transient(exc) or retry_number >= self.config.max_retries:
-                    raise
-                hinted = exc.retry_after is not None and exc.retry_after >= 0
-                wait = float(exc.retry_after) if hinted else backoff_delay(self.config, retry_number, self.rng)
-                if wait > self.config.max_inline_wait:
-                    raise RetryLater(f"{type(exc).__name__}: provider asks to wait {wait:.1f}s", delay=wait) from exc
-                if collector is not None:
-                    collector.retries += 1
-                self.sleep(wait)
+                self.sleep(self.wait_before_retry(exc, retry_number, collector))
                 retry_number += 1
+
+    def wait_before_retry(self, exc: lm15.LM15Error, retry_number: int, collector) -> float:
+        """Seconds to wait before retry ``retry_number`` of a failed attempt, or raise: the error
+        itself when it is not retried, RetryLater when the wait belongs to the queue. (The async
+        twin, shared/steps/async_steps.py, applies the same policy.)"""
+        if not is_transient(exc) or retry_number >= self.config.max_retries:
+            raise exc
+        hinted = exc.retry_after is not None and exc.retry_after >= 0
+        wait = float(exc.retry_after) if hinted else backoff_delay(self.config, retry_number, self.rng)
+        if wait > self.config.max_inline_wait:
+            raise RetryLater(f"{type(exc).__name__}: provider asks to wait {wait:.1f}s", delay=wait) from exc
+        if collector is not None:
+            collector.retries += 1
+        return wait
