@@ -23,7 +23,7 @@ from bench import report  # noqa: E402
 from bench.harness import Env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-SCENARIOS = ("overhead", "bulk", "roundtrip", "io_bound", "cache", "scale", "memory")
+SCENARIOS = ("overhead", "bulk", "roundtrip", "io_bound", "cache", "scale", "memory", "provider_limit")
 
 # (full, quick) keyword arguments per scenario
 SIZES = {
@@ -34,6 +34,7 @@ SIZES = {
     "cache": ({"n": 1000, "repeats": 2}, {"n": 400, "repeats": 1}),
     "scale": ({"n": 96, "passes": 2}, {"n": 64, "passes": 1}),
     "memory": ({"small": 10_000, "large": 100_000}, {"small": 5_000, "large": 20_000}),
+    "provider_limit": ({"n": 4500, "dspy_n": 960, "chunk_size": 4500}, {"n": 3000, "dspy_n": 640, "chunk_size": 3000}),
 }
 
 

@@ -6,7 +6,8 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
 - with a rate limit configured (TIDYQ_RATE_LIMITS rpm), in flight = rate x measured latency
   (+10% and +2 so the token bucket, not the cap, is what paces the calls; the bucket keeps 429s away);
 - without one it is learned (AIMD): +1 per success while below the first throttle (slow start:
-  doubles per round trip), then +1 per round trip; on a 429 x0.7 (at most once per round trip),
+  doubles per round trip), then +1 per round trip; on a 429 (at most once per round trip) down to
+  90% of what the provider let through in the last 2 s x latency, and at least x0.7,
   and every call waits out the provider's Retry-After or x-ratelimit-reset-requests when
   x-ratelimit-remaining-requests says 0.
 
@@ -24,14 +25,16 @@ import os
 import socket
 import time
 from collections import deque
-from typing import Any
-
-from dspy import lm15
-from dspy.lm15 import Request, Response
+from typing import TYPE_CHECKING, Any
 
 from shared import keys
 
+if TYPE_CHECKING:  # the fleet view below is read by `tidyq queues`, which never loads DSPy
+    from dspy import lm15
+    from dspy.lm15 import Request, Response
+
 DECREASE = 0.7
+RATE_WINDOW_S = 2.0  # long enough that a provider's burst credit does not read as its rate
 SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 300
 FRESH_S = 60.0
@@ -68,7 +71,8 @@ class AdaptiveLimit:
     """The in-flight cap of one target in this process."""
 
     def __init__(self, target: str, *, rate_per_s: float = 0.0, initial: int = 16, floor: int = 1,
-                 ceiling: int = 2048, redis: Any = None):
+                 ceiling: int = 2048, redis: Any = None, clock=time.monotonic):
+        self.clock = clock  # injectable for tests: the limiter's decisions depend on time only through it
         self.target = target
         self.rate_per_s = rate_per_s
         self.floor, self.ceiling = max(1, floor), max(floor, ceiling)
@@ -83,6 +87,7 @@ class AdaptiveLimit:
         self.successes = 0
         self.throttles = 0
         self._waiters: deque[asyncio.Future] = deque()
+        self._recent: deque[float] = deque()  # monotonic times of the successes within RATE_WINDOW_S
         self._shared_at = 0.0
 
     @property
@@ -94,7 +99,7 @@ class AdaptiveLimit:
     # ---------------------------------------------------------------- gate
     async def acquire(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self.clock()
             if now < self.pause_until:
                 await asyncio.sleep(self.pause_until - now)
                 continue
@@ -128,6 +133,10 @@ class AdaptiveLimit:
     # ---------------------------------------------------------------- feedback
     def on_success(self, latency_s: float) -> None:
         self.successes += 1
+        now = self.clock()
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] > RATE_WINDOW_S:
+            self._recent.popleft()
         self.latency_s = latency_s if self.latency_s is None else 0.9 * self.latency_s + 0.1 * latency_s
         if self.rate_per_s > 0:
             self.limit = math.ceil(self.rate_per_s * self.latency_s * 1.1) + 2.0
@@ -141,12 +150,19 @@ class AdaptiveLimit:
 
     def on_throttle(self, exc: lm15.LM15Error) -> None:
         self.throttles += 1
-        now = time.monotonic()
+        now = self.clock()
         pause = throttle_pause(exc)
         if pause > 0:
             self.pause_until = max(self.pause_until, now + pause)
         if self.mode == "learned" and now - self.last_decrease >= (self.latency_s or 0.1):
-            self.threshold = max(self.floor, self.limit * DECREASE)
+            # what the provider just let through (successes in the last second x latency) is the
+            # best estimate of its limit in calls in flight; x0.7 bounds the cut when it is unknown
+            cut = self.limit * DECREASE
+            while self._recent and now - self._recent[0] > RATE_WINDOW_S:
+                self._recent.popleft()
+            if self.latency_s is not None and len(self._recent) >= 4:
+                cut = min(cut, 0.9 * len(self._recent) / RATE_WINDOW_S * self.latency_s)
+            self.threshold = max(self.floor, cut)
             self.limit = self.threshold
             self.last_decrease = now
         self._share(force=True)
@@ -158,7 +174,7 @@ class AdaptiveLimit:
 
     # ---------------------------------------------------------------- Redis
     def _share(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.redis is None or (not force and now - self._shared_at < SHARE_EVERY_S):
             return
         self._shared_at = now
@@ -219,14 +235,17 @@ class AsyncConcurrency:
     name = "concurrency"
 
     def __init__(self, limit: AdaptiveLimit):
+        from dspy.lm15 import RateLimitError
+
         self.limit = limit
+        self.refused = RateLimitError
 
     async def __call__(self, request: Request, call_next) -> Response:
         await self.limit.acquire()
         started = time.monotonic()
         try:
             response = await call_next(request)
-        except lm15.RateLimitError as exc:
+        except self.refused as exc:
             self.limit.on_throttle(exc)
             raise
         finally:

@@ -80,8 +80,9 @@ def window(spec: JobSpec) -> int:
     settings = get_settings()
     try:
         wrapper = runtime.get_wrapper(spec.backend, spec.model, tuple(spec.fallback))
-        gate = wrapper.routes[0].async_engine.steps[-1]
-        cap = int(gate.limit.limit * WINDOW_HEADROOM) + 4
+        limit = wrapper.routes[0].async_engine.steps[-1].limit
+        # a pinned cap (TIDYQ_CONCURRENCY_<BACKEND>) means items in flight, as on the threaded path
+        cap = int(limit.limit) if limit.mode == "pinned" else int(limit.limit * WINDOW_HEADROOM) + 4
     except Exception:  # a wrapper that cannot be built fails each item with its own error
         cap = runtime.concurrency_for(spec.backend)
     return max(1, min(settings.async_max_inflight, cap))

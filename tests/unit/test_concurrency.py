@@ -17,18 +17,39 @@ def refusal(retry_after=None, headers=None) -> lm15.RateLimitError:
     return lm15.RateLimitError("429", retry_after=retry_after, rate_limit_headers=headers or {})
 
 
-def test_learned_limit_grows_while_calls_succeed_and_backs_off_multiplicatively_on_429():
-    limit = AdaptiveLimit("direct:m", initial=10)
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_learned_limit_grows_while_calls_succeed_and_backs_off_on_429():
+    clock = Clock()
+    limit = AdaptiveLimit("direct:m", initial=10, clock=clock)
     for _ in range(20):
-        limit.on_success(0.05)
+        clock.now += 0.1  # 10 successes a second, each taking 2 s: ~20 calls in flight got through
+        limit.on_success(2.0)
     assert limit.limit == 30  # slow start: +1 per success until the first throttle
     limit.on_throttle(refusal())
-    assert limit.limit == pytest.approx(21)  # x0.7
+    assert limit.limit == pytest.approx(18)  # 90% of what got through (10/s x 2 s), below x0.7 = 21
     limit.on_throttle(refusal())  # a second 429 within the same round trip: no second cut
-    assert limit.limit == pytest.approx(21)
-    for _ in range(21):
-        limit.on_success(0.05)
-    assert 21.5 < limit.limit < 22.5  # after the throttle: about +1 per round trip, not +1 per call
+    assert limit.limit == pytest.approx(18)
+    for _ in range(18):
+        clock.now += 0.1
+        limit.on_success(2.0)
+    assert 18.5 < limit.limit < 19.5  # after the throttle: about +1 per round trip, not +1 per call
+
+
+def test_a_429_cuts_the_learned_limit_to_what_the_provider_let_through():
+    clock = Clock()
+    limit = AdaptiveLimit("direct:m", initial=100, clock=clock)
+    for _ in range(80):  # 40 successes a second for 2 s, 1 s each: about 40 calls in flight fit
+        clock.now += 0.025
+        limit.on_success(1.0)
+    limit.on_throttle(refusal())
+    assert limit.limit == pytest.approx(36, abs=1)  # 90% of it
 
 
 def test_configured_rate_gives_rate_times_latency_in_flight():
