@@ -1,5 +1,6 @@
 """Scenario 8, provider-shaped: the stand-in provider answers after 1 s and accepts 150 requests/s
-(a stand-in for a 9,000 requests/minute key: 429 with Retry-After and x-ratelimit-* above it).
+(a stand-in for a 9,000 requests/minute key: a token bucket holding 2 s of requests, 429 with
+Retry-After and x-ratelimit-* above it; a real per-minute limit is laxer).
 One worker process (`celery worker -c 1`, DSPy's async path) with the limit configured
 (TIDYQ_RATE_LIMITS rpm=9000) and then learned (no limit given: a fresh worker process), against
 DSPy's own ``Module.batch(num_threads=32)`` in one process on the same provider. Every run counts
@@ -46,15 +47,17 @@ def dspy_batch_run(fake, items: list[dict]) -> int:
     program = dspy.Predict(SIG)
     examples = [dspy.Example(**it["inputs"]).with_inputs(*it["inputs"]) for it in items]
     with dspy.context(lm=lm):
-        out = program.batch(examples, num_threads=32, max_errors=len(items), provide_traceback=False)
+        out = program.batch(examples, num_threads=32, max_errors=len(items), provide_traceback=False,
+                            disable_progress_bar=True)
     return sum(1 for p in out if p is not None and getattr(p, "answer", None))
 
 
 def run(env: Env, n: int = 3000, dspy_n: int = 640, latency: float = 1.0, limit_rps: float = 150.0,
-        chunk_size: int = 3000) -> dict:
-    fake = env.fake(latency, rate_limit=limit_rps)
+        chunk_size: int = 3000, burst_s: float = 2.0) -> dict:
+    fake = env.fake(latency, rate_limit=limit_rps, rate_burst=burst_s)
     client = Client(env.redis_url)
-    out: dict = {"latency_s": latency, "limit_requests_per_s": limit_rps, "items": n, "chunk_size": chunk_size}
+    out: dict = {"latency_s": latency, "limit_requests_per_s": limit_rps, "provider_burst_s": burst_s, "items": n,
+                 "chunk_size": chunk_size}
     out["dspy_batch_32_threads"] = measure(fake, lambda: dspy_batch_run(fake, rows(dspy_n, "pl-dspy")))
 
     configured = env.direct_env(fake, TIDYQ_CACHE_ENABLED="false",

@@ -82,6 +82,10 @@ class AsyncRetry:
 
 
 class AsyncBreaker:
+    """On this path a 429 is flow control, not ill health: the target's adaptive concurrency gate
+    (shared/concurrency.py) slows down on it, so it counts as neutral for the breaker. Otherwise a
+    provider kept at its limit would open the breaker again and again and park every item."""
+
     def __init__(self, step: BreakerStep):
         self.step = step
 
@@ -89,6 +93,9 @@ class AsyncBreaker:
         permit = self.step.enter()
         try:
             response = await call_next(request)
+        except lm15.RateLimitError:
+            self.step.breaker.record(permit, "neutral")
+            raise
         except BaseException as exc:
             self.step.failed(permit, exc)
             raise

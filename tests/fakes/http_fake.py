@@ -243,6 +243,7 @@ class FakeProvider:
         self.responder: Responder | None = responder
         self._rate = 0.0  # requests/s of the stand-in provider limit (0 = none), see set_rate_limit
         self._rate_tokens = 0.0
+        self._rate_cap = 0.0
         self._rate_ts = 0.0
         self._reset_counters()
 
@@ -315,14 +316,15 @@ class FakeProvider:
             self._hang_remaining = 0 if n is None else int(n)
             self._hang_seconds = float(seconds)
 
-    def set_rate_limit(self, per_second: float) -> None:
-        """A provider-side request limit (a token bucket holding one second's worth, as OpenAI's
-        per-minute limits behave at short scale): a request over it gets 429 at once with
+    def set_rate_limit(self, per_second: float, burst_seconds: float = 1.0) -> None:
+        """A provider-side request limit (a token bucket holding ``burst_seconds`` worth; a real
+        per-minute limit is laxer than one second): a request over it gets 429 at once with
         Retry-After and x-ratelimit-remaining-requests / x-ratelimit-reset-requests; every answer
         carries the x-ratelimit-* headers. 0 switches it off."""
         with self._lock:
             self._rate = max(0.0, float(per_second))
-            self._rate_tokens = self._rate
+            self._rate_cap = max(1.0, self._rate * float(burst_seconds))
+            self._rate_tokens = self._rate_cap
             self._rate_ts = time.monotonic()
 
     def _rate_take(self) -> dict[str, str] | None:
@@ -330,7 +332,7 @@ class FakeProvider:
         if self._rate <= 0:
             return None
         now = time.monotonic()
-        self._rate_tokens = min(self._rate, self._rate_tokens + (now - self._rate_ts) * self._rate)
+        self._rate_tokens = min(self._rate_cap, self._rate_tokens + (now - self._rate_ts) * self._rate)
         self._rate_ts = now
         if self._rate_tokens >= 1.0:
             self._rate_tokens -= 1.0
@@ -543,10 +545,11 @@ class FakeProvider:
     def configure(self, *, latency: float | None = None, failure_rate: float | None = None,
                   fail_statuses: Iterable[int] = (429, 503), retry_after: float | None = None,
                   seed: int = 0, auth: str | None = None, script: list[dict] | None = None,
-                  hang_next: dict | None = None, rate_limit: float | None = None) -> None:
+                  hang_next: dict | None = None, rate_limit: float | None = None,
+                  rate_burst_seconds: float = 1.0) -> None:
         """One call for every knob (also what POST /_fake/config takes as JSON)."""
         if rate_limit is not None:
-            self.set_rate_limit(rate_limit)
+            self.set_rate_limit(rate_limit, rate_burst_seconds)
         if latency is not None:
             self.set_latency(latency)
         if failure_rate is not None:
@@ -613,10 +616,11 @@ def run_cli(factory: Callable[..., FakeProvider], argv: list[str] | None = None,
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--auth", default=None, help="credential every request must carry")
     parser.add_argument("--rate-limit", type=float, default=0.0, help="provider limit, requests/s (429 above it)")
+    parser.add_argument("--rate-burst", type=float, default=1.0, help="seconds of requests the limit lets burst")
     args = parser.parse_args(argv)
     fake = factory(port=args.port, latency=args.latency)
     if args.rate_limit:
-        fake.set_rate_limit(args.rate_limit)
+        fake.set_rate_limit(args.rate_limit, args.rate_burst)
     if args.failure_rate:
         fake.set_failure_rate(args.failure_rate, [int(s) for s in args.fail_status.split(",") if s],
                               retry_after=args.retry_after, seed=args.seed)
