@@ -1,9 +1,10 @@
 """Run one chunk of a job's items and record one result per item.
 
 Why chunks: a Celery round trip costs ~2.3 ms and a mock predict ~0.5-1.5 ms, so one task per item
-would spend most of its time in the broker. Inside a chunk, items of I/O-bound backends run in a
-per-process thread pool sized by the backend's concurrency setting, so one worker process keeps
-many provider calls in flight; the CPU-bound mock runs them inline.
+would spend most of its time in the broker. Inside a chunk, items of I/O-bound backends run as
+coroutines on DSPy's async path (workers/async_items.py: one event loop per process, an adaptive
+cap per target), or with TIDYQ_ASYNC_ITEMS=false in a per-process thread pool, so one worker
+process keeps many provider calls in flight; the CPU-bound mock runs them inline.
 
 Rules: a per-item error becomes a failed result, never a failed chunk; results already stored
 (a redelivered chunk) are skipped; the job's state is re-read every ``cancel_check_interval``
