@@ -6,7 +6,7 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
 - with a rate limit configured (TIDYQ_RATE_LIMITS rpm), in flight = rate x measured latency
   (+10% and +2 so the token bucket, not the cap, is what paces the calls; the bucket keeps 429s away);
 - without one it is learned (AIMD): +1 per success while below the first throttle (slow start:
-  doubles per round trip), then +1 per round trip; on a 429 (at most once per round trip) down to
+  doubles per round trip), then +5% per round trip; on a 429 (at most once per round trip) down to
   90% of what the provider let through in the last 2 s x latency, and at least x0.7,
   and every call waits out the provider's Retry-After or x-ratelimit-reset-requests when
   x-ratelimit-remaining-requests says 0.
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the fleet view below is read by `tidyq queues`, which never
 
 DECREASE = 0.7
 RATE_WINDOW_S = 2.0  # long enough that a provider's burst credit does not read as its rate
+PROBE_GROWTH = 0.05  # per success after the first throttle
 SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 300
 FRESH_S = 60.0
@@ -143,7 +144,7 @@ class AdaptiveLimit:
         elif self.limit < self.threshold:
             self.limit += 1.0
         else:
-            self.limit += 1.0 / max(1.0, self.limit)
+            self.limit += PROBE_GROWTH  # ~5% per round trip: back near the limit within a few seconds
         self.limit = max(self.floor, min(self.ceiling, self.limit))
         self._wake()
         self._share()

@@ -14,6 +14,7 @@ from producers.cli import app
 from producers.client import Client
 from shared.concurrency import fleet_summary
 from tests.fakes.openai_server import expected_outputs
+from tests.waiting import wait_for
 
 MODEL = "openai/gpt-4o-mini"
 TARGET = f"direct:{MODEL}"
@@ -90,3 +91,19 @@ def test_configured_rate_keeps_the_provider_under_its_limit(redis_url, start_wor
     assert openai_fake.max_in_flight > 12  # rate x latency (36/s x 0.5 s), not a fixed 32-thread pool's worth
     summary = fleet_summary(redis.Redis.from_url(redis_url))[TARGET]
     assert summary["mode"] == "configured"
+
+
+def test_cancel_stops_a_chunk_on_the_async_path_within_one_window(redis_url, start_worker, openai_fake):
+    openai_fake.set_latency(0.5)
+    start_worker(queues=["predict.direct"], concurrency=1,
+                 env=worker_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=10))  # pinned: a window of 10 items
+    job = Client().submit_batch(rows(400, "cancel"), "question -> answer", backend="direct", model=MODEL,
+                                chunk_size=400)
+    wait_for(lambda: job.status()["counts"]["succeeded"] >= 10, 60, "first results")
+    assert job.cancel() in ("cancelling", "cancelled")
+    st = wait_for(lambda: (s := job.status())["status"] == "cancelled" and s, 60, "cancelled")
+    done = st["counts"]["succeeded"]
+    assert 10 <= done < 400
+    # the chunk stopped taking items: at most the window in flight at the cancel went to the provider after it
+    assert openai_fake.request_count <= done + 2 * 10
+    assert len(list(job.results(timeout=5))) == done

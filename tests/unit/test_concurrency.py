@@ -36,10 +36,10 @@ def test_learned_limit_grows_while_calls_succeed_and_backs_off_on_429():
     assert limit.limit == pytest.approx(18)  # 90% of what got through (10/s x 2 s), below x0.7 = 21
     limit.on_throttle(refusal())  # a second 429 within the same round trip: no second cut
     assert limit.limit == pytest.approx(18)
-    for _ in range(18):
+    for _ in range(18):  # one round trip's worth of successes
         clock.now += 0.1
         limit.on_success(2.0)
-    assert 18.5 < limit.limit < 19.5  # after the throttle: about +1 per round trip, not +1 per call
+    assert limit.limit == pytest.approx(18 * 1.05)  # after the throttle: +5% per round trip, not +1 per call
 
 
 def test_a_429_cuts_the_learned_limit_to_what_the_provider_let_through():
