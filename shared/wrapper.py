@@ -140,8 +140,9 @@ class UnifiedDSPyModule:
         with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
             if has_own_aforward(self.module):
                 prediction = await self.module.acall(**inputs)
-            else:
-                prediction = await dspy.asyncify(self.module)(**inputs)
+            else:  # DSPy's asyncify limiter defaults to 8 threads: size it as the threaded path is
+                with dspy.context(async_max_workers=self.wrapper.asyncify_threads):
+                    prediction = await dspy.asyncify(self.module)(**inputs)
             if self.wrapper.config.validation.active:
                 prediction = await asyncio.to_thread(self._validated, inputs, prediction, call)
         return prediction, call
@@ -178,6 +179,8 @@ class UnifiedDSPyWrapper:
         self.routes = build_routes(self.config, settings)  # the config's own target first, then its fallbacks
         self.engine = build_engine(self.routes, self.config, settings)
         self.async_engine = build_async_engine(self.routes, self.engine)  # module.acall runs here
+        # threads for programs without an async forward on the async path (their calls take the sync steps)
+        self.asyncify_threads = max(8, int(getattr(settings, f"concurrency_{self.config.backend.value}", 8)))
         primary = self.routes[0]
         self.backend = primary.engine.backend
         self.backend_name = self.config.backend.value
