@@ -442,6 +442,23 @@ def breaker_states(client, settings: BreakerSettings | None = None) -> list[dict
     return [breaker_status(client, t, s) for t in known_targets(client)]
 
 
+def known_target(client, text: str, *, where: str = "TARGET") -> str:
+    """``text`` as a known target's id (`tidyq breaker reset TARGET`, POST /breakers/{target}/reset):
+    a BadInput naming ``where`` when it is no backend:model or no breaker has seen it."""
+    from shared.errors import BadInput
+
+    try:
+        target = Target.parse(text)
+    except ConfigurationError as exc:
+        raise BadInput(str(exc), where=where) from None
+    if not target.model:
+        raise BadInput(f"expected backend:model, e.g. direct:openai/gpt-4o-mini, got {text!r}", where=where)
+    known = known_targets(client)
+    if target.id not in known:
+        raise BadInput(f"no breaker for {target.id!r}; known targets: {', '.join(known) or 'none yet'}", where=where)
+    return target.id
+
+
 def reset_breaker(client, target: str) -> dict[str, Any]:
     """`tidyq breaker reset TARGET`: close the breaker now (window and probes cleared)."""
     target = Target.parse(target).id

@@ -159,5 +159,17 @@ class TenantBudgets:
         return rows
 
 
+def check_day(day: str | None, *, where: str = "--day") -> str | None:
+    """``day`` if it is None or a YYYY-MM-DD date (`tidyq budget --day`, GET /budget?day=), else a BadInput."""
+    from shared.errors import BadInput
+
+    if day is not None:
+        try:
+            _dt.date.fromisoformat(day)
+        except ValueError:
+            raise BadInput(f"expected a date like 2026-12-01, got {day!r}", where=where) from None
+    return day
+
+
 def tenant_budgets(client: redis.Redis, settings: Settings) -> TenantBudgets:
     return TenantBudgets(client, settings.tenant_budgets, settings.tenant_daily_budget_usd)

@@ -170,6 +170,20 @@ class Api:
                           "operator token (one without TENANT= in TIDYQ_API_TOKENS)", field="Authorization")
         return caller
 
+    def _fleet(self, request: Request) -> Caller:
+        """The queues and the breakers serve every tenant: only a token without a tenant may see or reset them."""
+        caller = self.caller(request)
+        if caller.tenant is not None:
+            raise Problem(403, "forbidden", "a tenant's token cannot see or change fleet-wide state (queues, "
+                          "breakers); use an operator token (one without TENANT= in TIDYQ_API_TOKENS)",
+                          field="Authorization")
+        return caller
+
+    def _redis(self) -> Any:
+        from shared.redisconn import get_redis
+
+        return get_redis(self.settings.redis_url or self.settings.default_redis_url)
+
     async def _submit_upload(self, request: Request, caller: Caller) -> AsyncJob:
         query = {name: request.query_params[name] for name in UPLOAD_FIELDS if name in request.query_params}
         fallbacks = [f for v in request.query_params.getlist("fallback") for f in v.split(",") if f.strip()]
@@ -299,6 +313,47 @@ class Api:
                                                  model=target["model"], backend=target["backend"],
                                                  settings=self.settings)
         return JSONResponse({**report, "file": label})
+
+    async def queues(self, request: Request) -> Response:
+        """`tidyq queues --json`: one snapshot of the queues, workers and running jobs. Operator tokens only."""
+        self._fleet(request)
+        window = self._number(request, "window", int, default=60, low=10, high=600)
+        from producers.ops_state import OpsReader
+
+        reader = OpsReader(self._redis(), heartbeat_interval=self.settings.heartbeat_interval)
+        return JSONResponse(await asyncio.to_thread(lambda: reader.snapshot(window=window).to_json()))
+
+    async def breakers(self, request: Request) -> Response:
+        """`tidyq breaker status --json`: every known target's breaker. Operator tokens only."""
+        self._fleet(request)
+        from shared.breaker import breaker_states
+
+        return JSONResponse(await asyncio.to_thread(breaker_states, self._redis()))
+
+    async def reset_breaker(self, request: Request) -> Response:
+        """`tidyq breaker reset TARGET`: close a known target's breaker now. Operator tokens only."""
+        self._fleet(request)
+        from shared.breaker import known_target, reset_breaker
+
+        def run() -> dict:
+            client = self._redis()
+            return reset_breaker(client, known_target(client, request.path_params["target"], where="target"))
+
+        return JSONResponse(await asyncio.to_thread(run))
+
+    async def budget(self, request: Request) -> Response:
+        """`tidyq budget`: spend per tenant and job for one UTC day; a tenant token sees only its own tenant."""
+        caller = self.caller(request)
+        from shared.budget import check_day, tenant_budgets
+
+        tenant = request.query_params.get("tenant") or None
+        day = check_day(request.query_params.get("day") or None, where="day")
+        if caller.tenant is not None:
+            if tenant not in (None, caller.tenant):
+                raise Problem(403, "forbidden", f"this token sees tenant {caller.tenant!r} only", field="tenant")
+            tenant = caller.tenant
+        budgets = tenant_budgets(self._redis(), self.settings)
+        return JSONResponse({"tenants": await asyncio.to_thread(budgets.report, tenant, day)})
 
     async def _registry_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A registry method in a thread (MLflow calls block), its BadInput naming the API's fields."""

@@ -61,6 +61,40 @@ ESTIMATE_QUERY = [_query(name, {"type": "string"}, f"JSONL uploads only: the bat
                   for name in ("signature", "program", "backend", "model")]
 
 
+TARGET = {"name": "target", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+          "description": "backend:model, e.g. direct:openai/gpt-4o-mini"}
+OPERATOR_403 = "a tenant's token (`field`: `Authorization`): the view is fleet-wide, operator tokens only"
+_OBJ = {"type": "object"}
+OPS_SCHEMAS: dict[str, dict] = {
+    "Breaker": {"type": "object", "description": "one target's circuit breaker (shared/breaker.py breaker_status)",
+                "required": ["target", "state", "window", "probes_in_flight", "transitions", "skipped",
+                             "served_as_fallback"],
+                "properties": {"target": {"type": "string"},
+                               "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                               "state_value": {"type": "integer"}, "since": {"type": ["number", "null"]},
+                               "retry_at": {"type": ["number", "null"]},
+                               "window": {"type": "object", "required": ["calls", "failures", "failure_rate"]},
+                               "probes_in_flight": {"type": "integer"}, "probes_total": {"type": "integer"},
+                               "transitions": _OBJ, "skipped": _OBJ, "served_as_fallback": {"type": "integer"}}},
+    "BreakerReset": {"type": "object", "required": ["target", "was", "now"],
+                     "properties": {"target": {"type": "string"}, "was": {"type": "string"},
+                                    "now": {"type": "string", "const": "closed"}}},
+    "QueuesSnapshot": {"type": "object", "description": "what `tidyq queues --json` prints",
+                       "required": ["at", "window_seconds", "queues", "workers", "jobs", "breakers"],
+                       "properties": {"at": {"type": "number"}, "window_seconds": {"type": "integer"},
+                                      "queues": {"type": "array", "items": _OBJ},
+                                      "workers": {"type": "array", "items": _OBJ},
+                                      "jobs": {"type": "array", "items": _OBJ},
+                                      "breakers": {"type": "array", "items": _ref("Breaker")}}},
+    "Budget": {"type": "object", "description": "what `tidyq budget` prints", "required": ["tenants"],
+               "properties": {"tenants": {"type": "array", "items": {
+                   "type": "object", "required": ["tenant", "day", "spent_usd", "budget_usd", "jobs"],
+                   "properties": {"tenant": {"type": "string"}, "day": {"type": "string"},
+                                  "spent_usd": {"type": "number"}, "budget_usd": {"type": ["number", "null"]},
+                                  "jobs": {"type": "object", "additionalProperties": {"type": "number"}}}}}}},
+}
+
+
 def _change(op: str, summary: str, body: dict | None = None) -> dict:
     return {"post": {"operationId": op, "summary": summary, "parameters": [NAME], **(body or {}),
                      "responses": {"200": _json("RolloutState", "the rollout state after the change"),
@@ -82,6 +116,7 @@ def openapi() -> dict[str, Any]:
         "anyOf": [{"type": "array", "items": _ref("Row"), "minItems": 1}, {"type": "null"}],
         "description": "a batch: {custom_id, inputs} objects"}
     schemas["Problem"] = problems.SCHEMA
+    schemas.update(OPS_SCHEMAS)
     from producers.mcp_server import ProgramList  # the MCP server's list_programs answer, same shape
 
     schemas.update(ProgramList.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
@@ -175,6 +210,36 @@ def openapi() -> dict[str, Any]:
                                                  "item on (as `tidyq rollback NAME`). Operator tokens only"),
             "/programs/{name}/promote": _change("promote", "The candidate becomes live (as `tidyq promote NAME`). "
                                                 "Operator tokens only"),
+            "/queues": {"get": {"operationId": "getQueues", "summary": "Depth, oldest item, workers, rates and "
+                                "errors per queue, the running jobs and the breakers (as `tidyq queues --json`). "
+                                "Operator tokens only",
+                                "parameters": [_query("window", {"type": "integer", "minimum": 10, "maximum": 600,
+                                                                 "default": 60}, "seconds the rates are computed "
+                                                      "over")],
+                                "responses": {"200": _json("QueuesSnapshot", "one snapshot"),
+                                              **_problems(401, 403, 422, 503, p403=OPERATOR_403)}}},
+            "/breakers": {"get": {"operationId": "getBreakers", "summary": "Every known target's circuit breaker "
+                                  "(as `tidyq breaker status --json`). Operator tokens only",
+                                  "responses": {"200": {"description": "one per target", "content": {
+                                      "application/json": {"schema": {"type": "array",
+                                                                      "items": _ref("Breaker")}}}},
+                                                **_problems(401, 403, 503, p403=OPERATOR_403)}}},
+            "/breakers/{target}/reset": {"post": {
+                "operationId": "resetBreaker", "summary": "Close a known target's breaker now (as `tidyq breaker "
+                "reset TARGET`). Operator tokens only", "parameters": [TARGET],
+                "responses": {"200": _json("BreakerReset", "the breaker's state before and now"),
+                              **_problems(401, 403, 422, 503, p403=OPERATOR_403,
+                                          p422="`target` is no backend:model, or no breaker has seen it")}}},
+            "/budget": {"get": {"operationId": "getBudget", "summary": "Spend per tenant and job for one UTC day, "
+                                "with each tenant's daily budget (as `tidyq budget`); a tenant's token sees only "
+                                "its own tenant",
+                                "parameters": [_query("tenant", {"type": "string"}, "only this tenant"),
+                                               _query("day", {"type": "string", "format": "date"},
+                                                      "YYYY-MM-DD (UTC); default today")],
+                                "responses": {"200": _json("Budget", "one row per tenant"),
+                                              **_problems(401, 403, 422, 503,
+                                                          p403="a tenant's token asking for another tenant "
+                                                          "(`field`: `tenant`)")}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {}}}}}},

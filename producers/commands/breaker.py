@@ -8,7 +8,6 @@ import json
 import typer
 
 from producers.cli import app, cli_errors, err
-from shared.errors import BadInput, ConfigurationError
 
 breaker_app = typer.Typer(help="Circuit breakers per backend:model target (shared by every worker).",
                           no_args_is_help=True)
@@ -21,18 +20,6 @@ def _redis():
 
     s = get_settings()
     return get_redis(s.redis_url or s.default_redis_url)
-
-
-def _target(text: str) -> str:
-    from shared.config import Target
-
-    try:
-        target = Target.parse(text)
-    except ConfigurationError as exc:
-        raise BadInput(str(exc), where="TARGET") from None
-    if not target.model:
-        raise BadInput(f"expected backend:model, e.g. direct:openai/gpt-4o-mini, got {text!r}", where="TARGET")
-    return target.id
 
 
 @breaker_app.command("status")
@@ -58,13 +45,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="print JSON")):
 @breaker_app.command("reset")
 def reset(target: str = typer.Argument(..., metavar="TARGET", help="backend:model, e.g. bedrock:anthropic.x-v1:0")):
     """Close a target's breaker now (for ops: the provider is known to be back)."""
-    from shared.breaker import known_targets, reset_breaker
+    from shared.breaker import known_target, reset_breaker
 
     with cli_errors():
-        tid = _target(target)
         client = _redis()
-        if tid not in known_targets(client):
-            known = ", ".join(known_targets(client)) or "none yet"
-            raise BadInput(f"no breaker for {tid!r}; known targets: {known}", where="TARGET")
-        done = reset_breaker(client, tid)
+        done = reset_breaker(client, known_target(client, target))
         err.print(f"tidyq: breaker {done['target']} reset ({done['was']} -> closed)", markup=False)

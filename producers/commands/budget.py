@@ -8,7 +8,6 @@ import json
 import typer
 
 from producers.cli import app, cli_errors
-from shared.errors import BadInput
 
 
 @app.command("budget")
@@ -16,17 +15,11 @@ def budget(tenant: str | None = typer.Option(None, "--tenant", help="only this t
            day: str | None = typer.Option(None, "--day", help="YYYY-MM-DD (UTC); default today")):
     """Spend per tenant and job for one UTC day, with each tenant's daily budget, as JSON."""
     with cli_errors():
-        import datetime as dt
-
-        from shared.budget import tenant_budgets
+        from shared.budget import check_day, tenant_budgets
         from shared.config import get_settings
         from shared.redisconn import get_redis
 
-        if day is not None:
-            try:
-                dt.date.fromisoformat(day)
-            except ValueError:
-                raise BadInput(f"expected a date like 2026-12-01, got {day!r}", where="--day") from None
+        check_day(day)
         settings = get_settings()
         budgets = tenant_budgets(get_redis(settings.redis_url or settings.default_redis_url), settings)
         typer.echo(json.dumps({"tenants": budgets.report(tenant, day)}, ensure_ascii=False))

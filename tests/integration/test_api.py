@@ -61,7 +61,8 @@ def test_the_api_walked_from_its_own_openapi_document(api, mock_worker):
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("example")
-            url = api.url + path.replace("{job_id}", job_id or "x").replace("{name}", "qa")
+            url = api.url + path.replace("{job_id}", job_id or "x").replace("{name}", "qa") \
+                .replace("{target}", "x")
             query = {"wait": 30} if op["operationId"] == "submitJob" else {}
             response = httpx.request(method, url, json=body, params=query, headers=auth(), timeout=60)
             check_response(doc, op, response)
@@ -85,7 +86,7 @@ def test_the_api_walked_from_its_own_openapi_document(api, mock_worker):
             seen.add(op["operationId"])
     assert seen == {"submitJob", "listJobs", "getJob", "getResults", "cancelJob", "retryJob", "listPrograms",
                     "openapi", "estimateBatch", "registerProgram", "getRollout", "startRollout", "rollback",
-                    "promote"}
+                    "promote", "getQueues", "getBreakers", "resetBreaker", "getBudget"}
     # unknown endpoints and methods are problems too
     missing = httpx.get(f"{api.url}/nope", headers=auth())
     assert missing.status_code == 404 and missing.json()["type"].endswith("not-found")
@@ -357,3 +358,66 @@ def test_batch_mode_max_cost_and_tenant_as_the_cli_options(api, redis_url):
                                                                         "application/x-ndjson"})
     assert r.status_code == 201 and Client().store.spec(r.json()["id"]).max_cost_usd == 2.0, r.text
     assert redis.Redis.from_url(redis_url).zcard(keys.jobs_index()) == 3
+
+
+def test_queues_breakers_and_budget_answer_what_the_cli_prints(api, redis_url):
+    from typer.testing import CliRunner
+
+    from producers.cli import app
+    from shared.breaker import BreakerSettings, CircuitBreaker, breaker_status
+    from shared.budget import TenantBudgets
+
+    doc = httpx.get(f"{api.url}/openapi.json").json()
+    client = redis.Redis.from_url(redis_url)
+    target = "direct:openai/gpt-4o-mini"
+    b = CircuitBreaker(client, target, BreakerSettings(min_calls=2, open_seconds=60, max_open_seconds=60))
+    for _ in range(2):
+        b.record(b.acquire(), "fail")
+    TenantBudgets(client, {}).charge("alpha", "job-a", 0.25)
+    TenantBudgets(client, {}).charge("beta", "job-b", 0.5)
+    runner = CliRunner()
+
+    queues = httpx.get(f"{api.url}/queues", headers=auth())
+    check_response(doc, doc["paths"]["/queues"]["get"], queues)
+    cli = json.loads(runner.invoke(app, ["queues", "--json"]).stdout)
+    assert set(queues.json()) == set(cli) and [q["name"] for q in queues.json()["queues"]] == \
+        [q["name"] for q in cli["queues"]]
+    assert [(x["target"], x["state"]) for x in queues.json()["breakers"]] == [(target, "open")]
+
+    breakers = httpx.get(f"{api.url}/breakers", headers=auth())
+    check_response(doc, doc["paths"]["/breakers"]["get"], breakers)
+    cli = json.loads(runner.invoke(app, ["breaker", "status", "--json"]).stdout)
+    assert [(x["target"], x["state"]) for x in breakers.json()] == [(x["target"], x["state"]) for x in cli] == \
+        [(target, "open")]
+
+    budget = httpx.get(f"{api.url}/budget", headers=auth())
+    check_response(doc, doc["paths"]["/budget"]["get"], budget)
+    assert budget.json() == json.loads(runner.invoke(app, ["budget"]).stdout)
+    assert {t["tenant"]: t["jobs"] for t in budget.json()["tenants"]} == {"alpha": {"job-a": 0.25},
+                                                                          "beta": {"job-b": 0.5}}
+    one = httpx.get(f"{api.url}/budget", params={"tenant": "beta"}, headers=auth()).json()
+    assert [t["tenant"] for t in one["tenants"]] == ["beta"]
+    other_day = httpx.get(f"{api.url}/budget", params={"day": "2001-01-01"}, headers=auth()).json()
+    assert all(t["spent_usd"] == 0 and t["day"] == "2001-01-01" for t in other_day["tenants"])
+    bad_day = httpx.get(f"{api.url}/budget", params={"day": "yesterday"}, headers=auth())
+    assert bad_day.status_code == 422 and bad_day.json()["field"] == "day"
+
+    # a tenant's token: its own budget only, and no fleet-wide view or change
+    mine = httpx.get(f"{api.url}/budget", headers=auth(TENANT_A)).json()
+    assert [t["tenant"] for t in mine["tenants"]] == ["alpha"]
+    theirs = httpx.get(f"{api.url}/budget", params={"tenant": "beta"}, headers=auth(TENANT_A))
+    assert theirs.status_code == 403 and theirs.json()["field"] == "tenant"
+    for method, path in (("GET", "/queues"), ("GET", "/breakers"), ("POST", f"/breakers/{target}/reset")):
+        refused = httpx.request(method, f"{api.url}{path}", headers=auth(TENANT_A))
+        assert refused.status_code == 403 and refused.json()["field"] == "Authorization", (path, refused.text)
+    assert breaker_status(client, target)["state"] == "open"
+
+    # the reset: bad targets name `target`, a known one is closed (a target's '/' is part of the path)
+    for bad in ("nope:x", "direct", "direct:openai/never-called"):
+        res = httpx.post(f"{api.url}/breakers/{bad}/reset", headers=auth())
+        check_response(doc, doc["paths"]["/breakers/{target}/reset"]["post"], res)
+        assert res.status_code == 422 and res.json()["field"] == "target", (bad, res.text)
+    done = httpx.post(f"{api.url}/breakers/{target}/reset", headers=auth())
+    check_response(doc, doc["paths"]["/breakers/{target}/reset"]["post"], done)
+    assert done.json() == {"target": target, "was": "open", "now": "closed"}
+    assert breaker_status(client, target)["state"] == "closed"
