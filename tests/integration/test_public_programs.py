@@ -34,13 +34,19 @@ GREGORY = "What is 9362158 divided by the year of birth of David Gregory?"
 @pytest.fixture
 def corpus(monkeypatch):
     """The corpus package importable here and allowed, as on the workers (env below)."""
+    import sys
+
     monkeypatch.syspath_prepend(str(CORPUS))
     monkeypatch.setenv("TIDYQ_PROGRAM_PACKAGES", PACKAGE)
     from workers import runtime
 
     runtime.reset()
+    adapter = dspy.settings.adapter  # news.py configures JSONAdapter at import: never for later tests
     yield CORPUS
     runtime.reset()
+    dspy.configure(adapter=adapter)
+    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
+        del sys.modules[name]  # imported again (and configured again) by the next test that needs it
 
 
 def env(fake, **extra: str) -> dict[str, str]:

@@ -204,7 +204,8 @@ def test_probe_bound_holds_across_processes(client, redis_url):
     b = make(client, target, half_open_probes=3)
     fail(b, 4)
     time.sleep(FAST["open_seconds"] + 0.05)
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: earlier tests leave threads (tracking, asyncio clients) whose locks a fork can copy held
+    ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_grab_probes, args=(redis_url, target, 50, out)) for _ in range(4)]
     for p in procs:
