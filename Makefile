@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tidyq-installed
 
 # the total coverage of the whole suite, measured 90.27% (issue 17), rounded down; raise it as coverage grows
-COV_FLOOR ?= 90
+COV_FLOOR ?= 92
 
 .PHONY: setup demo lint test test-fast bench up clean
 
