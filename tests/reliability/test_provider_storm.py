@@ -9,6 +9,7 @@ full-jitter backoff (RetryConfig.rate_limit_base_delay / rate_limit_max_delay)."
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -31,6 +32,26 @@ def max_window_ratio(rps: list[int]) -> float:
     return round(worst, 3)
 
 
+def run_exact(client: Client, inputs: list[dict], seconds: dict, phase: str,
+              hook: Callable[[], None] | None = None) -> list[dict]:
+    """Submit one phase's job, time it from submit to its end, and check every item's exact output.
+    ``hook`` runs once a third of the items succeeded (the hang phases)."""
+    started = time.monotonic()
+    job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=20)
+    if hook is not None:
+        wait_for(lambda: job.status()["counts"]["succeeded"] >= N // 3, 60, "a third of the items")
+        hook()
+    st = job.wait(timeout=150, poll=0.05)
+    seconds[phase] = round(time.monotonic() - started, 2)
+    results = list(job.results(timeout=10))
+    failed = [r for r in results if r["status"] != "succeeded"]
+    assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, failed[:3]
+    by_id = {r["custom_id"]: r for r in results}
+    for row in inputs:
+        assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
+    return results
+
+
 @pytest.mark.slow
 def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worker, openai_fake, figures):
     openai_fake.set_latency(0.03)
@@ -48,20 +69,9 @@ def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worke
     for phase, retry_after, codes, hangs in phases:
         openai_fake.reset_counters()
         openai_fake.set_failure_rate(0.3 if codes else 0.0, codes or (429,), retry_after=retry_after, seed=7)
-        inputs = rows(N, phase)
-        started = time.monotonic()
-        job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=20)
-        if hangs:
-            wait_for(lambda job=job: job.status()["counts"]["succeeded"] >= N // 3, 60, "a third of the items")
-            openai_fake.hang_next(HANGS, seconds=3.0)  # above TIDYQ_REQUEST_TIMEOUT: client-side timeouts
-        st = job.wait(timeout=150, poll=0.05)
-        seconds[phase] = round(time.monotonic() - started, 2)
-        results = list(job.results(timeout=10))
-        failed = [r for r in results if r["status"] != "succeeded"]
-        assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, failed[:3]
-        by_id = {r["custom_id"]: r for r in results}
-        for row in inputs:
-            assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
+        # a hang phase: a few calls hang past TIDYQ_REQUEST_TIMEOUT (client-side timeouts) mid-job
+        hook = (lambda: openai_fake.hang_next(HANGS, seconds=3.0)) if hangs else None
+        results = run_exact(client, rows(N, phase), seconds, phase, hook=hook)
         attempts = [r["attempts"] for r in results]
         calls = openai_fake.request_count
         statuses = openai_fake.status_counts
@@ -101,17 +111,7 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     for phase, rate in (("warm_up", 0.0), ("storm_free", 0.0), ("429_only", 0.3)):
         openai_fake.reset_counters()
         openai_fake.set_failure_rate(rate, (429,), seed=7)
-        inputs = rows(N, f"shipped_{phase}")
-        started = time.monotonic()
-        job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=20)
-        st = job.wait(timeout=150, poll=0.05)
-        seconds[phase] = round(time.monotonic() - started, 2)
-        results = list(job.results(timeout=10))
-        failed = [r for r in results if r["status"] != "succeeded"]
-        assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, failed[:3]
-        by_id = {r["custom_id"]: r for r in results}
-        for row in inputs:
-            assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
+        results = run_exact(client, rows(N, f"shipped_{phase}"), seconds, phase)
         attempts = [r["attempts"] for r in results]
         calls = openai_fake.request_count
         statuses = openai_fake.status_counts
