@@ -152,7 +152,7 @@ def test_registered_code_served_when_trusted(redis_url, start_worker, openai_fak
     assert CliRunner().invoke(app, ["register", f"{program_file}:MultiHop", "--name", "rag"]).exit_code == 0
     question = "Who wrote the first program?"
     outputs = Client().submit_predict(None, {"question": question}, program="models:/rag@live", backend="direct",
-                                      model=MODEL).result(timeout=60)
+                                      model=MODEL).result(timeout=180)  # a fresh worker first opens MLflow
     assert outputs == multihop_expected(question)
     bodies = [json.dumps(b["messages"]) for b in openai_fake.request_bodies]
     assert len(bodies) == 3
