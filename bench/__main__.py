@@ -23,7 +23,7 @@ from bench import report  # noqa: E402
 from bench.harness import Env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-SCENARIOS = ("overhead", "bulk", "roundtrip", "io_bound", "cache", "scale", "memory", "api_load")
+SCENARIOS = ("overhead", "bulk", "roundtrip", "io_bound", "cache", "scale", "memory", "api_load", "provider_limit")
 
 # (full, quick) keyword arguments per scenario
 SIZES = {
@@ -35,6 +35,7 @@ SIZES = {
     "scale": ({"n": 96, "passes": 2}, {"n": 64, "passes": 1}),
     "memory": ({"small": 10_000, "large": 100_000}, {"small": 5_000, "large": 20_000}),
     "api_load": ({"n": 200, "block": 25, "concurrent": 200}, {"n": 100, "block": 25, "concurrent": 200}),
+    "provider_limit": ({"n": 4500, "dspy_n": 960, "chunk_size": 4500}, {"n": 3000, "dspy_n": 640, "chunk_size": 3000}),
 }
 
 

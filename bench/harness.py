@@ -71,15 +71,19 @@ def group_pids(pgid: int) -> list[int]:
 class FakeProcess:
     """`python -m tests.fakes.openai_server` in its own process (its CPU is not the bench's)."""
 
-    def __init__(self, latency: float):
+    def __init__(self, latency: float, rate_limit: float = 0.0, rate_burst: float = 1.0):
         self.latency = latency
+        self.rate_limit = rate_limit  # requests/s the stand-in accepts (429 above it); 0 = no limit
+        self.rate_burst = rate_burst  # seconds of requests its bucket holds
         self.process: subprocess.Popen | None = None
         self.url = ""
 
     def start(self, timeout: float = 30.0) -> FakeProcess:
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
         self.process = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
-                                         "--latency", str(self.latency)], cwd=str(PROJECT_ROOT), env=env,
+                                         "--latency", str(self.latency), "--rate-limit", str(self.rate_limit),
+                                         "--rate-burst", str(self.rate_burst)],
+                                        cwd=str(PROJECT_ROOT), env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                         start_new_session=True)
         line = self.process.stdout.readline().strip()
@@ -142,8 +146,8 @@ class Env:
         self._scope.callback(w.close)
         return w.start(timeout=timeout)
 
-    def fake(self, latency: float) -> FakeProcess:
-        f = FakeProcess(latency).start()
+    def fake(self, latency: float, rate_limit: float = 0.0, rate_burst: float = 1.0) -> FakeProcess:
+        f = FakeProcess(latency, rate_limit, rate_burst).start()
         self._scope.callback(f.stop)
         return f
 

@@ -35,6 +35,12 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     f"{i['concurrency']} in flight",
                     f"threaded DSPy (lm15) {i['dspy_threaded_items_per_s']:.0f}/s", f"{i['queue_items_per_s']:.0f}/s",
                     f"{i['ratio']:.2f}x", f"{i['goal']}: {_yes(i['met'])}"))
+    if i := _ok(res, "io_bound"):
+        if "ratio_adaptive" in i:
+            out.append((f"3b. I/O-bound, {i['latency_s']*1000:.0f} ms provider, 1 worker process, adaptive in flight",
+                        f"threaded DSPy (lm15, {i['concurrency']} threads) {i['dspy_threaded_items_per_s']:.0f}/s",
+                        f"{i['queue_adaptive_items_per_s']:.0f}/s", f"{i['ratio_adaptive']:.2f}x",
+                        f"{i['goal_adaptive']}: {_yes(i['met_adaptive'])}"))
     if s := _ok(res, "scale"):
         ips = s["items_per_s"]
         out.append((f"4. scale, {s['latency_s']:.0f} s provider, {s['per_worker_concurrency']} in flight per worker",
@@ -57,6 +63,16 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                     f"second run {min(c['second_seconds']):.2f}-{max(c['second_seconds']):.2f} s, "
                     f"provider calls {c['provider_calls_second_run']}",
                     f"{c['speedup']:.1f}x", f"{c['goal']}: {_yes(c['met'])}"))
+    if p := _ok(res, "provider_limit"):
+        conf, lrn, base = p["configured"], p["learned"], p["dspy_batch_32_threads"]
+        out.append((f"8. provider limit {p['limit_requests_per_s']:.0f}/s, {p['latency_s']:.0f} s calls, "
+                    "1 worker process",
+                    f"DSPy batch(32 threads) {base['items_per_s']:.0f}/s ({p['dspy_fraction_of_limit']:.0%}), "
+                    f"429s {base['refused_429']}",
+                    f"configured {conf['items_per_s']:.0f}/s ({p['configured_fraction_of_limit']:.0%}, "
+                    f"429s {conf['refused_fraction']:.1%}); learned {lrn['items_per_s']:.0f}/s "
+                    f"({p['learned_fraction_of_limit']:.0%}, 429s {lrn['refused_fraction']:.1%})",
+                    f"{p['ratio']:.2f}x / {p['learned_ratio']:.2f}x", f"{p['goal']}: {_yes(p['met'])}"))
     if o := _ok(res, "overhead"):
         out.append(("7. wrapper overhead on the mock (CPU per call)", f"dspy.Predict {o['plain_predict_cpu_ms']} ms",
                     f"wrapper {o['wrapper_cpu_ms']} ms (no cache {o['wrapper_no_cache_cpu_ms']} ms, "

@@ -23,6 +23,7 @@ Metric names (the alert rules and the Grafana dashboard use exactly these):
   tidyq_cost_usd_total{backend,model}
   tidyq_validation_failures_total{backend,model}
   tidyq_breaker_state{target} / tidyq_breaker_open{target} / tidyq_breaker_transitions_total{target,transition}
+  tidyq_concurrency_limit{target,mode} / tidyq_concurrency_in_flight{target} / tidyq_concurrency_throttles{target}
   tidyq_fallbacks_total{target,reason} / tidyq_fallback_served_total{target}
 """
 
@@ -127,6 +128,7 @@ class TidyqCollector:
             hist.add_metric([backend, model], buckets, data["sum"])
         yield hist
         yield from breaker_families(self.reader.r)
+        yield from concurrency_families(self.reader.concurrency())
 
 
 def breaker_families(client) -> list[Metric]:
@@ -155,6 +157,21 @@ def breaker_families(client) -> list[Metric]:
             fallbacks.add_metric([st["target"], reason], n)
         served.add_metric([st["target"]], st.get("served_as_fallback", 0))
     return [state, is_open, transitions, fallbacks, served]
+
+
+def concurrency_families(targets: list[dict]) -> list[Metric]:
+    """The adaptive in-flight cap per target (shared/concurrency.py), summed over live workers."""
+    limit = GaugeMetricFamily("tidyq_concurrency_limit", "Provider calls allowed in flight per target, summed over "
+                              "live workers (mode: learned, configured or pinned).", labels=["target", "mode"])
+    inflight = GaugeMetricFamily("tidyq_concurrency_in_flight", "Provider calls in flight per target.",
+                                 labels=["target"])
+    throttles = GaugeMetricFamily("tidyq_concurrency_throttles", "429s seen per target by the live workers' limiters.",
+                                  labels=["target"])
+    for t in targets:
+        limit.add_metric([t["target"], str(t["mode"])], t["limit"])
+        inflight.add_metric([t["target"]], t["inflight"])
+        throttles.add_metric([t["target"]], t["throttles"])
+    return [limit, inflight, throttles]
 
 
 def build_registry(reader: OpsReader, queues: Iterable[str] = ALL_QUEUES) -> CollectorRegistry:

@@ -114,6 +114,7 @@ class Snapshot:
     workers: list[WorkerState]
     jobs: list[JobProgress] = field(default_factory=list)
     breakers: list[dict] = field(default_factory=list)  # shared.breaker.breaker_states: one per target
+    concurrency: list[dict] = field(default_factory=list)  # shared.concurrency.fleet_summary: one per target
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -258,7 +259,14 @@ class OpsReader:
                 items_per_second=round((ok + bad) / span, 3), failed_per_second=round(bad / span, 3),
                 error_rate=round(bad / (ok + bad), 6) if ok + bad else None))
         return Snapshot(at=now, window_seconds=window, queues=states, workers=workers,
-                        jobs=self.running_jobs(now=now) if jobs else [], breakers=self.breakers())
+                        jobs=self.running_jobs(now=now) if jobs else [], breakers=self.breakers(),
+                        concurrency=self.concurrency())
+
+    def concurrency(self) -> list[dict]:
+        """Each target's in-flight cap summed over the live workers (learned, configured or pinned)."""
+        from shared.concurrency import fleet_summary
+
+        return [{"target": t, **v} for t, v in fleet_summary(self.r).items()]
 
     def breakers(self) -> list[dict]:
         """Circuit breaker state and fallback counts per backend:model target (shared/breaker.py)."""

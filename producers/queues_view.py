@@ -63,6 +63,15 @@ def render(snap: Snapshot) -> Group:
                              f"{b['window']['failures']}/{b['window']['calls']}", str(b["probes_in_flight"]), moved,
                              str(b["served_as_fallback"]))
         parts.append(breakers)
+    if snap.concurrency:
+        caps = Table(title="calls in flight per target (adaptive concurrency)", expand=False)
+        for col, justify in (("target", "left"), ("mode", "left"), ("limit", "right"), ("in flight", "right"),
+                             ("workers", "right"), ("429s", "right")):
+            caps.add_column(col, justify=justify)
+        for c in snap.concurrency:
+            caps.add_row(c["target"], str(c["mode"]), f"{c['limit']:g}", str(c["inflight"]), str(c["workers"]),
+                         str(c["throttles"]))
+        parts.append(caps)
     return Group(*parts, footer)
 
 

@@ -351,28 +351,37 @@ class BreakerStep:
         self.breaker = breaker
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
+        permit = self.enter()
         try:
-            permit = self.breaker.acquire()
+            response = call_next(request)
+        except BaseException as exc:
+            self.failed(permit, exc)
+            raise
+        self.breaker.record(permit, "ok")
+        return response
+
+    def enter(self):
+        """A permit for one attempt, or BreakerOpen (the attempt the retry step counted is undone)."""
+        try:
+            return self.breaker.acquire()
         except BreakerOpen:
             collector = stats.current()
             if collector is not None and collector.attempts > 0:
                 collector.attempts -= 1  # the retry step counted an attempt that never left
             raise
-        try:
-            response = call_next(request)
-        except RetryLater:
+
+    def failed(self, permit, exc: BaseException) -> None:
+        """Record a failed attempt; raises BreakerOpen when this failure opened the breaker. (The
+        async twin in shared/steps/async_steps.py shares enter/failed.)"""
+        if isinstance(exc, RetryLater):
             self.breaker.record(permit, "neutral")  # our own rate limit: the provider was not asked
-            raise
-        except BaseException as exc:
-            outcome = outcome_of(exc)
-            state = self.breaker.record(permit, outcome)
-            if outcome == "fail" and state == "open":
-                # the breaker is open now: no backoff sleep before a retry it would refuse anyway,
-                # the fallback engine moves on at once (the provider's error stays the cause)
-                raise BreakerOpen(self.breaker.target, "open", self.breaker.last_open_until) from exc
-            raise
-        self.breaker.record(permit, "ok")
-        return response
+            return
+        outcome = outcome_of(exc)
+        state = self.breaker.record(permit, outcome)
+        if outcome == "fail" and state == "open":
+            # the breaker is open now: no backoff sleep before a retry it would refuse anyway,
+            # the fallback engine moves on at once (the provider's error stays the cause)
+            raise BreakerOpen(self.breaker.target, "open", self.breaker.last_open_until) from exc
 
 
 def breaker_enabled_for(backend: str, redis_url: str | None, settings: Settings | None = None) -> bool:

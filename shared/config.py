@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     concurrency_direct: int = 32
     concurrency_bedrock: int = 16
     concurrency_gateway: int = 32
+    # DSPy's async path (workers/async_items.py): a chunk's I/O-bound items run as coroutines on one
+    # event loop per worker process; concurrency_<backend> is then the starting in-flight cap per
+    # target, adapted up to async_max_inflight (shared/concurrency.py)
+    async_items: bool = True
+    async_max_inflight: int = 1024
     default_redis_url: str = "redis://127.0.0.1:6379/0"  # when TIDYQ_REDIS_URL is unset
     visibility_timeout: float | None = None  # lease of an unacked chunk, renewed by its live worker; default 20 s
     worker_soft_shutdown_timeout: float = 30.0  # seconds a stopping worker lets running chunks finish

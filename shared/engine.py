@@ -2,6 +2,10 @@
 
     metrics -> cache (memory, then Redis or disk) -> retry -> breaker -> rate limit -> backend
 
+Each route also gets the same steps on DSPy's async path (``Route.async_engine``: the async twin
+of every step, then the target's adaptive concurrency gate, then the async backend), and
+``build_async_engine`` is what ``dspy.LM(async_engine=...)`` receives: ``module.acall`` runs there.
+
 ``build_routes(config)`` gives one Route per target (the config's own first, then its fallbacks),
 each a StepEngine with its own full step stack; ``build_engine(routes)`` is what ``dspy.LM``
 receives: the only route's StepEngine, or a FallbackEngine over the routes when there is more than
@@ -16,12 +20,15 @@ import os
 from typing import Any
 
 from shared.backends import build_backend
+from shared.backends.async_io import async_backend
 from shared.backends.auto import resolve_auto
 from shared.breaker import BreakerStep, build_breaker_step
+from shared.concurrency import AdaptiveLimit, AsyncConcurrency
 from shared.config import BackendType, Settings, Target, UnifiedConfig
 from shared.errors import ConfigurationError
-from shared.fallback import FallbackEngine, Route, target_options
+from shared.fallback import AsyncFallbackEngine, FallbackEngine, Route, target_options
 from shared.redisconn import get_redis
+from shared.steps.async_steps import AsyncStepEngine, to_async
 from shared.steps.base import Backend, Step, StepEngine
 from shared.steps.cache import CacheStep
 from shared.steps.metrics import MetricsStep
@@ -29,6 +36,7 @@ from shared.steps.ratelimit import RateLimitStep
 from shared.steps.retry import RetryStep
 
 Engine = StepEngine | FallbackEngine
+AsyncEngine = AsyncStepEngine | AsyncFallbackEngine
 
 
 def apply_target_options(config: UnifiedConfig, settings: Settings) -> UnifiedConfig:
@@ -90,13 +98,40 @@ def build_steps(config: UnifiedConfig, backend: Backend, model: str, settings: S
     return steps
 
 
+def build_limit(config: UnifiedConfig, target: Target, settings: Settings) -> AdaptiveLimit:
+    """The target's in-flight cap: rate x latency with a configured rpm, learned otherwise. A
+    TIDYQ_CONCURRENCY_<BACKEND> set explicitly pins it (the operator's number wins); the default
+    value is only where learning starts."""
+    name = config.backend.value
+    field = f"concurrency_{name}"
+    start = max(1, int(getattr(settings, field, 1)))
+    redis = get_redis(config.redis_url) if config.redis_url else None
+    if field in settings.model_fields_set:
+        return AdaptiveLimit(target.id, initial=start, floor=start, ceiling=start, redis=redis)
+    rpm = settings.rate_limits.get(name, {}).get("rpm", 0) if config.redis_url else 0
+    return AdaptiveLimit(target.id, rate_per_s=rpm / 60.0, initial=start, ceiling=settings.async_max_inflight,
+                         redis=redis)
+
+
+def build_async_route_engine(config: UnifiedConfig, backend: Backend, steps: list[Step], target: Target,
+                             settings: Settings) -> AsyncStepEngine:
+    """The same steps (their async twins, same objects underneath) around the async backend,
+    with the target's adaptive concurrency gate innermost: every provider attempt passes it."""
+    threads = max(1, int(getattr(settings, f"concurrency_{config.backend.value}", 1)))
+    twin = async_backend(backend, max_connections=settings.async_max_inflight, threads=threads)
+    gate = AsyncConcurrency(build_limit(config, target, settings))
+    return AsyncStepEngine([*(to_async(s) for s in steps), gate], twin, [*(s.name for s in steps), gate.name])
+
+
 def build_route(config: UnifiedConfig, settings: Settings, target: Target | None = None) -> Route:
-    """One resolved (non-AUTO) target -> its backend wrapped in its steps."""
+    """One resolved (non-AUTO) target -> its backend wrapped in its steps (sync and async)."""
     backend = build_backend(config)
     model = lm_model_string(backend, config)
     steps = build_steps(config, backend, model, settings)
     breaker = next((s.breaker for s in steps if isinstance(s, BreakerStep)), None)
-    return Route(target or Target(config.backend.value, config.model), StepEngine(steps, backend), model, breaker)
+    target = target or Target(config.backend.value, config.model)
+    async_engine = build_async_route_engine(config, backend, steps, target, settings)
+    return Route(target, StepEngine(steps, backend), model, breaker, async_engine)
 
 
 def build_routes(config: UnifiedConfig, settings: Settings) -> list[Route]:
@@ -120,3 +155,10 @@ def build_engine(routes: list[Route], config: UnifiedConfig, settings: Settings)
         return routes[0].engine
     redis = get_redis(config.redis_url) if config.redis_url else None
     return FallbackEngine(routes, redis=redis, retry_after_failure=settings.breaker_open_seconds)
+
+
+def build_async_engine(routes: list[Route], engine: Engine) -> AsyncEngine:
+    """What ``dspy.LM(async_engine=...)`` receives: the async side of the same engine."""
+    if isinstance(engine, FallbackEngine):
+        return AsyncFallbackEngine(engine)
+    return routes[0].async_engine

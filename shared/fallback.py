@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,8 @@ from shared.steps.base import StepEngine
 from shared.steps.retry import is_transient
 from shared.telemetry import get_logger
 
-__all__ = ["FallbackEngine", "Route", "target_options", "credential_hint", "requeue_delay", "skipped_of",
-           "job_deadline"]
+__all__ = ["FallbackEngine", "AsyncFallbackEngine", "Route", "target_options", "credential_hint", "requeue_delay",
+           "skipped_of", "job_deadline"]
 
 
 def target_options(target: Target | str, settings: Settings | None = None) -> dict[str, Any]:
@@ -83,6 +83,7 @@ class Route:
     engine: StepEngine
     model: str  # the model string this engine expects in Request.model
     breaker: CircuitBreaker | None = None
+    async_engine: Any = None  # the same steps on DSPy's async path (shared/steps/async_steps.py)
 
     @property
     def id(self) -> str:
@@ -137,6 +138,46 @@ class FallbackEngine:
         return [r.id for r in self.routes]
 
     def complete(self, request: Request) -> Response:
+        """Drives ``_plan`` with each route's sync engine."""
+        plan = self._plan(request)
+        attempt = next(plan)
+        while True:
+            route, routed = attempt
+            try:
+                response = route.engine.complete(routed)
+            except BaseException as exc:
+                try:
+                    attempt = plan.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                attempt = plan.send(response)
+            except StopIteration as stop:
+                return stop.value
+
+    async def acomplete(self, request: Request) -> Response:
+        """The same plan with each route's async engine (shared/steps/async_steps.py)."""
+        plan = self._plan(request)
+        attempt = next(plan)
+        while True:
+            route, routed = attempt
+            try:
+                response = await route.async_engine.complete(routed)
+            except BaseException as exc:
+                try:
+                    attempt = plan.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                attempt = plan.send(response)
+            except StopIteration as stop:
+                return stop.value
+
+    def _plan(self, request: Request) -> Generator[tuple[Route, Request], Response, Response]:
+        """The decisions of one call, shared by the sync and the async driver: it yields each
+        (route, request) to try and is sent the response or thrown the route's error."""
         collector = stats.current()
         skipped: list[dict] = []
         retry_at: list[float] = []
@@ -152,7 +193,7 @@ class FallbackEngine:
                 if known is not None:
                     raise known
                 routed = request if request.model == route.model else dataclasses.replace(request, model=route.model)
-                response = route.engine.complete(routed)
+                response = yield route, routed
             except BreakerOpen as exc:
                 reason, may_recover = f"breaker_{exc.state}", True
                 retry_at.append(exc.retry_at)
@@ -210,4 +251,23 @@ class FallbackEngine:
     def close(self) -> None:
         for route in self.routes:
             route.engine.close()
+
+
+class AsyncFallbackEngine:
+    """DSPy's AsyncEngine protocol over a FallbackEngine's routes (their async engines)."""
+
+    def __init__(self, engine: FallbackEngine):
+        self.engine = engine
+
+    async def complete(self, request: Request) -> Response:
+        return await self.engine.acomplete(request)
+
+    async def stream(self, request: Request) -> AsyncIterator:
+        for event in response_to_events(await self.complete(request)):
+            yield event
+
+    async def aclose(self) -> None:
+        for route in self.engine.routes:
+            if route.async_engine is not None:
+                await route.async_engine.aclose()
 

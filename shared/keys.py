@@ -175,6 +175,8 @@ def job_events_pattern() -> str:
 def webhook_event(event_id: str) -> str:
     """String: set once when a webhook event is first scheduled, so each event id is sent once."""
     return f"{PREFIX}:webhook-event:{event_id}"
+
+
 # --- chunk ledger (shared/ledger.py, workers/sweeper.py): every chunk of a job from enqueue
 # until its chunk_end, so a message the broker lost is sent again.
 
@@ -197,3 +199,14 @@ def ledger_jobs() -> str:
 def sweeper_lock() -> str:
     """String: the worker node sweeping ledgers now (one at a time across the fleet); expires."""
     return f"{PREFIX}:ledger:sweeper"
+# --- adaptive concurrency (shared/concurrency.py)
+
+def concurrency(target_id: str) -> str:
+    """Hash worker (host:pid) -> JSON {limit, inflight, mode, latency_ms, throttles, ts}: each
+    worker process's current in-flight cap for one target, refreshed about once a second."""
+    return f"{PREFIX}:concurrency:{{{target_id}}}"
+
+
+def concurrency_index() -> str:
+    """Set of target ids that have a concurrency entry (for `tidyq queues` and the metrics)."""
+    return f"{PREFIX}:concurrency-targets"

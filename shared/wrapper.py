@@ -11,14 +11,17 @@ wrappers for many backends and threads.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dspy
 from dspy.utils.exceptions import LMError
 
 from shared.config import UnifiedConfig, get_settings
-from shared.engine import build_engine, build_routes, resolve_config
+from shared.engine import build_async_engine, build_engine, build_routes, resolve_config
 from shared.errors import BadInput, TidyqError
 from shared.metrics import registry
 from shared.program_io import program_inputs
@@ -43,6 +46,31 @@ def _unwrap(exc: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__
     return exc
+
+
+@contextmanager
+def _our_errors() -> Iterator[None]:
+    """DSPy's LMError around one of ours (or Celery's time limit) -> ours, unwrapped."""
+    try:
+        yield
+    except LMError as exc:
+        ours = _unwrap(exc)
+        if ours is exc:
+            raise
+        raise ours from None
+
+
+def has_own_aforward(module: dspy.Module) -> bool:
+    """True when the class that defines the program's ``forward`` (or a subclass of it) also
+    defines ``aforward``: a user's subclass of ChainOfThought that overrides only ``forward``
+    must not run the parent's async forward."""
+    mro = type(module).__mro__
+
+    def owner(name: str) -> int | None:
+        return next((i for i, cls in enumerate(mro) if name in vars(cls)), None)
+
+    found, forward = owner("aforward"), owner("forward")
+    return found is not None and (forward is None or found <= forward)
 
 
 def as_module(program: Any) -> dspy.Module:
@@ -99,23 +127,37 @@ class UnifiedDSPyModule:
 
     def predict_with_stats(self, **inputs: Any) -> tuple[dspy.Prediction, stats.CallStats]:
         self.check_inputs(inputs)
-        validation = self.wrapper.config.validation
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}):
-            try:
-                prediction = self.module(**inputs)
-                if validation.active:
-                    try:
-                        prediction, _ = regenerate(self.module, inputs, validation, prediction)
-                    except Exception:
-                        call.validation_failures += 1
-                        registry.record_validation_failure(self.wrapper.backend_name, self.wrapper.model)
-                        raise
-            except LMError as exc:
-                ours = _unwrap(exc)
-                if ours is exc:
-                    raise
-                raise ours from None
+        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
+            prediction = self._validated(inputs, self.module(**inputs), call)
         return prediction, call
+
+    async def apredict_with_stats(self, **inputs: Any) -> tuple[dspy.Prediction, stats.CallStats]:
+        """The same predict on DSPy's async path: ``module.acall`` when the program's own class
+        has an async forward, else ``dspy.asyncify`` (its sync forward in a worker thread, so
+        users' modules with Python between calls run unchanged). Validation re-runs, which are
+        sync DSPy code (Refine/BestOfN), go to a thread with the same context."""
+        self.check_inputs(inputs)
+        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
+            if has_own_aforward(self.module):
+                prediction = await self.module.acall(**inputs)
+            else:  # DSPy's asyncify limiter defaults to 8 threads: size it as the threaded path is
+                with dspy.context(async_max_workers=self.wrapper.asyncify_threads):
+                    prediction = await dspy.asyncify(self.module)(**inputs)
+            if self.wrapper.config.validation.active:
+                prediction = await asyncio.to_thread(self._validated, inputs, prediction, call)
+        return prediction, call
+
+    def _validated(self, inputs: dict[str, Any], prediction: dspy.Prediction, call: stats.CallStats):
+        validation = self.wrapper.config.validation
+        if not validation.active:
+            return prediction
+        try:
+            prediction, _ = regenerate(self.module, inputs, validation, prediction)
+        except Exception:
+            call.validation_failures += 1
+            registry.record_validation_failure(self.wrapper.backend_name, self.wrapper.model)
+            raise
+        return prediction
 
     def predict(self, **inputs: Any) -> dspy.Prediction:
         return self.predict_with_stats(**inputs)[0]
@@ -136,13 +178,17 @@ class UnifiedDSPyWrapper:
         self.config = resolve_config(config, settings)
         self.routes = build_routes(self.config, settings)  # the config's own target first, then its fallbacks
         self.engine = build_engine(self.routes, self.config, settings)
+        self.async_engine = build_async_engine(self.routes, self.engine)  # module.acall runs here
+        # threads for programs without an async forward on the async path (their calls take the sync steps)
+        self.asyncify_threads = max(8, int(getattr(settings, f"concurrency_{self.config.backend.value}", 8)))
         primary = self.routes[0]
         self.backend = primary.engine.backend
         self.backend_name = self.config.backend.value
         self.model = primary.model
         lm_kwargs = {k: v for k, v in {"temperature": self.config.temperature,
                                        "max_tokens": self.config.max_tokens}.items() if v is not None}
-        self.lm = dspy.LM(self.model, engine=self.engine, cache=False, num_retries=0, **lm_kwargs)
+        self.lm = dspy.LM(self.model, engine=self.engine, async_engine=self.async_engine, cache=False, num_retries=0,
+                          **lm_kwargs)
 
     def create_module(self, program: Any) -> UnifiedDSPyModule:
         return UnifiedDSPyModule(self, as_module(program))

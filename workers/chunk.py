@@ -1,9 +1,10 @@
 """Run one chunk of a job's items and record one result per item.
 
 Why chunks: a Celery round trip costs ~2.3 ms and a mock predict ~0.5-1.5 ms, so one task per item
-would spend most of its time in the broker. Inside a chunk, items of I/O-bound backends run in a
-per-process thread pool sized by the backend's concurrency setting, so one worker process keeps
-many provider calls in flight; the CPU-bound mock runs them inline.
+would spend most of its time in the broker. Inside a chunk, items of I/O-bound backends run as
+coroutines on DSPy's async path (workers/async_items.py: one event loop per process, an adaptive
+cap per target), or with TIDYQ_ASYNC_ITEMS=false in a per-process thread pool, so one worker
+process keeps many provider calls in flight; the CPU-bound mock runs them inline.
 
 Rules: a per-item error becomes a failed result, never a failed chunk; results already stored
 (a redelivered chunk) are skipped; the job's state is re-read every ``cancel_check_interval``
@@ -13,7 +14,6 @@ asked for a long wait (RetryLater) are handed back to the caller to re-enqueue w
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -23,10 +23,8 @@ import redis
 from shared import tracking
 from shared.budget import Admissions, tenant_budgets
 from shared.config import Settings
-from shared.cost import item_cost
 from shared.dedupe import all_ids, with_copies
-from shared.errors import AllTargetsOpen, RetryLater, TidyqError, error_type_name
-from shared.fallback import skipped_of
+from shared.errors import AllTargetsOpen, RetryLater
 from shared.jobs import ChunkPayload, Item, ItemResult, JobSpec, JobState
 from shared.program_io import prediction_outputs
 from shared.program_uri import is_import_path
@@ -34,22 +32,18 @@ from shared.programs import resolve_program
 from shared.queues import queue_for
 from shared.steps import stats
 from shared.store import JobStore
-from shared.telemetry import get_logger, redact
-from shared.user_code import raised_in_user_code
-from workers import metrics_publisher, runtime
+from shared.telemetry import get_logger
+from workers import async_items, metrics_publisher, runtime
 from workers.budget_gate import BudgetGate
-from workers.requeue import ProviderStillFailing, transient_cause
-
-# Celery's time-limit/termination exceptions must cross every except-Exception on the way out.
-PASS_THROUGH = ("SoftTimeLimitExceeded", "TimeLimitExceeded", "Terminated", "WorkerLostError")
-
-
-def is_pass_through(exc: BaseException) -> bool:
-    return type(exc).__name__ in PASS_THROUGH or not isinstance(exc, Exception)
-
-
-def error_message(exc: BaseException) -> str:
-    return redact(str(exc) or type(exc).__name__)[:2000]
+from workers.requeue import ProviderStillFailing
+from workers.items import (
+    check_item,
+    error_message,
+    is_pass_through,
+    item_failed,
+    item_succeeded,
+    served_version,
+)
 
 
 @dataclass
@@ -134,24 +128,17 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     """One item on the job's target chain: its own backend/model, then its fallbacks, all inside
     one engine (shared/fallback.py decides when to move on). Raises RetryLater (AllTargetsOpen
     when every target's breaker is open) and Celery's time-limit exceptions; every other failure
-    becomes a failed result, naming the targets it skipped and why."""
+    becomes a failed result, naming the targets it skipped and why. (workers/async_items.py runs
+    the same steps on DSPy's async path.)"""
     started = time.perf_counter()
-    try:
-        size = len(json.dumps(item.inputs, ensure_ascii=False).encode())
-    except (TypeError, ValueError) as exc:
-        return ItemResult.failure(item.custom_id, "BadInput", f"inputs are not JSON: {exc}", backend=spec.backend,
-                                  model=spec.model)
-    if size > max_item_bytes:
-        return ItemResult.failure(item.custom_id, "BadInput", f"item is {size} bytes; the limit is {max_item_bytes}",
-                                  backend=spec.backend, model=spec.model)
-    fallbacks = tuple(spec.fallback)
+    bad = check_item(spec, item, max_item_bytes)
+    if bad is not None:
+        return bad
     served = None  # the registered version this item runs (rollout split per item id)
-    call = None
     try:
-        if spec.program and not is_import_path(spec.program):
-            served = resolve_program(spec.program, item.custom_id)
+        served = served_version(spec, item)
         module = runtime.get_module(spec.backend, spec.model, spec.signature, served.uri if served else spec.program,
-                                    fallbacks)
+                                    tuple(spec.fallback))
         prediction, call = module.predict_with_stats(**item.inputs)
         outputs = prediction_outputs(prediction)  # a field with no JSON form fails the item, named
     except RetryLater:
@@ -159,29 +146,8 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     except BaseException as exc:
         if is_pass_through(exc):
             raise
-        cause = transient_cause(exc)
-        if cause is not None:  # no breaker made it AllTargetsOpen: back to the queue (workers/requeue.py)
-            raise ProviderStillFailing(cause) from exc
-        call = stats.of_error(exc)  # a failed prediction's calls and attempts still count
-        message = error_message(exc)
-        where = None if isinstance(exc, TidyqError) else raised_in_user_code(exc, spec.program)
-        if where:  # an exception of the user's own code (forward(), a tool): say where it was raised
-            message = f"{message} (raised at {where})"
-        result = ItemResult.failure(item.custom_id, error_type_name(exc), message, backend=spec.backend,
-                                    model=spec.model, latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                                    attempts=call.attempts if call is not None else 0)
-        result.skipped = skipped_of(exc)
-    else:
-        backend, model = spec.backend, module.wrapper.model
-        if call.served_by and call.skipped:  # a fallback target answered
-            backend, _, model = call.served_by.partition(":")
-        result = ItemResult(
-            custom_id=item.custom_id, status="succeeded", outputs=outputs,
-            backend=backend, model=model or None, cached=call.cached, skipped=list(call.skipped),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3), attempts=call.attempts)
-    result.cost_usd = item_cost(call, result.backend)  # failed items' calls are priced too
-    tracking.record_item(spec.id, result, call, served)
-    return result
+        return item_failed(spec, item, exc, started, served)
+    return item_succeeded(spec, item, module, outputs, call, started, served)
 
 
 def prebuild_programs(spec: JobSpec, items: list[Item]) -> None:
@@ -318,17 +284,31 @@ class ChunkRunner:
                 handle(item, None, exc)
 
     def _run_threaded(self, spec, todo, handle, watch) -> None:
-        executor = runtime.executor_for(spec.backend)
-        limit = min(runtime.concurrency_for(spec.backend), len(todo))
+        max_bytes = self.settings.max_item_bytes
+        if self.settings.async_items:  # coroutines on the process's event loop (workers/async_items.py)
+            def submit(item: Item) -> Future:
+                return async_items.submit(spec, item, max_bytes)
+
+            def limit() -> int:
+                return async_items.window(spec)
+        else:
+            executor = runtime.executor_for(spec.backend)
+            threads = runtime.concurrency_for(spec.backend)
+
+            def submit(item: Item) -> Future:
+                return executor.submit(run_item, spec, item, max_bytes)
+
+            def limit() -> int:
+                return threads
         pending = iter(todo)
         inflight: dict[Future, Item] = {}
 
         def fill() -> None:
-            while len(inflight) < limit and not watch.stopped():
+            while len(inflight) < limit() and not watch.stopped():
                 item = next(pending, None)
                 if item is None:
                     return
-                inflight[executor.submit(run_item, spec, item, self.settings.max_item_bytes)] = item
+                inflight[submit(item)] = item
 
         fill()
         try:

@@ -7,6 +7,7 @@ Caches are keyed by nothing that crosses a fork: ``reset()`` runs in each new po
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ _modules: dict[tuple, Any] = {}  # per thread: see get_module
 _programs: dict[str, tuple[Any, BaseException | None]] = {}  # import-path programs, built once
 _building: dict[str, threading.Lock] = {}
 _executors: dict[str, ThreadPoolExecutor] = {}
+_loop: list[asyncio.AbstractEventLoop] = []  # the process's one event loop for async items
 
 
 def reset() -> None:
@@ -30,6 +32,18 @@ def reset() -> None:
         for ex in _executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
         _executors.clear()
+        _loop.clear()  # a forked child has no thread running its parent's loop
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The process's event loop, run forever by a daemon thread: every chunk of this process
+    submits its async items here, so one loop holds all of the process's calls in flight."""
+    with _lock:
+        if not _loop:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="tidyq-async-items", daemon=True).start()
+            _loop.append(loop)
+        return _loop[0]
 
 
 def get_wrapper(backend: str, model: str | None, fallbacks: tuple[Target, ...] = ()):
@@ -81,11 +95,14 @@ def load_program(uri: str):
 
 
 def get_module(backend: str, model: str | None, signature: str | None, program: str | None,
-               fallbacks: tuple[Target, ...] = ()):
+               fallbacks: tuple[Target, ...] = (), copy_key: Any = None):
     """A UnifiedDSPyModule for a job's program on its target chain, built once per process and
     copied once per thread: DSPy modules (users' ones above all) may keep state between calls,
-    so threads of a chunk never share one instance (a copy costs about one mock call, once)."""
-    key = (backend, model, signature or "", program or "", *fallbacks, threading.get_ident())
+    so threads of a chunk never share one instance (a copy costs about one mock call, once).
+    ``copy_key``: which copy, when the caller is not one thread per item (workers/async_items.py
+    hands each coroutine in flight a slot of its own)."""
+    owner = threading.get_ident() if copy_key is None else copy_key
+    key = (backend, model, signature or "", program or "", *fallbacks, owner)
     with _lock:
         m = _modules.get(key)
     if m is None:

@@ -24,7 +24,7 @@ def _lm15_engine(model: str, api_key: str | None, api_base: str | None, timeout:
     config = RouterConfig(api_keys={provider: api_key} if api_key else None,
                           base_urls={provider: api_base} if api_base else None,
                           timeouts=timeouts_for(timeout))
-    return LM15Engine(config, model_type="chat"), provider
+    return LM15Engine(config, model_type="chat"), provider, config
 
 
 def _litellm_engine(api_key: str | None, api_base: str | None, timeout: float | None):
@@ -46,9 +46,11 @@ class DirectBackend:
         api_key = api_key or config.api_key
         self.provider: str | None = None
         self.engine_name = config.engine
+        self.router_config: RouterConfig | None = None  # lm15's, reused by the async twin (backends/async_io.py)
         if config.engine in ("auto", "lm15"):
             try:
-                self._engine, self.provider = _lm15_engine(self.model, api_key, api_base, config.timeout)
+                self._engine, self.provider, self.router_config = _lm15_engine(self.model, api_key, api_base,
+                                                                               config.timeout)
                 self.engine_name = "lm15"
             except (lm15.LM15Error, ValueError) as exc:
                 if config.engine == "lm15":

@@ -257,16 +257,25 @@ class CacheStep:
         self.writer = BackgroundWriter(self.shared)
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
+        key, response = self.lookup(request)
+        if response is not None:
+            return response
+        return self.keep(key, call_next(request))
+
+    def lookup(self, request: Request) -> tuple[str, Response | None]:
+        """The request's key and its cached response (memory, then the shared tier), counted."""
         key = cache_key(self.backend, request)
-        collector = stats.current()
         response = self.memory.get(key, self.config.ttl_seconds)
         if response is None:
             response = self._from_shared(key)
         if response is not None:
+            collector = stats.current()
             if collector is not None:
                 collector.cache_hits += 1
-            return response
-        response = call_next(request)
+        return key, response
+
+    def keep(self, key: str, response: Response) -> Response:
+        """A finished answer into both tiers (the shared one written in the background)."""
         if response.finish_reason in ("stop", "length"):
             self.memory.put(key, response)
             self.writer.submit(key, response)

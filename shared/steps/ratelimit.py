@@ -95,6 +95,19 @@ class RateLimitStep:
         return wait
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
+        wait, estimate = self.reserve(request)
+        if wait > 0:
+            self.sleep(wait)
+        try:
+            response = call_next(request)
+        except LM15Error as exc:
+            self.on_error(exc)
+            raise
+        self.correct_tokens(response, estimate)
+        return response
+
+    def reserve(self, request: Request) -> tuple[float, float]:
+        """Take this call's request and token slots: (seconds to wait first, token estimate)."""
         wait = 0.0
         if self.requests is not None:
             wait = max(wait, self._take(self.requests, 1))
@@ -105,18 +118,19 @@ class RateLimitStep:
             collector = stats.current()
             if collector is not None:
                 collector.rate_limit_wait_s += wait
-            self.sleep(wait)
-        try:
-            response = call_next(request)
-        except LM15Error as exc:
-            if is_rate_limited(exc):  # feeds the limiter: no burst, and it paces the retry (steps/retry.py)
-                setattr(exc, PACED, True)
-                for bucket in (self.requests, self.tokens):
-                    if bucket is not None:
-                        bucket.drain()
-            raise
+        return wait, estimate
+
+    def on_error(self, exc: LM15Error) -> None:
+        """A provider's rate-limit answer feeds the limiter: no burst, and it paces the retry (steps/retry.py)."""
+        if is_rate_limited(exc):
+            setattr(exc, PACED, True)
+            for bucket in (self.requests, self.tokens):
+                if bucket is not None:
+                    bucket.drain()
+
+    def correct_tokens(self, response: Response, estimate: float) -> None:
+        """The token bucket learns what the call really used (the estimate was taken before)."""
         if self.tokens is not None:
             used = response.usage.total_tokens if response.usage and response.usage.total_tokens is not None else None
             if used is not None and not math.isclose(used, estimate):
                 self.tokens.reserve(used - estimate, 1e12)
-        return response

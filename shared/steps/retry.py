@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dspy import lm15
 from dspy.lm15 import Request, Response
@@ -60,6 +61,14 @@ def rate_limit_delay(config: RetryConfig, retry_number: int, rng: random.Random)
     return rng.uniform(0.0, ceiling) if config.jitter else ceiling
 
 
+@dataclass
+class RetryTally:
+    """Retries made so far for one call: after failures, and after rate-limit answers (own budget)."""
+
+    failures: int = 0
+    limited: int = 0
+
+
 class RetryStep:
     name = "retry"
 
@@ -70,7 +79,7 @@ class RetryStep:
         self.rng = rng or random.Random()
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
-        failures = limited = 0  # retries so far: after failures, after rate-limit answers
+        tally = RetryTally()
         collector = stats.current()
         while True:
             if collector is not None:
@@ -78,18 +87,28 @@ class RetryStep:
             try:
                 return call_next(request)
             except lm15.LM15Error as exc:
-                rate_limited = is_rate_limited(exc)
-                count, budget = (limited, self.config.max_rate_limit_retries) if rate_limited \
-                    else (failures, self.config.max_retries)
-                if not is_transient(exc) or count >= budget:
-                    raise
-                wait = self._wait(exc, count, rate_limited)
-                if wait > self.config.max_inline_wait:
-                    raise RetryLater(f"{type(exc).__name__}: provider asks to wait {wait:.1f}s", delay=wait) from exc
-                if collector is not None:
-                    collector.retries += 1
-                self.sleep(wait)
-                limited, failures = (limited + 1, failures) if rate_limited else (limited, failures + 1)
+                self.sleep(self.wait_before_retry(exc, tally, collector))
+
+    def wait_before_retry(self, exc: lm15.LM15Error, tally: RetryTally, collector) -> float:
+        """Seconds to wait before retrying a failed attempt, or raise: the error itself when it is not
+        retried (not transient, or its budget spent), RetryLater when the wait belongs to the queue.
+        Counts the retry in ``tally``. (The async twin, shared/steps/async_steps.py, applies the same
+        policy.)"""
+        rate_limited = is_rate_limited(exc)
+        count, budget = (tally.limited, self.config.max_rate_limit_retries) if rate_limited \
+            else (tally.failures, self.config.max_retries)
+        if not is_transient(exc) or count >= budget:
+            raise exc
+        wait = self._wait(exc, count, rate_limited)
+        if wait > self.config.max_inline_wait:
+            raise RetryLater(f"{type(exc).__name__}: provider asks to wait {wait:.1f}s", delay=wait) from exc
+        if collector is not None:
+            collector.retries += 1
+        if rate_limited:
+            tally.limited += 1
+        else:
+            tally.failures += 1
+        return wait
 
     def _wait(self, exc: lm15.LM15Error, count: int, rate_limited: bool) -> float:
         """Retry-After when the provider gave one; no pause of our own for a rate-limit answer that

@@ -241,6 +241,10 @@ class FakeProvider:
         self._hang_seconds = 30.0
         self._expected_auth: str | None = None
         self.responder: Responder | None = responder
+        self._rate = 0.0  # requests/s of the stand-in provider limit (0 = none), see set_rate_limit
+        self._rate_tokens = 0.0
+        self._rate_cap = 0.0
+        self._rate_ts = 0.0
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -311,6 +315,38 @@ class FakeProvider:
             self._hang_all = n is None
             self._hang_remaining = 0 if n is None else int(n)
             self._hang_seconds = float(seconds)
+
+    def set_rate_limit(self, per_second: float, burst_seconds: float = 1.0) -> None:
+        """A provider-side request limit (a token bucket holding ``burst_seconds`` worth; a real
+        per-minute limit is laxer than one second): a request over it gets 429 at once with
+        Retry-After and x-ratelimit-remaining-requests / x-ratelimit-reset-requests; every answer
+        carries the x-ratelimit-* headers. 0 switches it off."""
+        with self._lock:
+            self._rate = max(0.0, float(per_second))
+            self._rate_cap = max(1.0, self._rate * float(burst_seconds))
+            self._rate_tokens = self._rate_cap
+            self._rate_ts = time.monotonic()
+
+    def _rate_take(self) -> dict[str, str] | None:
+        """None when the request may go (its token taken); else the 429's headers. Under _lock."""
+        if self._rate <= 0:
+            return None
+        now = time.monotonic()
+        self._rate_tokens = min(self._rate_cap, self._rate_tokens + (now - self._rate_ts) * self._rate)
+        self._rate_ts = now
+        if self._rate_tokens >= 1.0:
+            self._rate_tokens -= 1.0
+            return None
+        wait = (1.0 - self._rate_tokens) / self._rate
+        return {"Retry-After": f"{wait:.3f}", "x-ratelimit-limit-requests": str(int(self._rate * 60)),
+                "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{int(wait * 1000) + 1}ms"}
+
+    def _rate_headers(self) -> dict[str, str]:
+        if self._rate <= 0:
+            return {}
+        return {"x-ratelimit-limit-requests": str(int(self._rate * 60)),
+                "x-ratelimit-remaining-requests": str(int(self._rate_tokens)),
+                "x-ratelimit-reset-requests": f"{int(1000 / self._rate) + 1}ms"}
 
     def require_auth(self, credential: str | None) -> None:
         """Reject requests that do not carry ``credential`` (None switches the check off)."""
@@ -420,6 +456,11 @@ class FakeProvider:
         if expected is not None and not self.authorized(headers, expected):
             return self.unauthorized()
         with self._lock:
+            refused = self._rate_take()
+            rate_headers = self._rate_headers()
+        if refused is not None:
+            return self.error(429, "Rate limit reached for requests (stand-in provider limit)", headers=refused)
+        with self._lock:
             scripted = self._script.popleft() if self._script else None
             latency = self._latency
             hang = 0.0
@@ -446,7 +487,9 @@ class FakeProvider:
         if invalid is not None:
             return invalid
         self._sleep(latency)
-        return self._answer(path, body, responder, started)
+        reply = self._answer(path, body, responder, started)
+        reply.headers.update(rate_headers)
+        return reply
 
     def _scripted_reply(self, path: str, body: Any, scripted: ScriptedResponse,
                         responder: Responder | None, started: float) -> _Reply:
@@ -502,8 +545,11 @@ class FakeProvider:
     def configure(self, *, latency: float | None = None, failure_rate: float | None = None,
                   fail_statuses: Iterable[int] = (429, 503), retry_after: float | None = None,
                   seed: int = 0, auth: str | None = None, script: list[dict] | None = None,
-                  hang_next: dict | None = None) -> None:
+                  hang_next: dict | None = None, rate_limit: float | None = None,
+                  rate_burst_seconds: float = 1.0) -> None:
         """One call for every knob (also what POST /_fake/config takes as JSON)."""
+        if rate_limit is not None:
+            self.set_rate_limit(rate_limit, rate_burst_seconds)
         if latency is not None:
             self.set_latency(latency)
         if failure_rate is not None:
@@ -569,8 +615,12 @@ def run_cli(factory: Callable[..., FakeProvider], argv: list[str] | None = None,
     parser.add_argument("--retry-after", type=float, default=None, help="Retry-After seconds on injected failures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--auth", default=None, help="credential every request must carry")
+    parser.add_argument("--rate-limit", type=float, default=0.0, help="provider limit, requests/s (429 above it)")
+    parser.add_argument("--rate-burst", type=float, default=1.0, help="seconds of requests the limit lets burst")
     args = parser.parse_args(argv)
     fake = factory(port=args.port, latency=args.latency)
+    if args.rate_limit:
+        fake.set_rate_limit(args.rate_limit, args.rate_burst)
     if args.failure_rate:
         fake.set_failure_rate(args.failure_rate, [int(s) for s in args.fail_status.split(",") if s],
                               retry_after=args.retry_after, seed=args.seed)

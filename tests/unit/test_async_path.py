@@ -1,0 +1,91 @@
+"""The wrapper on DSPy's async path (module.acall / dspy.asyncify, the async twins of the steps)
+against the loopback OpenAI stand-in: same outputs as the sync path, one retry layer, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import dspy
+
+from shared import BackendType, CacheConfig, RetryConfig, UnifiedConfig, UnifiedDSPyWrapper
+from shared.config import Target
+from shared.wrapper import has_own_aforward
+from tests.fakes.openai_server import OpenAIFake, expected_outputs
+
+MODEL = "openai/gpt-4o-mini"
+
+
+class TwoStep(dspy.Module):
+    """A user's program with Python between two predictor calls and no async forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.draft = dspy.Predict("question -> answer")
+        self.polish = dspy.Predict("question, draft -> answer")
+
+    def forward(self, question):
+        draft = self.draft(question=question).answer
+        return self.polish(question=question, draft=draft.strip().upper())
+
+
+class MyCoT(dspy.ChainOfThought):
+    def forward(self, **kwargs):  # overrides forward only: the parent's aforward must not be used
+        return super().forward(**kwargs)
+
+
+def wrapper(fake, **extra) -> UnifiedDSPyWrapper:
+    return UnifiedDSPyWrapper(UnifiedConfig(backend=BackendType.DIRECT, model=MODEL, api_base=fake.base_url,
+                                            api_key="sk-test", cache=CacheConfig(enabled=False),
+                                            retry=RetryConfig(base_delay=0.01, jitter=0), **extra))
+
+
+def test_which_programs_run_their_own_async_forward():
+    assert has_own_aforward(dspy.Predict("q -> a"))
+    assert has_own_aforward(dspy.ChainOfThought("q -> a"))
+    assert not has_own_aforward(MyCoT("q -> a"))
+    assert not has_own_aforward(TwoStep())
+
+
+def test_async_results_equal_the_sync_path_for_predict_and_a_users_module(openai_fake):
+    w = wrapper(openai_fake)
+    for program in ("question -> answer", TwoStep()):
+        module = w.create_module(program)
+        sync = [module.predict(question=f"q{i}?") for i in range(5)]
+
+        async def main(program=program):
+            copies = [w.create_module(program if isinstance(program, str) else TwoStep()) for _ in range(5)]
+            return await asyncio.gather(*(m.apredict_with_stats(question=f"q{i}?") for i, m in enumerate(copies)))
+
+        got = asyncio.run(main())
+        assert [p.answer for p, _ in got] == [p.answer for p in sync]
+        expected_calls = 1 if isinstance(program, str) else 2
+        assert all(call.calls == expected_calls and call.attempts == expected_calls for _, call in got)
+    second = expected_outputs({"question": "q0?", "draft": TwoStep_draft("q0?")}, ["answer"])
+    assert got[0][0].answer == second["answer"]
+
+
+def TwoStep_draft(question: str) -> str:  # noqa: N802 - reads as the program's first step
+    return expected_outputs({"question": question}, ["answer"])["answer"].strip().upper()
+
+
+def test_one_retry_layer_on_the_async_path(openai_fake):
+    openai_fake.fail_next(2, 429, retry_after=0.01)
+    w = wrapper(openai_fake)
+    prediction, call = asyncio.run(w.create_module("question -> answer").apredict_with_stats(question="x?"))
+    assert prediction.answer == expected_outputs({"question": "x?"}, ["answer"])["answer"]
+    assert (call.attempts, call.retries) == (3, 2)
+    assert openai_fake.request_count == 3  # no hidden retries in DSPy or lm15
+
+
+def test_fallback_target_serves_on_the_async_path(openai_fake, monkeypatch):
+    with OpenAIFake() as backup:
+        monkeypatch.setenv("TIDYQ_TEST_KEY_B", "sk-backup")
+        monkeypatch.setenv("TIDYQ_TARGET_OPTIONS", json.dumps({"direct:openai/b": {
+            "api_base": backup.base_url, "api_key_env": "TIDYQ_TEST_KEY_B"}}))
+        openai_fake.set_failure_rate(1.0, [503])
+        w = wrapper(openai_fake, fallbacks=(Target("direct", "openai/b"),))
+        prediction, call = asyncio.run(w.create_module("question -> answer").apredict_with_stats(question="y?"))
+        assert prediction.answer == expected_outputs({"question": "y?"}, ["answer"])["answer"]
+        assert call.served_by == "direct:openai/b" and call.skipped[0]["target"] == f"direct:{MODEL}"
+        assert backup.request_count == 1
