@@ -28,6 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from shared import keys
+from shared.errors import RetryLater
 
 if TYPE_CHECKING:  # the fleet view below is read by `tidyq queues`, which never loads DSPy
     from dspy import lm15
@@ -72,10 +73,11 @@ class AdaptiveLimit:
     """The in-flight cap of one target in this process."""
 
     def __init__(self, target: str, *, rate_per_s: float = 0.0, initial: int = 16, floor: int = 1,
-                 ceiling: int = 2048, redis: Any = None, clock=time.monotonic):
+                 ceiling: int = 2048, redis: Any = None, max_inline_wait: float = 10.0, clock=time.monotonic):
         self.clock = clock  # injectable for tests: the limiter's decisions depend on time only through it
         self.target = target
         self.rate_per_s = rate_per_s
+        self.max_inline_wait = max_inline_wait  # a longer pause is the queue's to wait (RetryLater), not a slot's
         self.floor, self.ceiling = max(1, floor), max(floor, ceiling)
         self.redis = redis
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -102,7 +104,10 @@ class AdaptiveLimit:
         while True:
             now = self.clock()
             if now < self.pause_until:
-                await asyncio.sleep(self.pause_until - now)
+                pause = self.pause_until - now
+                if pause > self.max_inline_wait:
+                    raise RetryLater(f"{self.target}: the provider asked to wait {pause:.1f}s", delay=pause)
+                await asyncio.sleep(pause)
                 continue
             if self.inflight < int(self.limit):
                 self.inflight += 1

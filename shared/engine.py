@@ -107,10 +107,11 @@ def build_limit(config: UnifiedConfig, target: Target, settings: Settings) -> Ad
     start = max(1, int(getattr(settings, field, 1)))
     redis = get_redis(config.redis_url) if config.redis_url else None
     if field in settings.model_fields_set:
-        return AdaptiveLimit(target.id, initial=start, floor=start, ceiling=start, redis=redis)
+        return AdaptiveLimit(target.id, initial=start, floor=start, ceiling=start, redis=redis,
+                             max_inline_wait=config.retry.max_inline_wait)
     rpm = settings.rate_limits.get(name, {}).get("rpm", 0) if config.redis_url else 0
     return AdaptiveLimit(target.id, rate_per_s=rpm / 60.0, initial=start, ceiling=settings.async_max_inflight,
-                         redis=redis)
+                         redis=redis, max_inline_wait=config.retry.max_inline_wait)
 
 
 def build_async_route_engine(config: UnifiedConfig, backend: Backend, steps: list[Step], target: Target,

@@ -58,7 +58,7 @@ class AsyncCache:
         self.step = step
 
     async def __call__(self, request: Request, call_next: AsyncCallNext) -> Response:
-        key, response = self.step.lookup(request)
+        key, response = self.step.find(request)
         if response is not None:
             return response
         return self.step.keep(key, await call_next(request))

@@ -257,12 +257,12 @@ class CacheStep:
         self.writer = BackgroundWriter(self.shared)
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
-        key, response = self.lookup(request)
+        key, response = self.find(request)
         if response is not None:
             return response
         return self.keep(key, call_next(request))
 
-    def lookup(self, request: Request) -> tuple[str, Response | None]:
+    def find(self, request: Request) -> tuple[str, Response | None]:
         """The request's key and its cached response (memory, then the shared tier), counted."""
         key = cache_key(self.backend, request)
         response = self.memory.get(key, self.config.ttl_seconds)

@@ -11,6 +11,7 @@ from dspy import lm15
 
 from shared import keys
 from shared.concurrency import AdaptiveLimit, fleet_limits, fleet_summary, throttle_pause
+from shared.errors import RetryLater
 
 
 def refusal(retry_after=None, headers=None) -> lm15.RateLimitError:
@@ -119,3 +120,16 @@ def test_learned_limit_is_shared_in_redis_and_a_new_worker_starts_from_it(redis_
     assert second.limit == pytest.approx(first.limit, abs=0.01)  # learned once, used by the next process
     summary = fleet_summary(client)
     assert summary["direct:openai/m"]["workers"] == 1 and summary["direct:openai/m"]["throttles"] == 1
+
+
+def test_a_retry_after_longer_than_the_inline_wait_goes_to_the_queue_not_to_a_sleeping_slot():
+    clock = Clock()
+    limit = AdaptiveLimit("direct:m", initial=4, max_inline_wait=10.0, clock=clock)
+    limit.on_throttle(refusal(retry_after=16))
+    with pytest.raises(RetryLater) as caught:  # every item would otherwise hold its slot asleep for 16 s
+        asyncio.run(limit.acquire())
+    assert caught.value.delay == pytest.approx(16)
+    assert limit.inflight == 0
+    clock.now += 16  # the pause is over: the slot is taken at once
+    asyncio.run(limit.acquire())
+    assert limit.inflight == 1
