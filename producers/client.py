@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from producers import jsonl, submission
+from producers.program_check import registered_program_notes
 from producers.submission import JobFailed
 from producers.target_check import SubmitWarning, check_target
 from shared import webhooks
@@ -277,10 +278,12 @@ class Client:
         return Job(self, spec.id, warnings=notes)
 
     def check_target(self, spec: JobSpec, queue: str | None = None) -> list[str]:
-        """Refuse (BadInput) a job no live worker of its queue could run, before anything is written;
+        """Refuse (BadInput) a job no live worker of its queue could run, or whose registered program
+        does not exist, before anything is written;
         the warnings of what this producer cannot know go to ``on_warning`` and are returned."""
         notes = check_target(self.store.r, queue or queue_for(spec.backend),
                              Target(backend=spec.backend, model=spec.model), self.settings)
+        notes += registered_program_notes(spec.program, self.settings)
         for note in notes:
             self.on_warning(note)
         return notes

@@ -443,3 +443,31 @@ def test_registering_a_file_that_imports_its_neighbours_says_only_the_file_is_st
     with pytest.raises(BadInput, match="No module named 'faiss_not_here'") as info:
         uc.load_file(tmp_path / "dep.py", "R")
     assert hint not in str(info.value)  # a missing library is not a neighbour
+
+
+def test_a_registered_program_that_does_not_exist_is_refused_at_submit(user_code, mlflow_uri, redis_url, tmp_path,
+                                                                       monkeypatch):
+    import redis
+
+    src = tmp_path / "hop.py"
+    src.write_text((user_code / "userprogs" / "multihop.py").read_text())
+    runner = CliRunner()
+    assert runner.invoke(app, ["register", f"{src}:MultiHop", "--name", "hop"]).exit_code == 0
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"custom_id": "1", "inputs": {"question": "q"}}) + "\n")
+    base = ["batch", str(rows), "--backend", "mock"]
+    for program, why in (("models:/hop/7", "has no version 7"), ("models:/hop@champion", "has no alias 'champion'"),
+                         ("models:/nosuch/1", "no version 1"), ("nosuch", "no registered model 'nosuch'")):
+        out = runner.invoke(app, [*base, "--program", program])
+        assert out.exit_code == 2 and why in out.output and "Traceback" not in out.output, (program, out.output)
+    assert redis.Redis.from_url(redis_url).keys("tidyq:job:*") == []  # nothing half-enqueued
+    out = runner.invoke(app, [*base, "--program", "models:/hop/1"])
+    assert out.exit_code == 0 and len(out.stdout.strip()) == 32, out.output
+    # this producer cannot ask MLflow: accepted, with the cause
+    monkeypatch.setenv("TIDYQ_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    from shared import registry
+
+    registry.reset_registries()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    out = runner.invoke(app, [*base, "--program", "models:/hop/1"])
+    assert out.exit_code == 0 and "could not check program models:/hop/1 here" in out.output, out.output
