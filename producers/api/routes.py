@@ -21,6 +21,7 @@ from producers.api.auth import ApiTokens, Caller
 from producers.api.problems import Problem, bad_input
 from producers.api.schema import JSONL_TYPES, openapi
 from producers.async_client import AsyncClient, AsyncJob
+from producers.query_params import number_param
 from producers.submission import PREDICT_ITEM_ID, JobFailed, predict_outputs
 from shared.config import Settings
 from shared.errors import BadInput
@@ -62,17 +63,7 @@ class Api:
 
     def _number(self, request: Request, name: str, kind: type, *, default: Any = None, low: float | None = None,
                 high: float | None = None) -> Any:
-        raw = request.query_params.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise BadInput(f"expected a{'n integer' if kind is int else ' number'}, got {raw!r}",
-                           where=f"query parameter '{name}'") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise BadInput(f"must be between {low} and {high}, got {raw}", where=f"query parameter '{name}'")
-        return value
+        return number_param(request.query_params, name, kind, default=default, low=low, high=high)
 
     # --- endpoints ---------------------------------------------------------------------------------
     async def schema(self, request: Request) -> Response:

@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 
 from producers.job_overview import JobsReader
 from producers.ops_state import OpsReader
+from producers.query_params import number_param
 from producers.serve import display
 from shared.config import Settings
 from shared.store import JobNotFound
@@ -57,16 +58,8 @@ def _ctx(request: Request) -> Context:
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise QueryError(f"query parameter {name!r} must be a whole number, got {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise QueryError(f"query parameter {name!r} must be between {low} and {high}, got {value}")
-    return value
+    return number_param(request.query_params, name, int, default=default, low=low, high=high,
+                        error=lambda message, where: QueryError(f"{where} {message}"))
 
 
 def overview(ctx: Context, limit: int) -> dict:
