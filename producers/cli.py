@@ -74,14 +74,25 @@ def _client():
 
 
 def _parse_inputs(pairs: list[str]) -> dict:
-    inputs = {}
+    """``KEY=text`` gives the text as is; ``KEY:=JSON`` a JSON value (a number, list, object, true...),
+    as httpie writes it, for inputs typed other than str."""
+    inputs: dict = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        raw_json = key.endswith(":")
+        key = key[:-1] if raw_json else key
         if not sep or not key.strip():
-            raise BadInput(f"expected KEY=VALUE, got {pair!r}", where="--input")
+            raise BadInput(f"expected KEY=VALUE or KEY:=JSON, got {pair!r}", where="--input")
         if key.strip() in inputs:
             raise BadInput(f"input {key.strip()!r} given twice", where="--input")
-        inputs[key.strip()] = value
+        if raw_json:
+            try:
+                inputs[key.strip()] = json.loads(value)
+            except ValueError as exc:
+                raise BadInput(f"{key.strip()}:= needs a JSON value ({exc}), got {value[:80]!r}",
+                               where="--input") from None
+        else:
+            inputs[key.strip()] = value
     return inputs
 
 
@@ -106,7 +117,7 @@ def predict(
     program: str | None = typer.Option(None, "--program", help=PROGRAM_HELP),
     backend: str | None = typer.Option(None, "--backend", "-b", help="mock, direct, bedrock, gateway or auto"),
     model: str | None = typer.Option(None, "--model", "-m"),
-    input: list[str] = typer.Option([], "--input", "-i", help="KEY=VALUE, repeatable"),
+    input: list[str] = typer.Option([], "--input", "-i", help="KEY=TEXT or KEY:=JSON (typed); repeatable"),
     fallback: list[str] | None = typer.Option(None, "--fallback", help="B:M[,B:M...] tried after the job's target"),
     idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
     timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the answer"),

@@ -138,3 +138,20 @@ def test_migrate_is_wired(tmp_path):
     src.write_text("x = 1\n")
     result = CliRunner().invoke(app, ["migrate", str(src)])
     assert result.exit_code in (0, 1), result.output
+
+
+def test_predict_takes_typed_inputs_as_json_with_colon_equals(redis_url, mock_worker):
+    from producers.cli import _parse_inputs
+
+    assert _parse_inputs(["numbers:=[1, 2, 3]", "scale:=0.5", "flag:=true", "question=[not json, a text]",
+                          "eq=a=b"]) == {"numbers": [1, 2, 3], "scale": 0.5, "flag": True,
+                                         "question": "[not json, a text]", "eq": "a=b"}
+    sig = "numbers: list[int], scale: float, question -> answer"
+    pred = run(["predict", "-s", sig, "-b", "mock", "-i", "numbers:=[1, 2, 3]", "-i", "scale:=0.5",
+                "-i", "question=q"], redis_url)
+    assert pred.returncode == 0 and "answer" in json.loads(pred.stdout), pred.stderr
+    jobs_before = len(redis.Redis.from_url(redis_url).keys("tidyq:job:*"))
+    bad = run(["predict", "-s", sig, "-b", "mock", "-i", "numbers:=[1, 2", "-i", "scale:=1", "-i", "question=q"],
+              redis_url)
+    assert bad.returncode == 2 and "numbers:= needs a JSON value" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(redis.Redis.from_url(redis_url).keys("tidyq:job:*")) == jobs_before  # nothing enqueued
