@@ -17,6 +17,8 @@ from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvide
 from shared.migrate.assertions import AssertionRules
 from shared.migrate.dspy3 import Dspy3Rules
 from shared.migrate.findings import Finding
+from shared.migrate.finetune import FinetuneRules
+from shared.migrate.moved import MovedRules
 from shared.migrate.wrappers import WrapperRules
 
 MARK = "# tidyq-migrate:"
@@ -34,7 +36,8 @@ class Migrator(cst.CSTTransformer):
         self.imports_needed: list[ImportItem] = []
         self.dspy_alias: str | None = None
         self.legacy_imports: list[tuple[str, str | None, str | None]] = []
-        self.rules = [WrapperRules(self), AssertionRules(self), Dspy3Rules(self)]
+        self.rules = [WrapperRules(self), AssertionRules(self), MovedRules(self), FinetuneRules(self),
+                      Dspy3Rules(self)]
         self.claimed: set[Finding] = set()
 
     # ---- helpers for the rules -------------------------------------------------------------
