@@ -15,6 +15,7 @@ from libcst.codemod.visitors import AddImportsVisitor, ImportItem, RemoveImports
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, QualifiedNameProvider
 
 from shared.migrate.assertions import AssertionRules
+from shared.migrate.cot import CotRules
 from shared.migrate.dspy3 import Dspy3Rules
 from shared.migrate.findings import Finding
 from shared.migrate.finetune import FinetuneRules
@@ -40,7 +41,7 @@ class Migrator(cst.CSTTransformer):
         self.dspy_alias: str | None = None
         self.legacy_imports: list[tuple[str, str | None, str | None]] = []
         self.rules = [WrapperRules(self), NativeRules(self), AssertionRules(self), MovedRules(self),
-                      FinetuneRules(self), Dspy3Rules(self)]
+                      FinetuneRules(self), CotRules(self), Dspy3Rules(self)]
         self.claimed: set[Finding] = set()
 
     # ---- helpers for the rules -------------------------------------------------------------

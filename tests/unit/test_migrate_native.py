@@ -54,7 +54,7 @@ def test_the_gsm8k_form_becomes_a_refine_with_the_checks_as_its_reward():
     assert "\n".join([
         "    def forward(self, question):",
         "        def pred_reward(args, pred):",
-        "            rationale_has_numbers, missing_number = has_numbers(pred.rationale, extract_number(question))",
+        "            rationale_has_numbers, missing_number = has_numbers(pred.reasoning, extract_number(question))",
         "            checks = [(rationale_has_numbers, f\"Your Reasoning should contain {missing_number}.\"), "
         "(len(pred.answer) < LIMIT, \"Your Answer should be a number.\")]",
         "            return sum(bool(passed) for passed, _ in checks) / len(checks)",
