@@ -108,3 +108,19 @@ def test_finetune_data_format_becomes_train_data_format():
 def test_finetune_of_a_class_that_is_no_provider_is_left_alone():
     source = "import dspy\nclass Other:\n    def finetune(self, data_format=None):\n        return data_format\n"
     assert migrate(source) == (source, [])
+
+
+def test_a_name_moved_under_a_new_name_keeps_the_old_binding():
+    new, findings = migrate("from dsp.modules.pyserini import PyseriniRetriever\nr = PyseriniRetriever(index='i')\n"
+                            "import dspy.retrieve.qdrant_rm\nq = dspy.retrieve.qdrant_rm.QdrantRM('c', client)\n")
+    assert not findings and not removed_uses(new)
+    assert "from tidyq.dspy2 import QdrantRM, Pyserini as PyseriniRetriever\n" in new
+    assert "r = PyseriniRetriever(index='i')" in new
+    assert "q = QdrantRM('c', client)" in new and "dspy.retrieve" not in new
+
+
+def test_evaluate_splits_from_the_names_that_stay_in_dspy():
+    new, findings = migrate("from dspy.evaluate import Evaluate, answer_exact_match\n"
+                            "ev = Evaluate(devset=d, metric=answer_exact_match, return_all_scores=True)\n")
+    assert not findings
+    assert "from dspy.evaluate import answer_exact_match\nfrom tidyq.dspy2 import Evaluate\n" in new
