@@ -6,6 +6,10 @@
     lm.finetune(train_data=d, data_format="chat")           -> lm.finetune(train_data=d, train_data_format="chat")
     lm.finetune(train_data=d)                              -> lm.finetune(train_data=d, train_data_format=None)
 
+Reported: ``BootstrapFinetune(...).compile(..., target=, epochs=, bsize=, ...)`` (2.4's API: DSPy 3's
+compile takes student, trainset and teacher; training settings go to ``train_kwargs`` and the LM's
+provider trains).
+
 DSPy 3's LM.finetune calls ``provider.finetune(job=..., model=..., train_data=...,
 train_data_format=..., train_kwargs=...)`` by keyword, so a 2.x provider's ``data_format``
 parameter must be renamed (its uses in the method too); and ``train_data_format`` is required
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from shared.migrate.cstutil import split_args
+from shared.migrate.cstutil import code, split_args
 from shared.migrate.rule import Rule
 
 DATA_FORMAT = {"dspy.clients.provider.DataFormat", "dspy.clients.utils_finetune.DataFormat"}
@@ -40,7 +44,50 @@ class _RenameName(cst.CSTTransformer):
         return updated.with_changes(keyword=original.keyword)  # f(data_format=...) is another function's
 
 
+BOOTSTRAP_FINETUNE = {"dspy.BootstrapFinetune", "dspy.teleprompt.BootstrapFinetune",
+                      "dspy.teleprompt.bootstrap_finetune.BootstrapFinetune"}
+COMPILE_KEYWORDS = {"student", "trainset", "teacher"}
+
+
 class FinetuneRules(Rule):
+    def analyze(self, module: cst.Module) -> None:
+        rules = self
+        assigned: list[tuple[int, str, int, bool]] = []  # (scope, target text, line, a BootstrapFinetune?)
+        compiles: list[cst.Call] = []
+
+        class _Scan(cst.CSTVisitor):
+            def visit_Assign(self, node: cst.Assign) -> None:
+                built = isinstance(node.value, cst.Call) and bool(rules.m.qnames(node.value.func) & BOOTSTRAP_FINETUNE)
+                assigned.extend((rules._scope(node), code(t.target).strip(), rules.m.line(node), built)
+                                for t in node.targets)
+
+            def visit_Call(self, node: cst.Call) -> None:
+                if isinstance(node.func, cst.Attribute) and node.func.attr.value == "compile":
+                    compiles.append(node)
+
+        module.visit(_Scan())
+        for call in compiles:
+            if self._compiles_bootstrap_finetune(call, assigned):
+                _, keywords, starred = split_args(call)
+                old = sorted(set(keywords) - COMPILE_KEYWORDS)
+                if old or starred:
+                    self.m.report(call, f"BootstrapFinetune.compile in DSPy 3 takes student, trainset, teacher only "
+                                        f"(not {', '.join(old) or '**kwargs'}): 2.4's target=/epochs=/bsize=/lr= "
+                                        "settings go to BootstrapFinetune(train_kwargs=...) and the LM's provider")
+
+    def _scope(self, node: cst.CSTNode) -> int:
+        return id(self.m.enclosing(node, cst.FunctionDef))
+
+    def _compiles_bootstrap_finetune(self, call: cst.Call, assigned: list[tuple[int, str, int, bool]]) -> bool:
+        """``BootstrapFinetune(...).compile(...)``, or ``tp.compile(...)`` where the last assignment to
+        ``tp`` before it, in the same function, built a BootstrapFinetune."""
+        owner = cst.ensure_type(call.func, cst.Attribute).value
+        if isinstance(owner, cst.Call):
+            return bool(self.m.qnames(owner.func) & BOOTSTRAP_FINETUNE)
+        text, scope, line = code(owner).strip(), self._scope(call), self.m.line(call)
+        last = [built for s, t, at, built in assigned if s == scope and t == text and at <= line]
+        return bool(last) and last[-1]
+
     def leave_ref(self, original, updated):
         names = self.m.qnames(original)
         if isinstance(original, cst.Attribute) and original.attr.value in MEMBERS and \

@@ -124,3 +124,19 @@ def test_evaluate_splits_from_the_names_that_stay_in_dspy():
                             "ev = Evaluate(devset=d, metric=answer_exact_match, return_all_scores=True)\n")
     assert not findings
     assert "from dspy.evaluate import answer_exact_match\nfrom tidyq.dspy2 import Evaluate\n" in new
+
+
+def test_2_4s_bootstrap_finetune_compile_settings_are_reported():
+    # examples/qa/hotpot/multihop_finetune.ipynb: `tp` is first another optimizer, then BootstrapFinetune
+    new, findings = migrate("from dspy.teleprompt import BootstrapFewShotWithRandomSearch, BootstrapFinetune\n"
+                            "tp = BootstrapFewShotWithRandomSearch(metric=m)\n"
+                            "p = tp.compile(BasicMH(), trainset=t, valset=v)\n"
+                            "config = dict(target='t5-large', epochs=2, bf16=True, bsize=6, accumsteps=2, lr=5e-5)\n"
+                            "tp = BootstrapFinetune(metric=None)\n"
+                            "t5 = tp.compile(BasicMH(), teacher=ensemble, trainset=t, **config)\n"
+                            "ok = BootstrapFinetune(metric=m).compile(student=s, trainset=t, teacher=None)\n"
+                            "old = BootstrapFinetune().compile(s, trainset=t, target='t5-large')\n")
+    prefix = "BootstrapFinetune.compile in DSPy 3 takes student, trainset, teacher only"
+    assert [(f.line, f.message.split(":")[0]) for f in findings] == [(6, f"{prefix} (not **kwargs)"),
+                                                                     (8, f"{prefix} (not target)")]
+    assert new.count("# tidyq-migrate: BootstrapFinetune.compile") == 2
