@@ -268,12 +268,14 @@ def demo(
 
 @app.command()
 def migrate(paths: list[str] = typer.Argument(..., metavar="PATH..."),
-            write: bool = typer.Option(False, "--write", help="rewrite files in place (default: show a diff)")):
+            write: bool = typer.Option(False, "--write", help="rewrite files in place (default: show a diff)"),
+            native: bool = typer.Option(False, "--native", help="lift simple dspy.Suggest forms to dspy.Refine "
+                                                                "where 2.x's semantics carry over")):
     """Rewrite code written for the old wrapper to the tidyq API."""
     with cli_errors():
         from shared.migrate import run
 
-        raise typer.Exit(run(paths, write))
+        raise typer.Exit(run(paths, write, native=native))
 
 
 def _load_command_modules() -> None:

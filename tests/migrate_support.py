@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 
 REMOVED_ATTRIBUTES = {"Assert", "Suggest", "OpenAI", "TypedPredictor", "TypedChainOfThought", "Retry", "HFClientVLLM",
-                      "assert_transform_module", "backtrack_handler"}
+                      "assert_transform_module", "backtrack_handler", "ChainOfThoughtWithHint", "Clarifai", "Pyserini",
+                      "HFModel"}
 REMOVED_MODULES = ("dsp", "dspy.primitives.assertions", "dspy.functional", "dspy.retrieve")
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from shared.migrate.cstutil import code, expr
-from shared.migrate.rule import Rule
+from shared.migrate.cstutil import expr
+from shared.migrate.rule import RuntimeRule
 
 RUNTIME = "tidyq.assertions"
 OLD_MODULES = ("dspy.primitives.assertions",)
@@ -40,10 +40,15 @@ def short_name(qname: str) -> str | None:
     return None
 
 
-class AssertionRules(Rule):
-    def __init__(self, m):
-        super().__init__(m)
-        self.taken: set[str] = set()  # runtime names the file binds to something else
+class AssertionRules(RuntimeRule):
+    runtime = RUNTIME
+    provided = PROVIDED
+
+    def target(self, qname: str) -> str | None:
+        return short_name(qname)
+
+    def moves_from(self, module: str) -> bool:
+        return module not in OLD_MODULES  # `from dspy.primitives.assertions import X`: leave_import_from
 
     def legacy_reason(self, qname: str) -> str | None:
         if qname in OLD_MODULES:
@@ -54,50 +59,7 @@ class AssertionRules(Rule):
         return None
 
     def analyze(self, module: cst.Module) -> None:
-        rules = self
-
-        class _Names(cst.CSTVisitor):
-            def visit_Attribute(self, node: cst.Attribute) -> bool:
-                node.value.visit(self)  # `x.Assert` does not bind the name Assert
-                return False
-
-            def visit_Name(self, node: cst.Name) -> None:
-                if node.value in PROVIDED and not any(short_name(q) for q in rules.m.qnames(node)):
-                    rules.taken.add(node.value)
-
-        module.visit(_Names())
-
-    def _runtime_ref(self, name: str) -> cst.BaseExpression:
-        """``X`` (imported from tidyq.assertions), or ``tidyq.assertions.X`` when X is taken."""
-        if name in self.taken:
-            self.m.need_import(RUNTIME)
-            return expr(f"{RUNTIME}.{name}")
-        self.m.need_import(RUNTIME, name)
-        return cst.Name(name)
-
-    # ---- references: dspy.Assert, dspy.primitives.assertions.backtrack_handler, A.Suggest ---------
-    def leave_ref(self, original, updated):
-        short = next((s for s in map(short_name, self.m.qnames(original)) if s), None)
-        if short is None or self._inside_import(original):
-            return None
-        self.m.mark(original)
-        if isinstance(original, cst.Name):
-            return None  # bound by a `from ... import` that leave_import_from rewrites
-        root = original
-        while isinstance(root, cst.Attribute):
-            root = root.value
-        if isinstance(root, cst.Name) and any(q.startswith("dspy") for q in self.m.qnames(root)) and \
-                root.value in ("dspy", self.m.dspy_alias):
-            return self._runtime_ref(short)
-        return None  # A.Suggest with `import dspy.primitives.assertions as A`: the import is rewritten
-
-    def _inside_import(self, node: cst.CSTNode) -> bool:
-        cur = self.m.parent(node)
-        while cur is not None and not isinstance(cur, cst.BaseStatement):
-            if isinstance(cur, (cst.Import, cst.ImportFrom)):
-                return True
-            cur = self.m.parent(cur)
-        return False
+        self.find_taken(module)
 
     # ---- m.activate_assertions(...) ----------------------------------------------------------------
     def leave_call(self, original: cst.Call, updated: cst.Call):
@@ -111,7 +73,7 @@ class AssertionRules(Rule):
             return None
         self.m.mark(original.func)
         module = cst.Arg(value=func.value)
-        return updated.with_changes(func=self._runtime_ref(ACTIVATE), args=[module, *updated.args])
+        return updated.with_changes(func=self.runtime_ref(ACTIVATE), args=[module, *updated.args])
 
     def _maps_retry(self, call: cst.Call) -> bool:
         """``m.map_named_predictors(Retry)``: 2.x's backtracking needed every predictor wrapped in
@@ -146,22 +108,3 @@ class AssertionRules(Rule):
             self.m.mark(original)
             return updated.with_changes(module=cst.Name("tidyq"))
         return None
-
-    def leave_statement(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine):
-        """``from dspy import Assert, Predict``: the assertion names move to their own import."""
-        stmt = updated.body[0] if len(updated.body) == 1 else None
-        if not isinstance(stmt, cst.ImportFrom) or stmt.module is None or stmt.relative or \
-                isinstance(stmt.names, cst.ImportStar):
-            return None
-        module = cst.helpers.get_full_name_for_node(stmt.module)
-        moved = [a for a in stmt.names if short_name(f"{module}.{a.name.value}") and module not in OLD_MODULES]
-        if not moved:
-            return None
-        self.m.mark(original)
-        moved = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in moved]
-        runtime = cst.parse_statement(f"from {RUNTIME} import {', '.join(code(a) for a in moved)}")
-        kept = [a for a in stmt.names if a.name.value not in {m.name.value for m in moved}]
-        if not kept:
-            return runtime.with_changes(leading_lines=updated.leading_lines)
-        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-        return cst.FlattenSentinel([updated.with_changes(body=[stmt.with_changes(names=kept)]), runtime])

@@ -7,10 +7,12 @@ Rewritten:
 - legacy LM clients (dspy.OpenAI, dspy.OllamaLocal, dspy.HFClientVLLM, ...): dspy.LM("<provider>/<model>")
   with the old defaults (lm_clients.py);
 - dspy.retrieve.Retrieve (the dspy.retrieve package is gone): dspy.Retrieve.
-Reported (no faithful automatic rewrite): dspy.Retry, dspy.ChainOfThoughtWithHint, MIPRO and
+Moved to tidyq.dspy2 (which keeps their 2.x behaviour; moved.py): ChainOfThoughtWithHint, QdrantRM,
+ClarifaiRM, Pyserini, dspy.Clarifai, dsp's OpenAIVectorizer and cache_turn_on, and Evaluate where
+2.x's return_outputs/return_all_scores are used.
+Reported (no faithful automatic rewrite): dspy.Retry, MIPRO and
 BayesianSignatureOptimizer (use MIPROv2, different arguments), the ``dsp`` package, the community
-retrievers under dspy.retrieve, signature_to_template, reading assertion settings, Evaluate's
-return_outputs/return_all_scores (Evaluate now returns an EvaluationResult), TypedPredictor's
+retrievers under dspy.retrieve, signature_to_template, reading assertion settings, TypedPredictor's
 max_retries/explain; and, as a safety net, any other ``dspy.<name>`` the installed DSPy does not have.
 """
 
@@ -23,6 +25,7 @@ import libcst as cst
 
 from shared.migrate.cstutil import code, expr, split_args
 from shared.migrate.lm_clients import CLIENTS, Unsupported, lm_arguments
+from shared.migrate.moved import moved_name
 from shared.migrate.rule import Rule
 
 RENAMES: dict[str, str] = {}
@@ -50,7 +53,6 @@ REPORTED = {
     "dspy.signatures.signature.signature_to_template": "signature_to_template is gone in DSPy 3: prompts are built "
                                                        "by adapters, e.g. dspy.ChatAdapter().format(signature, demos, "
                                                        "inputs)",
-    "dspy.ChainOfThoughtWithHint": "removed in DSPy 3; use dspy.ChainOfThought with a `hint` input field",
     "dspy.MIPRO": "MIPRO was removed; dspy.MIPROv2 replaces it with different arguments",
     "dspy.teleprompt.MIPRO": "MIPRO was removed; dspy.MIPROv2 replaces it with different arguments",
     "dspy.BayesianSignatureOptimizer": "removed; dspy.MIPROv2 replaces it with different arguments",
@@ -61,8 +63,6 @@ REPORTED = {
                                     "dspy.settings.get('bypass_suggest', False) (tidyq.assertions honours it)",
     "dspy.settings.backtrack_to": "2.x's backtracking state is gone (tidyq.assertions keeps it per call)",
 }
-EVALUATE = {"dspy.Evaluate", "dspy.evaluate.Evaluate", "dspy.evaluate.evaluate.Evaluate"}
-EVALUATE_KWARGS = ("return_outputs", "return_all_scores")
 
 
 class Dspy3Rules(Rule):
@@ -109,8 +109,14 @@ class Dspy3Rules(Rule):
         """``from dsp.x import y`` fails at import time, used or not, unless rewritten (an unused
         ``import dsp`` is removed, a used one is reported at its uses)."""
         if isinstance(node, cst.ImportFrom) and (module == "dsp" or module.startswith("dsp.")) and \
-                not self._dsp_names_exist(node, module):
+                not self._dsp_names_exist(node, module) and not self._all_moved(node, module):
             self.m.report(node, f"import of {module}: {self.legacy_reason(module)}")
+
+    @staticmethod
+    def _all_moved(node: cst.ImportFrom, module: str) -> bool:
+        """Every name is kept by tidyq.dspy2 (shared.migrate.moved rewrites the import)."""
+        return not isinstance(node.names, cst.ImportStar) and \
+            all(moved_name(f"{module}.{alias.name.value}") for alias in node.names)
 
     @staticmethod
     def _dsp_names_exist(node: cst.ImportFrom, module: str) -> bool:
@@ -135,14 +141,7 @@ class Dspy3Rules(Rule):
         return imports[0] if len(imports) == 1 else cst.FlattenSentinel(imports)
 
     def _check_call(self, call: cst.Call) -> None:
-        names = self.m.qnames(call.func)
         _, keywords, _ = split_args(call)
-        if names & EVALUATE or any(k in keywords for k in EVALUATE_KWARGS):
-            for key in EVALUATE_KWARGS:
-                if key in keywords:
-                    self.m.report(keywords[key], f"{key}= was removed from dspy.Evaluate in DSPy 3: calling it now "
-                                                 "returns an EvaluationResult with .score and .results; adapt the "
-                                                 "code that unpacks the result by hand")
         renamed = self._renamed(call.func)
         if renamed in ("Predict", "ChainOfThought"):
             dropped = [k for k in keywords if k in ("max_retries", "explain")]

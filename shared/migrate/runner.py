@@ -5,6 +5,7 @@ migrated (each printed as path:line: why); 2 bad arguments or a file that does n
 nothing is written at all). A file with findings still gets every safe rewrite written, and each
 finding is marked above its line with a ``# tidyq-migrate: why`` comment, so nothing is left silently.
 Notebook exports: IPython magics (``%pip``, ``!ls``) are commented out before parsing (see notebook.py).
+``--native`` lifts the simple assertion form to dspy.Refine (native.py); what it lifted or left is a note.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[int, str]:
     return exc.raw_line, exc.message
 
 
-def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr, native: bool = False) -> int:
     try:
         files = collect(list(paths))
     except UsageError as exc:
@@ -94,12 +95,12 @@ def run(paths: list[str], write: bool, out: TextIO = sys.stdout, err: TextIO = s
     if bad:
         print("tidyq migrate: nothing was changed (fix the files above first)", file=err)
         return 2
-    for note in notes:
-        print(f"{note}", file=err)
     results: list[tuple[Path, str, list[Finding]]] = []
     for file in files:
-        new, findings = migrate_source(parsable[file], str(file))
+        new, findings = migrate_source(parsable[file], str(file), native=native, notes=notes)
         results.append((file, new, findings))
+    for note in sorted(notes):
+        print(f"{note}", file=err)
     changed = written = 0
     all_findings: list[Finding] = []
     for file, new, findings in results:

@@ -15,8 +15,12 @@ from libcst.codemod.visitors import AddImportsVisitor, ImportItem, RemoveImports
 from libcst.metadata import MetadataWrapper, ParentNodeProvider, PositionProvider, QualifiedNameProvider
 
 from shared.migrate.assertions import AssertionRules
+from shared.migrate.cot import CotRules
 from shared.migrate.dspy3 import Dspy3Rules
 from shared.migrate.findings import Finding
+from shared.migrate.finetune import FinetuneRules
+from shared.migrate.moved import MovedRules
+from shared.migrate.native import NativeRules
 from shared.migrate.wrappers import WrapperRules
 
 MARK = "# tidyq-migrate:"
@@ -25,16 +29,19 @@ MARK = "# tidyq-migrate:"
 class Migrator(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider, ParentNodeProvider)
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, native: bool = False):
         super().__init__()
         self.path = path
+        self.native = native  # --native: lift the simple assertion form to dspy.Refine (native.py)
         self.findings: list[Finding] = []
+        self.notes: list[Finding] = []  # printed as path:line: note: ..., not findings
         self.accounted: set[int] = set()  # ids of original nodes rewritten or reported
         self.legacy_refs: list[tuple[cst.CSTNode, str, int]] = []  # (node, qualified name, line)
         self.imports_needed: list[ImportItem] = []
         self.dspy_alias: str | None = None
         self.legacy_imports: list[tuple[str, str | None, str | None]] = []
-        self.rules = [WrapperRules(self), AssertionRules(self), Dspy3Rules(self)]
+        self.rules = [WrapperRules(self), NativeRules(self), AssertionRules(self), MovedRules(self),
+                      FinetuneRules(self), CotRules(self), Dspy3Rules(self)]
         self.claimed: set[Finding] = set()
 
     # ---- helpers for the rules -------------------------------------------------------------
@@ -59,6 +66,9 @@ class Migrator(cst.CSTTransformer):
     def report(self, node: cst.CSTNode, message: str) -> None:
         self.findings.append(Finding(self.path, self.line(node), message))
         self.mark(node)
+
+    def note(self, node: cst.CSTNode, message: str) -> None:
+        self.notes.append(Finding(self.path, self.line(node), f"note: {message}"))
 
     def mark(self, *nodes: cst.CSTNode) -> None:
         for node in nodes:
@@ -223,12 +233,16 @@ class _DropLegacyModuleImports(cst.CSTTransformer):
         return updated.with_changes(names=keep)
 
 
-def migrate_source(source: str, path: str) -> tuple[str, list[Finding]]:
-    """(new source, findings). Raises libcst.ParserSyntaxError for unparsable input."""
+def migrate_source(source: str, path: str, native: bool = False,
+                   notes: list[Finding] | None = None) -> tuple[str, list[Finding]]:
+    """(new source, findings); ``notes`` (when given) gets what --native did or left, as notes.
+    Raises libcst.ParserSyntaxError for unparsable input."""
     module = cst.parse_module(source)
     wrapper = MetadataWrapper(module)
-    migrator = Migrator(path)
+    migrator = Migrator(path, native)
     new = wrapper.visit(migrator)
+    if notes is not None:
+        notes += migrator.notes
     findings = migrator.all_findings()
     if new.deep_equals(wrapper.module):
         return source, sorted(set(findings))

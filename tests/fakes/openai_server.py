@@ -1,7 +1,8 @@
 """A stand-in for the OpenAI chat completions API on 127.0.0.1.
 
 Serves POST /v1/chat/completions, /chat/completions and any path ending in /chat/completions
-(so a root URL works as litellm ``api_base`` and as the openai client's ``base_url``). Answers
+(so a root URL works as litellm ``api_base`` and as the openai client's ``base_url``), and
+``.../embeddings`` (a deterministic vector per input text, see ``fake_embedding``). Answers
 are real OpenAI JSON whose content DSPy's ChatAdapter/JSONAdapter parses (see answers.py);
 errors are OpenAI error JSON. Scripting and counters: http_fake.FakeProvider.
 
@@ -18,7 +19,7 @@ from typing import Any
 from tests.fakes.answers import expected_outputs, expected_text, reply_for_messages
 from tests.fakes.http_fake import FakeProvider, _json_reply, _Reply, estimate_tokens, run_cli
 
-__all__ = ["OpenAIFake", "openai_messages", "openai_reply", "expected_outputs", "expected_text"]
+__all__ = ["OpenAIFake", "openai_messages", "openai_reply", "expected_outputs", "expected_text", "fake_embedding"]
 
 _ERRORS = {
     400: ("invalid_request_error", None),
@@ -45,6 +46,21 @@ def openai_messages(request: dict) -> list[dict[str, str]]:
     return out
 
 
+def _embeddings(path: str) -> bool:
+    return path.rstrip("/").endswith("/embeddings")
+
+
+def fake_embedding(text: str, size: int = 8) -> list[float]:
+    """The stand-in's embedding of ``text``: letter counts folded into ``size`` slots, normalised
+    (texts sharing words point the same way, so a nearest-neighbour search behaves)."""
+    slots = [0.0] * size
+    for char in text.lower():
+        if char.isalnum():
+            slots[ord(char) % size] += 1.0
+    norm = sum(x * x for x in slots) ** 0.5 or 1.0
+    return [x / norm for x in slots]
+
+
 def openai_reply(request: dict) -> str:
     """The fake's default answer text for an OpenAI chat request (what a test can recompute)."""
     response_format = request.get("response_format") or {}
@@ -63,19 +79,21 @@ class OpenAIFake(FakeProvider):
         return f"{self.url}/v1"
 
     def route(self, method: str, path: str) -> bool:
-        return method == "POST" and path.rstrip("/").endswith("/chat/completions")
+        return method == "POST" and path.rstrip("/").endswith(("/chat/completions", "/embeddings"))
 
     def validate(self, path: str, request: Any) -> _Reply | None:
         if not isinstance(request, dict):
             return self.error(400, "We could not parse the JSON body of your request.")
         if not request.get("model"):
             return self.error(400, "you must provide a model parameter")
+        if _embeddings(path):
+            return None if isinstance(request.get("input"), (str, list)) else self.error(400, "'input' is required")
         if not isinstance(request.get("messages"), list) or not request["messages"]:
             return self.error(400, "'messages' must be a non-empty array")
         return None
 
     def default_reply(self, path: str, request: dict) -> str:
-        return openai_reply(request)
+        return "" if _embeddings(path) else openai_reply(request)
 
     def authorized(self, headers: dict[str, str], expected: str) -> bool:
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
@@ -91,6 +109,12 @@ class OpenAIFake(FakeProvider):
         return _json_reply(status, payload, {"x-request-id": f"req_{uuid.uuid4().hex[:24]}", **(headers or {})})
 
     def success(self, path: str, request: dict, content: str, latency_ms: int) -> _Reply:
+        if _embeddings(path):
+            texts = [request["input"]] if isinstance(request["input"], str) else request["input"]
+            return _json_reply(200, {"object": "list", "model": request["model"],
+                                     "data": [{"object": "embedding", "index": i, "embedding": fake_embedding(str(t))}
+                                              for i, t in enumerate(texts)],
+                                     "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
         prompt_tokens = estimate_tokens("".join(m["content"] for m in openai_messages(request)))
         completion_tokens = estimate_tokens(content)
         model = str(request.get("model") or "fake-model")

@@ -1,5 +1,5 @@
 """Every name `tidyq migrate` writes into migrated code exists in the installed DSPy 3.4 (and in
-tidyq.assertions), checked by importing it; and the codemod's own check for names DSPy lacks."""
+tidyq.assertions / tidyq.dspy2), checked by importing it; and the codemod's own check for names DSPy lacks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import dspy
 import pytest
 
 import tidyq.assertions
+import tidyq.dspy2
+from shared.migrate import moved
 from shared.migrate.assertions import PROVIDED
 from shared.migrate.dspy3 import RENAMES, dsp_replacement, missing_in_dspy
 from shared.migrate.lm_clients import CLIENTS, Unsupported, lm_arguments
@@ -68,3 +70,26 @@ def test_legacy_client_arguments_that_do_not_carry_over_are_refused():
     assert lm_arguments("OpenAI", ['"gpt-4o"'], {"api_provider": '"openai"', "temperature": "0.7"}) == \
         '"openai/gpt-4o", temperature=0.7'
     assert 'api_base=f"{url}:{port}/v1"' in lm_arguments("HFClientVLLM", ["name"], {"port": "port", "url": "url"})
+
+
+@pytest.mark.parametrize("name", moved.PROVIDED)
+def test_every_name_the_codemod_moves_is_in_tidyq_dspy2(name):
+    assert getattr(tidyq.dspy2, name) is not None and name in tidyq.dspy2.__all__
+
+
+def test_the_dspy_3_names_tidyq_dspy2_and_the_finetune_rewrite_use_exist():
+    import inspect
+
+    import litellm
+    from dspy.clients.provider import Provider
+
+    from shared.migrate import finetune
+
+    data_format = getattr(importlib.import_module(finetune.NEW_MODULE), finetune.NEW_NAME)
+    assert {getattr(data_format, m).value for m in finetune.MEMBERS.values()} == set(finetune.MEMBERS)
+    for method in (dspy.LM.finetune, Provider.finetune):
+        assert finetune.NEW_PARAM in inspect.signature(method).parameters
+    assert "rationale_field" in inspect.signature(dspy.ChainOfThought.__init__).parameters
+    assert "clarifai" in litellm.provider_list
+    assert issubclass(tidyq.dspy2.Evaluate, dspy.Evaluate) and callable(dspy.configure_cache)
+    assert callable(dspy.Embedder) and callable(dspy.Retrieve)

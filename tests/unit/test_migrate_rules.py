@@ -133,8 +133,9 @@ def test_name_clashes_use_the_module_path_and_dsp_moves():
 
 
 def test_names_the_installed_dspy_lacks_are_reported():
-    _, findings = migrate("import dspy\nlm = dspy.HFModel('x')\nr = dspy.Pyserini(index='i')\n")
-    assert [(f.line, f.message.split(":")[0]) for f in findings] == [(2, "dspy.HFModel"), (3, "dspy.Pyserini")]
+    _, findings = migrate("import dspy\nlm = dspy.HFModel('x')\nr = dspy.ColBERTv2RetrieverLocal(p)\n")
+    assert [(f.line, f.message.split(":")[0]) for f in findings] == [(2, "dspy.HFModel"),
+                                                                     (3, "dspy.ColBERTv2RetrieverLocal")]
 
 
 def test_every_import_form_of_the_assertion_api_moves_to_tidyq_assertions():

@@ -44,7 +44,7 @@ def make():
 
 program = assert_transform_module(make(), backtrack_handler)  # migrated: the handler is kept as written
 retry = dspy.Retry  # expect: dspy.Retry was removed
-evaluate = dspy.Evaluate(devset=[], metric=metric, return_outputs=True)  # expect: return_outputs= was removed
+evaluate = dspy.Evaluate(devset=[], metric=metric, return_outputs=True)  # migrated: tidyq.dspy2.Evaluate keeps the tuple
 wrapper = DSPyEnhancedWrapper(config=EnhancedConfig())  # expect: argument 'config' has no UnifiedConfig counterpart
 stats = DSPyEnhancedWrapper(model="x").get_performance_stats()  # expect: not one of the legacy entry points
 w2 = DSPyEnhancedWrapper(model="x")
