@@ -147,3 +147,47 @@ def test_a_changed_program_misses_and_its_generation_settings_reach_the_provider
     assert lm_calls(status) == 8 and openai_fake.request_count == 16
     assert not any(res["cached"] for res in results.values())
     assert {body["temperature"] for body in openai_fake.request_bodies[-8:]} == {0.7}
+
+
+def test_the_opt_out_travels_from_the_cli_and_the_rest_api_into_the_job(redis_url, tmp_path, monkeypatch):
+    import httpx
+    from typer.testing import CliRunner
+
+    from producers.api.process import ApiServerProcess
+    from producers.cli import app
+
+    monkeypatch.setenv("TIDYQ_SUBMIT_CHECK", "off")  # no worker here: only the stored spec is read
+    store = Client().store
+    file = tmp_path / "rows.jsonl"
+    file.write_text("".join(f'{{"custom_id": "r{i}", "inputs": {{"question": "q{i}?"}}}}\n' for i in range(3)))
+    specs = {}
+    for flag in ("--no-item-cache", "--item-cache"):
+        out = CliRunner().invoke(app, ["batch", str(file), "-s", SIG, "-b", "direct", "-m", MODEL, flag])
+        assert out.exit_code == 0, out.output
+        specs[flag] = store.spec(out.stdout.strip().splitlines()[-1]).item_cache
+    assert specs == {"--no-item-cache": False, "--item-cache": True}
+
+    token = "api-token-0123456789abcdef"
+    server = ApiServerProcess({"TIDYQ_REDIS_URL": redis_url, "TIDYQ_API_TOKENS": token, "TIDYQ_SUBMIT_CHECK": "off"},
+                              log_path=tmp_path / "api.log").start()
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        rows_ = [{"custom_id": "a", "inputs": {"question": "x"}}]
+        made = {}
+        for name, kw in {"json off": {"json": {"signature": SIG, "backend": "direct", "model": MODEL, "rows": rows_,
+                                               "item_cache": False}},
+                         "json default": {"json": {"signature": SIG, "backend": "direct", "model": MODEL,
+                                                   "rows": rows_}},
+                         "predict off": {"json": {"signature": SIG, "backend": "direct", "model": MODEL,
+                                                  "inputs": {"question": "x"}, "item_cache": False}},
+                         "upload off": {"content": file.read_bytes(),
+                                        "params": {"signature": SIG, "backend": "direct", "model": MODEL,
+                                                   "item_cache": "false"},
+                                        "headers": {**headers, "Content-Type": "application/x-ndjson"}}}.items():
+            kw.setdefault("headers", headers)
+            response = httpx.post(f"{server.url}/jobs", timeout=30, **kw)
+            assert response.status_code == 201, response.text
+            made[name] = store.spec(response.json()["id"]).item_cache
+        assert made == {"json off": False, "json default": True, "predict off": False, "upload off": False}
+    finally:
+        server.stop()

@@ -1,0 +1,119 @@
+"""The item-level result cache's key, entries and write, against the session's real redis-server
+(the workers' side of it runs in tests/integration/test_item_cache.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from shared.config import Settings
+from shared.item_cache import entry, hit, item_key, scope_digest
+from shared.jobs import ItemResult, JobKind, JobSpec
+from shared.store import JobStore
+from workers.item_cache import ChunkCache, enabled
+
+GEN = {"lm": {"temperature": 0.0, "max_tokens": 256}, "adapter": "dspy.adapters.chat_adapter.ChatAdapter",
+       "dspy": "3.4.1"}
+BASE = ("signature:question -> answer", "direct:openai/gpt-4o-mini", GEN)
+
+
+def key(program=BASE[0], target=BASE[1], generation=GEN, inputs=None) -> str:
+    return item_key(scope_digest(program, target, generation), inputs or {"question": "What is 2+2?"})
+
+
+def spec(**kw) -> JobSpec:
+    return JobSpec(id=kw.pop("id", "j1"), kind=JobKind.BATCH, signature="question -> answer",
+                   backend=kw.pop("backend", "direct"), total=kw.pop("total", 3), chunk_size=10, ttl_seconds=600, created_at=1.0, **kw)
+
+
+def test_every_part_of_the_key_changes_it_and_nothing_else_does():
+    same = key()
+    assert key() == same
+    assert key(inputs={"question": "What is 2+2?"}) == same
+    changed = [
+        key(program="signature:question -> answer: str"),
+        key(program="models:/qa/2@run2:runs:/run2/program"),  # another version (or the same one re-registered)
+        key(target="direct:openai/gpt-4o"),
+        key(target="bedrock:openai/gpt-4o-mini"),
+        key(generation={**GEN, "lm": {"temperature": 0.7, "max_tokens": 256}}),
+        key(generation={**GEN, "lm": {"temperature": 0.0, "max_tokens": 256, "n": 2}}),
+        key(generation={**GEN, "adapter": "dspy.adapters.json_adapter.JSONAdapter"}),
+        key(generation={**GEN, "dspy": "3.5.0"}),
+        key(inputs={"question": "What is 2+3?"}),
+    ]
+    assert len({same, *changed}) == len(changed) + 1
+
+
+def test_inputs_key_order_and_settings_order_do_not_matter():
+    a = key(inputs={"question": "q", "context": "c"})
+    assert a == key(inputs={"context": "c", "question": "q"})
+    reordered = {"dspy": "3.4.1", "adapter": GEN["adapter"], "lm": {"max_tokens": 256, "temperature": 0.0}}
+    assert key(generation=reordered) == key()
+
+
+def test_one_scope_shares_a_cluster_slot():
+    one, two = key(inputs={"question": "a"}), key(inputs={"question": "b"})
+    tag = one[one.index("{"):one.index("}") + 1]
+    assert one.startswith("tidyq:item:{") and tag in two and one != two
+
+
+def test_an_entry_keeps_the_answer_only_and_comes_back_cached_and_free():
+    result = ItemResult(custom_id="a", status="succeeded", outputs={"answer": "4"}, backend="direct",
+                        model="openai/gpt-4o-mini", latency_ms=812.0, attempts=2, cost_usd=0.0031)
+    stored = json.loads(entry(result))
+    assert stored == {"outputs": {"answer": "4"}, "backend": "direct", "model": "openai/gpt-4o-mini"}
+    again = hit("b", entry(result))
+    assert again is not None
+    assert (again.custom_id, again.outputs, again.cached, again.cost_usd, again.attempts, again.status) == (
+        "b", {"answer": "4"}, True, 0.0, 0, "succeeded")
+    assert hit("b", None) is None and hit("b", "not json") is None and hit("b", '{"outputs": 1}') is None
+
+
+def test_only_succeeded_answers_of_the_jobs_own_target_are_written():
+    cache = ChunkCache(spec(), {"ok": "k1", "bad": "k2", "fb": "k3"}, ttl=60)
+    cache.keep(ItemResult(custom_id="ok", status="succeeded", outputs={"answer": "x"}, backend="direct"))
+    cache.keep(ItemResult.failure("bad", "LMError", "boom", backend="direct"))
+    cache.keep(ItemResult(custom_id="fb", status="succeeded", outputs={"answer": "y"}, backend="bedrock",
+                          skipped=[{"target": "direct:m", "reason": "open"}]))
+    cache.keep(ItemResult(custom_id="twin", status="succeeded", outputs={"answer": "x"}, cached=True))  # no key
+    assert [k for k, _ in cache.take()] == ["k1"] and cache.take() == []
+
+
+@pytest.mark.parametrize("change, on", [({}, True), ({"item_cache": False}, False), ({"backend": "mock"}, False)])
+def test_a_job_opts_out_and_the_mock_is_never_cached(change, on):
+    assert enabled(spec(**change), Settings()) is on
+
+
+def test_either_cache_switch_turns_it_off():
+    assert not enabled(spec(), Settings(item_cache_enabled=False))
+    assert not enabled(spec(), Settings(cache_enabled=False))
+
+
+def test_entries_are_set_with_the_result_write_even_after_redis_lost_its_scripts(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    store = JobStore(r)
+    job = spec(id="jc")
+    store.create_job(job)
+    ok = ItemResult(custom_id="a", status="succeeded", outputs={"answer": "4"}, backend="direct")
+    assert store.record_results("jc", [(ok, None)], cache_entries=[("tidyq:item:{s}:1", entry(ok))],
+                                cache_ttl=120) == 1
+    assert 0 < r.ttl("tidyq:item:{s}:1") <= 120 and hit("a", r.get("tidyq:item:{s}:1")) is not None
+    r.script_flush()  # a restarted Redis: the pipelined EVALSHA meets NOSCRIPT and the script is sent again
+    other = ok.model_copy(update={"custom_id": "b"})
+    assert store.record_results("jc", [(other, None)], cache_entries=[("tidyq:item:{s}:2", entry(other))],
+                                cache_ttl=120) == 1
+    assert r.exists("tidyq:item:{s}:2") and store.status("jc").counts.succeeded == 2
+    # a redelivered write is still counted once
+    assert store.record_results("jc", [(other, None)], cache_entries=[("tidyq:item:{s}:2", entry(other))],
+                                cache_ttl=120) == 0
+
+
+def test_a_chunk_reads_its_hits_with_one_mget(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    ok = ItemResult(custom_id="x", status="succeeded", outputs={"answer": "4"}, backend="direct")
+    r.set("tidyq:item:{s}:1", entry(ok))
+    cache = ChunkCache(spec(), {"a": "tidyq:item:{s}:1", "b": "tidyq:item:{s}:2"}, ttl=60).read(r)
+    assert sorted(cache.hits) == ["a"] and cache.hits["a"].custom_id == "a" and cache.hits["a"].cached
+    assert cache.keys == {"b": "tidyq:item:{s}:2"}  # a hit is not written again
