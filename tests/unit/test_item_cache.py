@@ -25,7 +25,8 @@ def key(program=BASE[0], target=BASE[1], generation=GEN, inputs=None) -> str:
 
 def spec(**kw) -> JobSpec:
     return JobSpec(id=kw.pop("id", "j1"), kind=JobKind.BATCH, signature="question -> answer",
-                   backend=kw.pop("backend", "direct"), total=kw.pop("total", 3), chunk_size=10, ttl_seconds=600, created_at=1.0, **kw)
+                   backend=kw.pop("backend", "direct"), total=kw.pop("total", 3), chunk_size=10, ttl_seconds=600,
+                   created_at=1.0, **kw)
 
 
 def test_every_part_of_the_key_changes_it_and_nothing_else_does():
