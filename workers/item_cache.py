@@ -188,6 +188,7 @@ def answer_stored(store: Any, spec: JobSpec, items: list[Item], settings: Settin
     found: list[tuple[ItemResult, dict | None]] = []
 
     def handle(item: Item, result: ItemResult, _: None) -> None:
+        result.economy = {"from_cache": True}  # as the LM-call cache's answers in economy mode say
         found.extend((each, item.inputs) for each in with_copies(item, result))
 
     rest = cache.answer(items, handle)
