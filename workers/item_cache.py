@@ -138,16 +138,23 @@ class ChunkCache:
         return cls(spec, keys, settings.item_cache_ttl_seconds, served_of)
 
     def read(self, client: redis.Redis) -> ChunkCache:
-        """One MGET for every key: hits go to ``hits`` (and are not written again). A Redis error is a miss."""
-        ids = list(self.keys)
-        if not ids:
+        """One MGET per scope (one per chunk, but for a rollout split between two versions), sent in
+        one round trip: hits go to ``hits`` (and are not written again). A Redis error is a miss."""
+        by_scope: dict[str, list[str]] = {}
+        for cid, key in self.keys.items():  # a MGET stays within one {hash tag}: one Cluster slot
+            by_scope.setdefault(key[key.index("{"):key.index("}")], []).append(cid)
+        if not by_scope:
             return self
+        groups = list(by_scope.values())
         try:
-            raws = client.mget([self.keys[cid] for cid in ids])
+            with client.pipeline(transaction=False) as p:
+                for ids in groups:
+                    p.mget([self.keys[cid] for cid in ids])
+                replies = p.execute()
         except redis.RedisError as exc:
             get_logger().warning("item_cache_read_failed", error=str(exc)[:200])
             return self
-        for cid, raw in zip(ids, raws, strict=True):
+        for cid, raw in zip([c for ids in groups for c in ids], [v for vs in replies for v in vs], strict=True):
             result = hit(cid, raw)
             if result is not None:
                 self.hits[cid] = result

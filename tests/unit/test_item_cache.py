@@ -111,10 +111,16 @@ def test_entries_are_set_with_the_result_write_even_after_redis_lost_its_scripts
                                 cache_ttl=120) == 0
 
 
-def test_a_chunk_reads_its_hits_with_one_mget(redis_url):
+def test_a_chunk_reads_its_hits_with_one_mget_per_scope_in_one_round_trip(redis_url):
     r = redis.Redis.from_url(redis_url)
     ok = ItemResult(custom_id="x", status="succeeded", outputs={"answer": "4"}, backend="direct")
     r.set("tidyq:item:{s}:1", entry(ok))
-    cache = ChunkCache(spec(), {"a": "tidyq:item:{s}:1", "b": "tidyq:item:{s}:2"}, ttl=60).read(r)
-    assert sorted(cache.hits) == ["a"] and cache.hits["a"].custom_id == "a" and cache.hits["a"].cached
+    r.set("tidyq:item:{v2}:1", entry(ok.model_copy(update={"outputs": {"answer": "four"}})))
+    before = r.info("commandstats")
+    cache = ChunkCache(spec(), {"a": "tidyq:item:{s}:1", "b": "tidyq:item:{s}:2", "c": "tidyq:item:{v2}:1"},
+                       ttl=60).read(r)
+    after = r.info("commandstats")
+    assert after["cmdstat_mget"]["calls"] - before.get("cmdstat_mget", {"calls": 0})["calls"] == 2  # two scopes
+    assert sorted(cache.hits) == ["a", "c"] and cache.hits["a"].custom_id == "a" and cache.hits["a"].cached
+    assert cache.hits["c"].outputs == {"answer": "four"}
     assert cache.keys == {"b": "tidyq:item:{s}:2"}  # a hit is not written again
