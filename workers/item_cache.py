@@ -58,7 +58,9 @@ def _registered(served: Any) -> str:
         info = get_registry().version_info(served.name, served.version)
         return f"{served.uri}@{info.run_id}:{info.source}"
 
-    return _remembered(("version", served.name, served.version), compute)
+    from shared.config import get_settings
+
+    return _remembered(("version", get_settings().mlflow_tracking_uri, served.name, served.version), compute)
 
 
 def code_identity(uri: str) -> str:

@@ -10,8 +10,9 @@ import redis
 
 from shared.config import Settings
 from shared.item_cache import entry, hit, item_key, scope_digest
-from shared.jobs import ItemResult, JobKind, JobSpec
+from shared.jobs import Item, ItemResult, JobKind, JobSpec
 from shared.store import JobStore
+from tests.optimize_support import mlflow_template, mlflow_uri  # noqa: F401  (fixtures)
 from workers.item_cache import ChunkCache, enabled
 
 GEN = {"lm": {"temperature": 0.0, "max_tokens": 256}, "adapter": "dspy.adapters.chat_adapter.ChatAdapter",
@@ -24,7 +25,7 @@ def key(program=BASE[0], target=BASE[1], generation=GEN, inputs=None) -> str:
 
 
 def spec(**kw) -> JobSpec:
-    return JobSpec(id=kw.pop("id", "j1"), kind=JobKind.BATCH, signature="question -> answer",
+    return JobSpec(id=kw.pop("id", "j1"), kind=JobKind.BATCH, signature=kw.pop("signature", "question -> answer"),
                    backend=kw.pop("backend", "direct"), total=kw.pop("total", 3), chunk_size=10, ttl_seconds=600,
                    created_at=1.0, **kw)
 
@@ -124,3 +125,34 @@ def test_a_chunk_reads_its_hits_with_one_mget_per_scope_in_one_round_trip(redis_
     assert sorted(cache.hits) == ["a", "c"] and cache.hits["a"].custom_id == "a" and cache.hits["a"].cached
     assert cache.hits["c"].outputs == {"answer": "four"}
     assert cache.keys == {"b": "tidyq:item:{s}:2"}  # a hit is not written again
+
+
+def test_a_rollout_keys_each_item_with_the_version_that_serves_it(tmp_path, redis_url, mlflow_uri):
+    """Registered versions in a real sqlite MLflow store, the rollout state in the real Redis."""
+    import dspy
+
+    from shared.programs import resolve_program
+    from shared.registry import get_registry
+    from tests.unit.test_programs import _register
+
+    for tag in (1, 2):
+        _register(tmp_path, "qa", dspy.Predict("question -> answer"), tag)
+    get_registry().start_rollout("qa", 2, 50)
+    items = [Item(custom_id=f"i{n}", inputs={"question": "the same question"}) for n in range(40)]
+    rollout = spec(program="qa", backend="mock", signature=None)
+    cache = ChunkCache.for_items(rollout, items, Settings(item_cache_backends="mock"))
+    by_version: dict[int, set[str]] = {}
+    for item in items:
+        by_version.setdefault(resolve_program("qa", item.custom_id).version, set()).add(cache.keys[item.custom_id])
+    assert sorted(by_version) == [1, 2]  # the split, then one key per version for the same inputs
+    assert all(len(keys) == 1 for keys in by_version.values()) and by_version[1] != by_version[2]
+    pinned = ChunkCache.for_items(spec(program="models:/qa/2", backend="mock", signature=None), items[:1],
+                                  Settings(item_cache_backends="mock"))
+    assert {pinned.keys["i0"]} == by_version[2]  # the version pinned or reached through the rollout: one key
+
+
+def test_without_a_key_an_item_just_runs(redis_url):
+    """A program that does not load here gives its items no key (they run and report why)."""
+    broken = spec(program="nopkg.mod:Prog", backend="mock", signature=None)
+    cache = ChunkCache.for_items(broken, [Item(custom_id="a", inputs={"q": 1})], Settings(item_cache_backends="mock"))
+    assert cache.keys == {} and cache.read(redis.Redis.from_url(redis_url)).hits == {}
