@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from shared import tracking
-from shared.config import Settings
+from shared.config import Settings, get_settings
 from shared.item_cache import canonical_json, entry, hit, item_key, scope_digest
 from shared.jobs import Item, ItemResult, JobSpec
 from shared.program_uri import is_import_path
@@ -35,7 +35,14 @@ _lock = threading.Lock()
 _identities: dict[tuple, str] = {}  # per process: a program's identity never changes while it runs here
 
 
+def forget_identities() -> None:
+    """Compute programs' identities again (after ``runtime.reset()``, when a test changed the code)."""
+    with _lock:
+        _identities.clear()
+
+
 def enabled(spec: JobSpec, settings: Settings) -> bool:
+    """The job did not opt out, neither cache switch is off, and its backend is one the cache serves."""
     backends = {b.strip() for b in settings.item_cache_backends.split(",") if b.strip()}
     return spec.item_cache and settings.item_cache_enabled and settings.cache_enabled and spec.backend in backends
 
@@ -58,8 +65,6 @@ def _registered(served: Any) -> str:
         info = get_registry().version_info(served.name, served.version)
         return f"{served.uri}@{info.run_id}:{info.source}"
 
-    from shared.config import get_settings
-
     return _remembered(("version", get_settings().mlflow_tracking_uri, served.name, served.version), compute)
 
 
@@ -72,11 +77,12 @@ def code_identity(uri: str) -> str:
         program = runtime.load_program(uri)  # built once per process; a refusal raises (no key)
         package = uri.split(":", 1)[0].split(".", 1)[0]
         digest = hashlib.sha256()
-        files = sorted({str(m.__file__) for name, m in list(sys.modules.items())
-                        if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None)})
-        for path in files:
+        # by module name, not path: workers with the package installed elsewhere share the entries
+        modules = sorted((name, str(m.__file__)) for name, m in list(sys.modules.items())
+                         if (name == package or name.startswith(package + ".")) and getattr(m, "__file__", None))
+        for name, path in modules:
             with open(path, "rb") as fh:
-                digest.update(path.encode() + b"\0" + fh.read() + b"\0")
+                digest.update(name.encode() + b"\0" + fh.read() + b"\0")
         digest.update(canonical_json(program_state(program)).encode())
         return f"{uri}@{digest.hexdigest()[:32]}"
 
@@ -88,9 +94,11 @@ def generation(spec: JobSpec) -> tuple[str, dict[str, Any]]:
     the adapter DSPy is configured with (ChatAdapter by default) and DSPy's version."""
     import dspy
 
+    from shared.prompts import default_adapter
+
     wrapper = runtime.get_wrapper(spec.backend, spec.model, tuple(spec.fallback))
-    adapter = dspy.settings.adapter
-    adapter_name = f"{type(adapter).__module__}.{type(adapter).__qualname__}" if adapter is not None else "ChatAdapter"
+    adapter = type(default_adapter())  # DSPy's configured adapter, else its default ChatAdapter
+    adapter_name = f"{adapter.__module__}.{adapter.__qualname__}"
     return f"{spec.backend}:{wrapper.model or ''}", {"lm": dict(wrapper.lm.kwargs), "adapter": adapter_name,
                                                     "dspy": dspy.__version__}
 

@@ -156,3 +156,35 @@ def test_without_a_key_an_item_just_runs(redis_url):
     broken = spec(program="nopkg.mod:Prog", backend="mock", signature=None)
     cache = ChunkCache.for_items(broken, [Item(custom_id="a", inputs={"q": 1})], Settings(item_cache_backends="mock"))
     assert cache.keys == {} and cache.read(redis.Redis.from_url(redis_url)).hits == {}
+
+
+def test_an_import_path_programs_identity_follows_its_source_and_its_saved_state(tmp_path, monkeypatch):
+    from workers import item_cache, runtime
+
+    package = tmp_path / "statefulprogs"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    state = tmp_path / "state.json"
+    (package / "qa.py").write_text(
+        "import json, dspy\n\n"
+        "def make():\n"
+        "    program = dspy.Predict('question -> answer')\n"
+        f"    program.demos = [dspy.Example(**d) for d in json.load(open({str(state)!r}))]\n"
+        "    return program\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TIDYQ_PROGRAM_PACKAGES", "statefulprogs")
+
+    def identity(demos: list[dict]) -> str:
+        state.write_text(json.dumps(demos))
+        runtime.reset()
+        item_cache.forget_identities()
+        return item_cache.code_identity("statefulprogs.qa:make")
+
+    try:
+        plain = identity([])
+        assert identity([]) == plain and plain.startswith("statefulprogs.qa:make@")
+        taught = identity([{"question": "2+2?", "answer": "4"}])
+        assert taught != plain  # the same code with other demos is another program
+    finally:
+        runtime.reset()
+        item_cache.forget_identities()
