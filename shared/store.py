@@ -345,14 +345,15 @@ class JobStore:
 
     def _record_and_set(self, job_keys: list[str], args: list[str], entries: Sequence[tuple[str, str]],
                         ttl: int) -> int:
-        """The record script and some SETs in one round trip: EVALSHA in a plain pipeline (a Script
+        """Some SETs and the record script in one round trip: EVALSHA in a plain pipeline (a Script
         object there would add a SCRIPT EXISTS round trip); a Redis that lost the script (restarted)
-        is sent it once more. A failed SET is a cache entry missing, never a failed record."""
+        is sent it once more. The SETs go first, so whoever sees a result (or the job's end) also
+        sees its entry. A failed SET is a cache entry missing, never a failed record."""
         with self.r.pipeline(transaction=False) as p:
-            p.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
             for key, value in entries:
                 p.set(key, value, ex=max(1, ttl))
-            first = p.execute(raise_on_error=False)[0]
+            p.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
+            first = p.execute(raise_on_error=False)[-1]
         if isinstance(first, redis.exceptions.NoScriptError):
             return int(self._record(keys=job_keys, args=args))
         if isinstance(first, Exception):
