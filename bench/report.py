@@ -61,7 +61,9 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         out.append((f"6. cache, {c['items']} items twice, new worker process each run",
                     f"first run {min(c['first_seconds']):.2f}-{max(c['first_seconds']):.2f} s",
                     f"second run {min(c['second_seconds']):.2f}-{max(c['second_seconds']):.2f} s, "
-                    f"provider calls {c['provider_calls_second_run']}",
+                    f"provider calls {c['provider_calls_second_run']}"
+                    + (f" (LM-call cache only: {c['lm_cache_only_speedup']:.1f}x)"
+                       if "lm_cache_only_speedup" in c else ""),
                     f"{c['speedup']:.1f}x", f"{c['goal']}: {_yes(c['met'])}"))
     if p := _ok(res, "provider_limit"):
         conf, lrn, base = p["configured"], p["learned"], p["dspy_batch_32_threads"]

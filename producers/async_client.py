@@ -139,9 +139,10 @@ class AsyncClient:
                              model: str | None = None, program: str | None = None,
                              fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                              deadline_seconds: float | None = None, webhook_url: str | None = None,
-                             tenant: str | None = None) -> AsyncJob:
+                             tenant: str | None = None, item_cache: bool = True) -> AsyncJob:
         target = await self._target(signature, program, backend, model, fallbacks, webhook_url, deadline_seconds,
                                     tenant)
+        target["item_cache"] = submission.item_cache_flag(item_cache)
         item = submission.predict_item(target, inputs, self.settings)
         return await self._submit(JobKind.PREDICT, target, lambda: iter([item]), 1, idempotency_key, chunk_size=1)
 
@@ -150,11 +151,12 @@ class AsyncClient:
                            fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                            chunk_size: int | None = None, deadline_seconds: float | None = None,
                            webhook_url: str | None = None, tenant: str | None = None,
-                           max_cost_usd: float | None = None, mode: str = "live") -> AsyncJob:
+                           max_cost_usd: float | None = None, mode: str = "live", item_cache: bool = True) -> AsyncJob:
         """Rows are ``{"custom_id", "inputs"}`` dicts, held in memory (submit_file streams a file).
-        ``max_cost_usd``, ``mode`` and ``tenant`` are checked as Client.submit_batch checks them."""
+        ``max_cost_usd``, ``mode``, ``tenant`` and ``item_cache`` are checked as Client.submit_batch checks them."""
         target = await self._batch_target(signature, program, backend, model, fallbacks, webhook_url,
                                           deadline_seconds, tenant, max_cost_usd, mode)
+        target["item_cache"] = submission.item_cache_flag(item_cache)
 
         def check() -> tuple[int, Callable[[], Iterator[Item]]]:
             items = submission.batch_items(rows, target, self.settings)
@@ -167,10 +169,11 @@ class AsyncClient:
                           fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                           chunk_size: int | None = None, deadline_seconds: float | None = None,
                           webhook_url: str | None = None, tenant: str | None = None,
-                          max_cost_usd: float | None = None, mode: str = "live") -> AsyncJob:
+                          max_cost_usd: float | None = None, mode: str = "live", item_cache: bool = True) -> AsyncJob:
         """A JSONL file of any size: checked in one streaming pass (in a thread), enqueued in a second."""
         target = await self._batch_target(signature, program, backend, model, fallbacks, webhook_url,
                                           deadline_seconds, tenant, max_cost_usd, mode)
+        target["item_cache"] = submission.item_cache_flag(item_cache)
 
         def check() -> tuple[int, Callable[[], Iterator[Item]]]:
             total = jsonl.FileCheck(path, input_fields=target["input_fields"], signature=signature,

@@ -67,6 +67,10 @@ def cli_errors() -> Iterator[None]:
         raise
 
 
+ITEM_CACHE_HELP = ("answer items already computed for the same program version, inputs, target and generation "
+                   "settings from the item cache (marked cached, free); --no-item-cache runs every item")
+
+
 def _client():
     from producers.client import Client
 
@@ -123,13 +127,14 @@ def predict(
     timeout: float = typer.Option(120.0, "--timeout", help="seconds to wait for the answer"),
     deadline: float | None = typer.Option(None, "--deadline", help="seconds the job may wait for a backend "
                                              "when every target's circuit breaker is open"),
+    item_cache: bool = typer.Option(True, "--item-cache/--no-item-cache", help=ITEM_CACHE_HELP),
 ):
     """One prediction through the queue; prints the outputs as JSON."""
     with cli_errors():
         client = _client()
         job = client.submit_predict(signature, _parse_inputs(input), backend=backend, model=model, program=program,
                                     fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key,
-                                    deadline_seconds=deadline)
+                                    deadline_seconds=deadline, item_cache=item_cache)
         from producers.client import JobFailed
 
         try:
@@ -162,6 +167,7 @@ def batch(
                              "batch price (results within the provider's window, up to 24 h)"),
     tenant: str | None = typer.Option(None, "--tenant", help="charge the job to this tenant's daily budget "
                                          "(TIDYQ_TENANT_BUDGETS); see `tidyq budget`"),
+    item_cache: bool = typer.Option(True, "--item-cache/--no-item-cache", help=ITEM_CACHE_HELP),
 ):
     """Submit a JSONL file as one batch job. Prints the job id (or, with --wait, the results)."""
     with cli_errors():
@@ -179,7 +185,7 @@ def batch(
         job = client.submit_file(file, signature, backend=backend, model=model, program=program,
                                  fallbacks=_fallbacks(fallback), idempotency_key=idempotency_key, chunk_size=chunk_size,
                                  deadline_seconds=deadline, max_cost_usd=max_cost, mode=mode,
-                                 tenant=tenant)
+                                 tenant=tenant, item_cache=item_cache)
         if job.existing:
             err.print(f"tidyq: idempotency key matched existing job {job.id}", markup=False)
         if not wait:

@@ -130,9 +130,12 @@ class Client:
     def submit_predict(self, signature: str | None, inputs: dict[str, Any], *, backend: str | None = None,
                        model: str | None = None, program: str | None = None,
                        fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
-                       deadline_seconds: float | None = None, webhook_url: str | None = None) -> Job:
+                       deadline_seconds: float | None = None, webhook_url: str | None = None,
+                       item_cache: bool = True) -> Job:
+        """``item_cache=False``: neither answered from nor written to the item-level result cache."""
         target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["item_cache"] = submission.item_cache_flag(item_cache)
         item = submission.predict_item(target, inputs, self.settings)
         return self._submit(JobKind.PREDICT, target, lambda: iter([item]), 1, idempotency_key, chunk_size=1)
 
@@ -141,13 +144,15 @@ class Client:
                      fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                      chunk_size: int | None = None, deadline_seconds: float | None = None,
                      webhook_url: str | None = None, max_cost_usd: float | None = None, mode: str = "live",
-                     tenant: str | None = None) -> Job:
+                     tenant: str | None = None, item_cache: bool = True) -> Job:
         """Rows are ``{"custom_id", "inputs"}`` dicts (held in memory here; use submit_file for
         files of any size). ``deadline_seconds``: how long items may wait for a backend when every
         target's circuit breaker is open (default TIDYQ_BACKEND_WAIT_DEADLINE_SECONDS). ``max_cost_usd``:
-        the job ends as budget_exceeded once its results cost this much (default TIDYQ_MAX_COST_USD)."""
+        the job ends as budget_exceeded once its results cost this much (default TIDYQ_MAX_COST_USD).
+        ``item_cache=False``: every item runs, none answered from (or written to) the item-level result cache."""
         target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["item_cache"] = submission.item_cache_flag(item_cache)
         target["max_cost_usd"] = self._max_cost(max_cost_usd)
         target["mode"] = self._mode(mode, target)
         target["tenant"] = self._tenant(tenant)
@@ -162,10 +167,11 @@ class Client:
                     fallbacks: Iterable[str | Target] | None = None, idempotency_key: str | None = None,
                     chunk_size: int | None = None, deadline_seconds: float | None = None,
                     webhook_url: str | None = None, max_cost_usd: float | None = None, mode: str = "live",
-                    tenant: str | None = None) -> Job:
+                    tenant: str | None = None, item_cache: bool = True) -> Job:
         """A JSONL file of any size: checked in one streaming pass, enqueued in a second."""
         target = self._target(signature, program, backend, model, fallbacks, webhook_url)
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
+        target["item_cache"] = submission.item_cache_flag(item_cache)
         target["max_cost_usd"] = self._max_cost(max_cost_usd)
         target["mode"] = self._mode(mode, target)
         target["tenant"] = self._tenant(tenant)

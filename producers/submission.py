@@ -72,6 +72,13 @@ def deadline_seconds(value: float | None) -> float | None:
     return float(value)
 
 
+def item_cache_flag(value: object) -> bool:
+    """Whether the job reads and writes the item-level result cache (``--no-item-cache`` is False)."""
+    if not isinstance(value, bool):
+        raise BadInput(f"item_cache is true or false, got {value!r}", where="item_cache")
+    return value
+
+
 def check_size(item: Item, where: str, settings: Settings) -> None:
     """The per-item limit the file reader and the worker apply, also for rows given in code."""
     size = len(json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode())
@@ -130,7 +137,7 @@ def retry_target(old: JobSpec) -> dict:
     """A retry job runs on the original job's program and targets."""
     return {"signature": old.signature, "program": old.program, "backend": old.backend, "model": old.model,
             "fallback": old.fallback, "input_fields": None, "webhook_url": old.webhook_url,
-            "tenant": old.tenant}
+            "tenant": old.tenant, "item_cache": old.item_cache}
 
 
 def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempotency_key: str | None, *,
@@ -146,7 +153,8 @@ def new_spec(kind: JobKind, target: dict, total: int, settings: Settings, idempo
                    chunk_size=size, ttl_seconds=settings.result_ttl_seconds, created_at=now,
                    idempotency_key=idempotency_key, retry_of=retry_of, webhook_url=target.get("webhook_url"),
                    tenant=target.get("tenant"), max_cost_usd=target.get("max_cost_usd"),
-                   mode=target.get("mode", "live"), deadline=now + deadline if deadline else None)
+                   mode=target.get("mode", "live"), item_cache=target.get("item_cache", True),
+                   deadline=now + deadline if deadline else None)
 
 
 def chunk_payloads(spec: JobSpec, items: Iterator[Item]) -> Iterator[dict]:

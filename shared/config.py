@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     cache_enabled: bool = True
     cache_dir: str | None = None
+    # item-level result cache (shared/item_cache.py, workers/item_cache.py): a finished item's outputs per
+    # (program version, inputs, target, generation settings), read before any DSPy work; off with
+    # cache_enabled=false too. Not for the mock, whose answer costs less than the cache's round trip.
+    item_cache_enabled: bool = True
+    item_cache_ttl_seconds: int = 7 * 24 * 3600
+    item_cache_backends: str = "direct,bedrock,gateway"
     request_timeout: float = 60.0
     # global per-backend limits shared by all workers, e.g. {"direct": {"rpm": 600, "tpm": 90000}}
     rate_limits: dict[str, dict[str, float]] = {}

@@ -82,6 +82,8 @@ class JobSpec(BaseModel):
     retry_of: str | None = None
     webhook_url: str | None = None  # POSTed the signed status at the job's end (shared/webhooks.py)
     max_cost_usd: float | None = Field(default=None, gt=0)  # the job ends as budget_exceeded at this spend
+    # False: this job neither reads nor writes the item-level result cache (shared/item_cache.py)
+    item_cache: bool = True
     mode: Literal["live", "economy"] = "live"  # economy: through the provider's batch API (workers/economy_task.py)
     # who submitted it (the API token's tenant, or --tenant) and whose daily budget pays
     tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")

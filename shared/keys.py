@@ -7,6 +7,13 @@ def cache_entry(digest: str) -> str:
     return f"{PREFIX}:cache:{digest}"
 
 
+def item_result(scope: str, inputs_digest: str) -> str:
+    """String (JSON {outputs, backend, model}) with a TTL: one item's answer for one program version,
+    target and generation settings (the scope digest) and one input (shared/item_cache.py). The scope
+    sits in a {hash tag} so a chunk's keys share a Cluster slot and one MGET reads them all."""
+    return f"{PREFIX}:item:{{{scope}}}:{inputs_digest}"
+
+
 def rate_bucket(backend: str, kind: str) -> str:
     """Token bucket of one backend; kind is 'rpm' or 'tpm'."""
     return f"{PREFIX}:ratelimit:{backend}:{kind}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
 import redis
@@ -323,9 +323,11 @@ class JobStore:
     def chunk_end(self, job_id: str, chunk_id: str) -> str:
         return _s(self._chunk_end(keys=_job_keys(job_id), args=[chunk_id, repr(time.time())]))
 
-    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]]) -> int:
+    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]], *,
+                       cache_entries: Sequence[tuple[str, str]] = (), cache_ttl: int = 0) -> int:
         """Store results (with the inputs of failed ones, for retry). Returns how many were new;
-        -1 when the job no longer exists (expired)."""
+        -1 when the job no longer exists (expired). ``cache_entries``: (key, value) strings SET with
+        ``cache_ttl`` in the same round trip (the item-level result cache, workers/item_cache.py)."""
         args: list[str] = [repr(time.time()), "0"]
         n = 0
         for result, inputs in results:
@@ -337,7 +339,26 @@ class JobStore:
         if n == 0:
             return 0
         args[1] = str(n)
+        if cache_entries:
+            return self._record_and_set(_job_keys(job_id), args, cache_entries, cache_ttl)
         return int(self._record(keys=_job_keys(job_id), args=args))
+
+    def _record_and_set(self, job_keys: list[str], args: list[str], entries: Sequence[tuple[str, str]],
+                        ttl: int) -> int:
+        """Some SETs and the record script in one round trip: EVALSHA in a plain pipeline (a Script
+        object there would add a SCRIPT EXISTS round trip); a Redis that lost the script (restarted)
+        is sent it once more. The SETs go first, so whoever sees a result (or the job's end) also
+        sees its entry. A failed SET is a cache entry missing, never a failed record."""
+        with self.r.pipeline(transaction=False) as p:
+            for key, value in entries:
+                p.set(key, value, ex=max(1, ttl))
+            p.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
+            first = p.execute(raise_on_error=False)[-1]
+        if isinstance(first, redis.exceptions.NoScriptError):
+            return int(self._record(keys=job_keys, args=args))
+        if isinstance(first, Exception):
+            raise first
+        return int(first)
 
     def existing_results(self, job_id: str, custom_ids: list[str]) -> set[str]:
         """custom_ids that already have a result (a redelivered chunk skips them)."""

@@ -34,6 +34,7 @@ from shared.store import JobStore
 from shared.telemetry import get_logger
 from workers import async_items, metrics_publisher, runtime
 from workers.budget_gate import BudgetGate
+from workers.item_cache import ChunkCache
 from workers.items import (
     check_item,
     error_message,
@@ -98,8 +99,10 @@ class ResultBuffer:
     """Results are written in small batches (one Lua call each): per-item writes would cost a
     Redis round trip per item, yet readers still see progress every ``interval`` seconds."""
 
-    def __init__(self, store: JobStore, job_id: str, max_items: int, interval: float, ttl_seconds: int | None = None):
+    def __init__(self, store: JobStore, job_id: str, max_items: int, interval: float, ttl_seconds: int | None = None,
+                 cache: ChunkCache | None = None):
         self.store, self.job_id, self.ttl_seconds = store, job_id, ttl_seconds
+        self.cache = cache or ChunkCache()  # the item cache's entries go with the results they came from
         self.max_items, self.interval = max(1, max_items), interval
         self.pending: list[tuple[ItemResult, dict | None]] = []
         self._last = time.monotonic()
@@ -107,6 +110,7 @@ class ResultBuffer:
 
     def add(self, result: ItemResult, inputs: dict | None) -> None:
         self.pending.append((result, inputs))
+        self.cache.keep(result)
         if len(self.pending) >= self.max_items or time.monotonic() - self._last >= self.interval:
             self.flush()
 
@@ -119,7 +123,8 @@ class ResultBuffer:
             tracking.flush(self.job_id, self.store.r, ttl_seconds=self.ttl_seconds)
         except redis.ResponseError as exc:  # a tracking number never fails an item (Redis being away does)
             get_logger(job_id=self.job_id).warning("job_tracking_failed", error=error_message(exc))
-        new = self.store.record_results(self.job_id, batch)
+        new = self.store.record_results(self.job_id, batch, cache_entries=self.cache.take(),
+                                        cache_ttl=self.cache.ttl)
         self.recorded += max(0, new)
 
 
@@ -186,11 +191,12 @@ class ChunkRunner:
         tracking.start_job_soon(spec.id, self.store.r, self.settings)
         done_ids = self.store.existing_results(spec.id, [cid for it in payload.items for cid in all_ids(it)])
         todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
+        cache = ChunkCache.for_items(spec, todo, self.settings).read(self.store.r)  # one MGET (workers/item_cache.py)
         # a job with --max-cost writes every result at once and re-reads its state before every item,
         # so workers see the ceiling (summed by the record script) as soon as it is crossed
         budgeted = spec.max_cost_usd is not None or spec.tenant is not None
         buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
-                              self.settings.results_flush_interval, spec.ttl_seconds)
+                              self.settings.results_flush_interval, spec.ttl_seconds, cache)
         state = StateWatch(self.store, spec.id, 0.0 if budgeted else self.settings.cancel_check_interval)
         watch: StateWatch | BudgetGate = state
         if budgeted:
@@ -228,6 +234,7 @@ class ChunkRunner:
                 watch.item_done(result.cost_usd if buffer.recorded > stored else None)
 
         try:
+            todo = cache.answer(todo, handle)  # hits are results now, before any DSPy work; the rest run
             if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:
                 self._run_inline(spec, todo, handle, watch)
             else:
@@ -259,7 +266,7 @@ class ChunkRunner:
                 outcome.waiting_for_backend = max(waits, key=lambda e: e.retry_at)
         outcome.recorded = buffer.recorded
         log.info("chunk_done", items=len(payload.items), skipped_existing=len(done_ids), recorded=outcome.recorded,
-                 requeued=len(outcome.requeue), stopped=outcome.stopped,
+                 item_cache_hits=len(cache.hits), requeued=len(outcome.requeue), stopped=outcome.stopped,
                  seconds=round(time.perf_counter() - started, 4))
         return outcome
 

@@ -43,6 +43,7 @@ from shared.telemetry import get_logger
 from workers import app, metrics_publisher, runtime
 from workers.celery_app import broker_url
 from workers.chunk import error_message, is_pass_through, run_item
+from workers.item_cache import ChunkCache, answer_stored
 
 STOPPING = frozenset({JobState.CANCELLING, JobState.CANCELLED})
 
@@ -88,6 +89,7 @@ def submit_chunk(chunk: ChunkPayload, store: JobStore | None = None) -> dict:
         return {"gate": "submitted"}
     done = store.existing_results(spec.id, [cid for it in chunk.items for cid in all_ids(it)])
     todo = [it for it in chunk.items if not done.issuperset(all_ids(it))]
+    todo = answer_stored(store, spec, todo, settings)  # the item cache first: no rendering, no batch line
     module = runtime.get_module(spec.backend, spec.model, spec.signature, spec.program)
     try:
         stage = single_stage(module.module)
@@ -262,7 +264,10 @@ def poll_batch(self, payload: Any) -> dict:
         metrics_registry.record_call(spec.backend, module.wrapper.model, latency_ms=0.0, cached=False, attempts=1,
                                      retries=0, cost_usd=result.cost_usd, error=None, **tokens)
         metrics_publisher.record_item(queue_for(spec.backend), spec.backend, "succeeded")
-    new = store.record_results(spec.id, answered)
+    cache = ChunkCache.for_items(spec, chunk.items, settings)  # the answers go to the item cache too
+    for result, _ in answered:
+        cache.keep(result)
+    new = store.record_results(spec.id, answered, cache_entries=cache.take(), cache_ttl=cache.ttl)
     spent = sum(r.cost_usd or 0.0 for r, _ in answered)
     if spec.tenant and new > 0 and spent:  # a repeated poll stores nothing new and charges nothing
         tenant_budgets(store.r, settings).charge(spec.tenant, spec.id, spent)

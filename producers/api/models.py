@@ -59,6 +59,8 @@ class JobRequest(BaseModel):
                                                "batch price; `tidyq batch --mode`)")
     max_cost_usd: float | None = Field(None, description="a batch: the job ends as budget_exceeded at this spend, "
                                                          "its results kept (default TIDYQ_MAX_COST_USD)")
+    item_cache: bool | None = Field(None, description="false: every item runs, none answered from (or written to) "
+                                                      "the item-level result cache (`--no-item-cache`)")
     tenant: str | None = Field(None, description="a batch: the tenant whose daily budget it is charged to "
                                                  "(TIDYQ_TENANT_BUDGETS). A tenant token's jobs are always its "
                                                  "own tenant's: it may omit this or name itself, nothing else")

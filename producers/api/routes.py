@@ -30,7 +30,7 @@ from shared.program_uri import check_name
 from shared.store import JobNotFound
 
 UPLOAD_FIELDS = ("signature", "program", "backend", "model", "webhook_url", "idempotency_key", "chunk_size",
-                 "deadline_seconds", "mode", "max_cost_usd", "tenant")
+                 "deadline_seconds", "mode", "max_cost_usd", "tenant", "item_cache")
 BATCH_ONLY = ("mode", "max_cost_usd")
 # the registry's BadInput names CLI arguments: the API's fields instead
 REGISTRY_FIELDS = {"NAME": "name", "--name": "name", "--candidate": "candidate", "--percent": "percent",
@@ -141,7 +141,7 @@ class Api:
         return {"backend": req.backend, "model": req.model, "program": req.program, "fallbacks": req.fallbacks,
                 "idempotency_key": key, "deadline_seconds": req.deadline_seconds, "webhook_url": req.webhook_url,
                 "tenant": self._tenant(req, caller), "chunk_size": req.chunk_size, "mode": req.mode or "live",
-                "max_cost_usd": req.max_cost_usd}
+                "max_cost_usd": req.max_cost_usd, "item_cache": req.item_cache is not False}
 
     @staticmethod
     def _tenant(req: models.JobRequest, caller: Caller) -> str | None:

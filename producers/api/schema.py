@@ -56,6 +56,7 @@ SUBMIT_QUERY = [
     _query("mode", {"type": "string", "enum": ["live", "economy"]}, "JSONL uploads only: the batch's mode"),
     _query("max_cost_usd", {"type": "number", "exclusiveMinimum": 0}, "JSONL uploads only: the batch's max cost"),
     _query("tenant", {"type": "string"}, "JSONL uploads only: the tenant charged (a tenant token: only its own)"),
+    _query("item_cache", {"type": "boolean"}, "JSONL uploads only: false runs every item (no item-level cache)"),
 ]
 ESTIMATE_QUERY = [_query(name, {"type": "string"}, f"JSONL uploads only: the batch's {name}")
                   for name in ("signature", "program", "backend", "model")]

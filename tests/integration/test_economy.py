@@ -230,7 +230,9 @@ def test_a_target_without_a_batch_api_runs_live_and_says_why(redis_url, start_wo
     assert "Anthropic models only" in st["economy_note"] and "amazon.nova-lite-v1:0" in st["economy_note"]
 
 
-def test_items_in_the_shared_cache_are_not_sent(redis_url, start_worker, batch_fake):
+@pytest.mark.parametrize("item_cache", [True, False], ids=["item-cache", "lm-call-cache"])
+def test_items_in_the_shared_cache_are_not_sent(redis_url, start_worker, batch_fake, item_cache):
+    """Answered by the item cache (read first), or with it opted out by the LM-call cache's entries."""
     env = economy_env(batch_fake) | {"TIDYQ_CACHE_ENABLED": "true"}
     start_worker(queues=["predict.direct"], concurrency=1, env=env)
     warm = Client().submit_batch(rows(20, prefix="w"), SIG, backend="direct", model=MODEL)  # live: fills the cache
@@ -238,9 +240,11 @@ def test_items_in_the_shared_cache_are_not_sent(redis_url, start_worker, batch_f
     cache_keys = lambda: len(list(Client().store.r.scan_iter("tidyq:cache:*")))  # noqa: E731
     wait_for(lambda: cache_keys() >= 20, 30, "the shared cache to hold the live answers")
     inputs = rows(30, prefix="e")  # the same 20 questions, and 10 new ones
-    job = Client().submit_batch(inputs, SIG, backend="direct", model=MODEL, mode="economy")
+    job = Client().submit_batch(inputs, SIG, backend="direct", model=MODEL, mode="economy", item_cache=item_cache)
     results = {r["custom_id"]: r for r in job.results(timeout=120)}
     assert batch_fake.batch_lines == 10
+    # the batch's ten answers join the live job's twenty in the item cache, unless the job opted out
+    assert len(list(Client().store.r.scan_iter("tidyq:item:*"))) == (30 if item_cache else 20)
     for row in inputs:
         r = results[row["custom_id"]]
         assert r["status"] == "succeeded" and r["outputs"] == expected_outputs(row["inputs"], ["answer"])

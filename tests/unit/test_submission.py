@@ -30,6 +30,7 @@ def target(**kw):
     (lambda: submission.batch_items([{"inputs": {"question": str(i)}} for i in range(4)], target(), S), "rows"),
     (lambda: submission.batch_items([{"custom_id": "a", "inputs": {"question": "x"}}, 3], target(), S), "rows[1]"),
     (lambda: submission.new_spec(JobKind.BATCH, target(), 1, S, None, chunk_size=-1), "chunk_size"),
+    (lambda: submission.item_cache_flag("no"), "item_cache"),
 ])
 def test_refusals_name_the_field(call, where):
     with pytest.raises(BadInput) as err:
@@ -68,3 +69,10 @@ def test_auto_backend_without_any_provider_is_bad_input(monkeypatch):
     with pytest.raises(BadInput) as err:
         submission.resolve_backend(Settings(), "auto", None)
     assert err.value.where == "backend" and "--backend" in str(err.value)
+
+
+def test_the_item_cache_opt_out_travels_in_the_spec_and_to_a_retry():
+    assert submission.new_spec(JobKind.BATCH, target(), 1, S, None).item_cache is True
+    off = submission.new_spec(JobKind.BATCH, {**target(), "item_cache": submission.item_cache_flag(False)}, 1, S, None)
+    assert off.item_cache is False and '"item_cache":false' in off.model_dump_json()
+    assert submission.retry_target(off)["item_cache"] is False
