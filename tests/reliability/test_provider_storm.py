@@ -33,19 +33,19 @@ def max_window_ratio(rps: list[int]) -> float:
 
 
 def run_exact(client: Client, inputs: list[dict], seconds: dict, phase: str,
-              hook: Callable[[], None] | None = None) -> list[dict]:
+              hook: Callable[[], None] | None = None, n: int = N) -> list[dict]:
     """Submit one phase's job, time it from submit to its end, and check every item's exact output.
     ``hook`` runs once a third of the items succeeded (the hang phases)."""
     started = time.monotonic()
     job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=20)
     if hook is not None:
-        wait_for(lambda: job.status()["counts"]["succeeded"] >= N // 3, 60, "a third of the items")
+        wait_for(lambda: job.status()["counts"]["succeeded"] >= n // 3, 60, "a third of the items")
         hook()
     st = job.wait(timeout=150, poll=0.05)
     seconds[phase] = round(time.monotonic() - started, 2)
     results = list(job.results(timeout=10))
     failed = [r for r in results if r["status"] != "succeeded"]
-    assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, failed[:3]
+    assert st["counts"] == {"total": n, "succeeded": n, "failed": 0}, failed[:3]
     by_id = {r["custom_id"]: r for r in results}
     for row in inputs:
         assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
@@ -132,3 +132,40 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     # rate-limit backoff (the failure schedule, 1 s doubling, past max_inline_wait to the queue) 39.6 s
     # against 2.0 s without warm-up (~86x against this baseline). The bound catches a return to that.
     assert ratio <= 40.0, seconds
+
+
+LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pinned", [False, True], ids=["learned_cap", "pinned_cap_8"])
+def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, pinned):
+    """The other side of the short rate-limit pause: a provider that really is at its limit and says
+    nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap),
+    then a cap pinned at 8 per process as in the storm test above, where only the retry's per-target
+    backoff slows the fleet. The fleet must run near the limit without hammering it."""
+    openai_fake.set_latency(0.1)
+    openai_fake.set_rate_limit(LIMIT_RPS, headers=False)
+    extra = {"TIDYQ_CONCURRENCY_DIRECT": 8} if pinned else {}
+    env = direct_env(openai_fake, TIDYQ_REQUEST_TIMEOUT=5, **extra)
+    for _ in range(2):
+        start_worker(queues=["predict.direct"], concurrency=2, env=env)
+    client = Client()
+    n = 400  # ten seconds' worth at the limit
+    seconds: dict[str, float] = {}
+    results = run_exact(client, rows(n, f"limit_{'pinned' if pinned else 'learned'}"), seconds, "limited", n=n)
+    calls, refused = openai_fake.request_count, openai_fake.status_counts.get(429, 0)
+    rps = openai_fake.requests_per_second()
+    report = {"items": n, "limit_rps": LIMIT_RPS, "seconds": seconds["limited"],
+              "items_per_s": round(n / seconds["limited"], 1), "provider_calls": calls, "refused_429": refused,
+              "refused_per_success": round(refused / n, 2), "attempts_max": max(r["attempts"] for r in results),
+              "rps": rps}
+    figures(f"real_limit_bare_429_{'pinned_8' if pinned else 'learned'}", report)
+    assert n / seconds["limited"] >= 0.7 * LIMIT_RPS, report  # near the limit (start-up included)
+    # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit; the
+    # refusals are mostly the first second's (4 processes start at 32 in flight each). Pinned cap:
+    # only the retry's per-target pause slows the fleet; it settles where a bit over half of the
+    # attempts are refused (~1.5 refusals per success; retrying at once would be hundreds).
+    steady = rps[2:-1] or [0]
+    assert max(steady) <= (3.0 if pinned else 1.6) * LIMIT_RPS, report
+    assert refused <= (2.0 if pinned else 0.75) * n, report
