@@ -7,10 +7,7 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
   (+10% and +2 so the token bucket, not the cap, is what paces the calls; the bucket keeps 429s away);
 - without one it is learned (AIMD): +1 per success while below the first throttle (slow start:
   doubles per round trip), then +5% per round trip; on a 429 (at most once per round trip) down to
-  90% of what the provider let through in the last 2 s x latency, and at least x0.7. Each cut is
-  then tested (:class:`RefusalTest`): when the next 32 attempts are refused about as often as the
-  32 before it, the refusals are not caused by our rate (a random storm), the cut is undone and
-  429s shrink the cap again only above that background share,
+  90% of what the provider let through in the last 2 s x latency, and at least x0.7,
   and every call waits out the provider's Retry-After or x-ratelimit-reset-requests when
   x-ratelimit-remaining-requests says 0.
 
@@ -43,55 +40,6 @@ PROBE_GROWTH = 0.05  # per success after the first throttle
 SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 300
 FRESH_S = 60.0
-OBSERVE = 32  # attempts after a cut that show whether it lowered the refusal share
-NOT_OURS = 0.6  # a cut after which at least this fraction of the refusal share remains did not help...
-NOT_NOISE = 0.1  # ... when that share is a real one (4 of 32), not a limit's last stray refusals
-ABOVE_BACKGROUND = 0.1  # refusal share above the known background that is ours again
-
-
-class RefusalTest:
-    """Was the last cut caused by our rate? The refusal share of the last OBSERVE attempts before a
-    cut against the share of the OBSERVE attempts after it: a real limit stops refusing once we
-    slow down, a random storm (a shared provider's overload) refuses the same share at any rate."""
-
-    def __init__(self):
-        self.recent: deque[bool] = deque(maxlen=OBSERVE)  # refused?, last attempts
-        self.before: float | None = None  # share before the running test's cut
-        self.limit_before = 0.0
-        self.after: list[bool] = []
-        self.background: float | None = None  # a share that cutting did not lower
-
-    @property
-    def share(self) -> float:
-        return sum(self.recent) / len(self.recent) if self.recent else 0.0
-
-    @property
-    def running(self) -> bool:
-        return self.before is not None
-
-    def may_cut(self) -> bool:
-        return not self.running and (self.background is None or self.share > self.background + ABOVE_BACKGROUND)
-
-    def start(self, limit_before: float) -> None:
-        self.before, self.limit_before, self.after = self.share, limit_before, []
-
-    def record(self, refused: bool) -> float | None:
-        """Count one attempt; at the end of a test that showed the refusals are not ours, the limit
-        to restore (else None)."""
-        self.recent.append(refused)
-        if self.background is not None and self.share < self.background / 2:
-            self.background = None  # the storm is over
-        if self.before is None:
-            return None
-        self.after.append(refused)
-        if len(self.after) < OBSERVE:
-            return None
-        after, before, self.before = sum(self.after) / len(self.after), self.before, None
-        if after >= NOT_NOISE and after >= NOT_OURS * before:
-            self.background = after
-            return self.limit_before
-        self.background = None
-        return None
 
 
 def _first_float(headers: Any, name: str) -> float | None:
@@ -143,7 +91,6 @@ class AdaptiveLimit:
         self.throttles = 0
         self._waiters: deque[asyncio.Future] = deque()
         self._recent: deque[float] = deque()  # monotonic times of the successes within RATE_WINDOW_S
-        self.refusals = RefusalTest()  # learned mode: a random storm does not shrink the cap
         self._shared_at = 0.0
 
     @property
@@ -192,7 +139,6 @@ class AdaptiveLimit:
     # ---------------------------------------------------------------- feedback
     def on_success(self, latency_s: float) -> None:
         self.successes += 1
-        self._after_test(self.refusals.record(False))
         now = self.clock()
         self._recent.append(now)
         while self._recent and now - self._recent[0] > RATE_WINDOW_S:
@@ -208,20 +154,13 @@ class AdaptiveLimit:
         self._wake()
         self._share()
 
-    def _after_test(self, restore: float | None) -> None:
-        if restore is not None and restore > self.limit:  # the cut did not help: not our rate
-            self.limit = self.threshold = min(self.ceiling, restore)
-            self._wake()
-
     def on_throttle(self, exc: lm15.LM15Error) -> None:
         self.throttles += 1
         now = self.clock()
         pause = throttle_pause(exc)
         if pause > 0:
             self.pause_until = max(self.pause_until, now + pause)
-        self._after_test(self.refusals.record(True))
-        if self.mode == "learned" and now - self.last_decrease >= (self.latency_s or 0.1) and self.refusals.may_cut():
-            self.refusals.start(self.limit)
+        if self.mode == "learned" and now - self.last_decrease >= (self.latency_s or 0.1):
             # what the provider just let through (successes in the last second x latency) is the
             # best estimate of its limit in calls in flight; x0.7 bounds the cut when it is unknown
             cut = self.limit * DECREASE
