@@ -48,10 +48,12 @@ class RetryConfig:
     """Backoff policy of the one retry layer (shared.steps.retry).
 
     delay(n) = min(max_delay, base_delay * backoff_factor**n) +/- jitter (a fraction of it), for failures
-    (5xx, timeouts, connection errors). A rate-limit answer without Retry-After (and no global limiter
-    pacing the backend) has its own short schedule, "full jitter": uniform(0, min(rate_limit_max_delay,
-    rate_limit_base_delay * backoff_factor**n)) (the ceiling itself when jitter is 0). A Retry-After is
-    honoured exactly.
+    (5xx, timeouts, connection errors). A rate-limit answer that names no wait (no Retry-After, no
+    x-ratelimit reset, no global limiter pacing the backend) waits "full jitter" uniform(0, ceiling),
+    where the ceiling is the target's, not the item's: rate_limit_base_delay while the target refuses at
+    most half of its recent attempts, rising with that share above it up to rate_limit_max_delay
+    (shared/steps/target_backoff.py; the ceiling itself when jitter is 0). A Retry-After or an
+    x-ratelimit reset is honoured exactly.
     A wait longer than ``max_inline_wait`` (a large Retry-After) is not slept in the worker:
     the item is handed back to the queue with a countdown.
     """
@@ -63,11 +65,13 @@ class RetryConfig:
     jitter: float = 0.1
     max_inline_wait: float = 10.0
     # rate-limit answers (429, 503 + Retry-After) are not failures: their own, larger budget; with a
-    # global rate limit on the backend they wait for the limiter's next slot instead of backing off
-    max_rate_limit_retries: int = 10
-    # a 429 says "slow down a little", not "down": a short, jittered, capped backoff of its own (0.1 s
-    # on average first, doubling, at most 5 s) instead of the failure schedule's 1 s, 2 s, 4 s ...
-    rate_limit_base_delay: float = 0.2
+    # global rate limit on the backend they wait for the limiter's next slot instead of backing off.
+    # 20, not 10: the pause is the target's and grows only above a half refused, so at a real limit
+    # an item meets 10 refusals in a row about once in 200 (0.6**10) and went to the queue for 5+ s
+    max_rate_limit_retries: int = 20
+    # a 429 says "slow down a little", not "down": a short, jittered pause (25 ms on average) that grows
+    # only while the target refuses most attempts (at most 5 s), not the failure schedule's 1 s, 2 s ...
+    rate_limit_base_delay: float = 0.05
     rate_limit_max_delay: float = 5.0
 
     def __post_init__(self) -> None:

@@ -75,9 +75,12 @@ class AsyncRetry:
             if collector is not None:
                 collector.attempts += 1
             try:
-                return await call_next(request)
+                response = await call_next(request)
             except lm15.LM15Error as exc:
                 await asyncio.sleep(self.step.wait_before_retry(exc, tally, collector))
+                continue
+            self.step.backoff.succeeded()
+            return response
 
 
 class AsyncBreaker:

@@ -241,6 +241,7 @@ class FakeProvider:
         self._hang_seconds = 30.0
         self._expected_auth: str | None = None
         self.responder: Responder | None = responder
+        self._rate_bare = False  # 429s over the limit without Retry-After / x-ratelimit-* (set_rate_limit)
         self._rate = 0.0  # requests/s of the stand-in provider limit (0 = none), see set_rate_limit
         self._rate_tokens = 0.0
         self._rate_cap = 0.0
@@ -316,12 +317,14 @@ class FakeProvider:
             self._hang_remaining = 0 if n is None else int(n)
             self._hang_seconds = float(seconds)
 
-    def set_rate_limit(self, per_second: float, burst_seconds: float = 1.0) -> None:
+    def set_rate_limit(self, per_second: float, burst_seconds: float = 1.0, *, headers: bool = True) -> None:
         """A provider-side request limit (a token bucket holding ``burst_seconds`` worth; a real
         per-minute limit is laxer than one second): a request over it gets 429 at once with
         Retry-After and x-ratelimit-remaining-requests / x-ratelimit-reset-requests; every answer
-        carries the x-ratelimit-* headers. 0 switches it off."""
+        carries the x-ratelimit-* headers. ``headers=False``: a bare 429 that names no wait, and no
+        x-ratelimit-* on any answer (providers that say nothing). 0 switches it off."""
         with self._lock:
+            self._rate_bare = not headers
             self._rate = max(0.0, float(per_second))
             self._rate_cap = max(1.0, self._rate * float(burst_seconds))
             self._rate_tokens = self._rate_cap
@@ -338,11 +341,13 @@ class FakeProvider:
             self._rate_tokens -= 1.0
             return None
         wait = (1.0 - self._rate_tokens) / self._rate
+        if self._rate_bare:
+            return {}
         return {"Retry-After": f"{wait:.3f}", "x-ratelimit-limit-requests": str(int(self._rate * 60)),
                 "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{int(wait * 1000) + 1}ms"}
 
     def _rate_headers(self) -> dict[str, str]:
-        if self._rate <= 0:
+        if self._rate <= 0 or self._rate_bare:
             return {}
         return {"x-ratelimit-limit-requests": str(int(self._rate * 60)),
                 "x-ratelimit-remaining-requests": str(int(self._rate_tokens)),

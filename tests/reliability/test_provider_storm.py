@@ -4,8 +4,10 @@ succeed, the attempts stay within the retry budget, the global rate limit (a Red
 shared by every worker process) holds at the stand-in, and the pure 429 storm takes at most twice
 the time of a storm-free run of the same size measured just before it (rate limits are not failures:
 they never open the breaker). The second test measures the same 429 storm at the true shipped
-defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After takes the retry step's short
-full-jitter backoff (RetryConfig.rate_limit_base_delay / rate_limit_max_delay)."""
+defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After takes the target's short
+pause (shared/steps/target_backoff.py: RetryConfig.rate_limit_base_delay while at most half of the
+target's attempts are refused). The third shows the other side: against a stand-in with a real
+limit that answers bare 429s the fleet runs near the limit without hammering it."""
 
 import json
 import time
@@ -33,19 +35,19 @@ def max_window_ratio(rps: list[int]) -> float:
 
 
 def run_exact(client: Client, inputs: list[dict], seconds: dict, phase: str,
-              hook: Callable[[], None] | None = None) -> list[dict]:
+              hook: Callable[[], None] | None = None, n: int = N) -> list[dict]:
     """Submit one phase's job, time it from submit to its end, and check every item's exact output.
     ``hook`` runs once a third of the items succeeded (the hang phases)."""
     started = time.monotonic()
     job = client.submit_batch(inputs, SIG, backend="direct", chunk_size=20)
     if hook is not None:
-        wait_for(lambda: job.status()["counts"]["succeeded"] >= N // 3, 60, "a third of the items")
+        wait_for(lambda: job.status()["counts"]["succeeded"] >= n // 3, 60, "a third of the items")
         hook()
     st = job.wait(timeout=150, poll=0.05)
     seconds[phase] = round(time.monotonic() - started, 2)
     results = list(job.results(timeout=10))
     failed = [r for r in results if r["status"] != "succeeded"]
-    assert st["counts"] == {"total": N, "succeeded": N, "failed": 0}, failed[:3]
+    assert st["counts"] == {"total": n, "succeeded": n, "failed": 0}, failed[:3]
     by_id = {r["custom_id"]: r for r in results}
     for row in inputs:
         assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
@@ -115,20 +117,61 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
         attempts = [r["attempts"] for r in results]
         calls = openai_fake.request_count
         statuses = openai_fake.status_counts
+        times = openai_fake.request_times
         report[phase] = {"items": N, "seconds": seconds[phase], "provider_calls": calls, "by_status": statuses,
                          "attempts_max": max(attempts), "attempts_per_item": round(calls / N, 2),
-                         "rps": openai_fake.requests_per_second()}
+                         "rps": openai_fake.requests_per_second(),
+                         # where the time goes: the first 95% of the calls, then the unluckiest items' tail
+                         "calls_95pct_at_s": round(times[int(0.95 * len(times)) - 1] - times[0], 3),
+                         "last_call_at_s": round(times[-1] - times[0], 3)}
         assert max(attempts) <= budget and calls <= N * budget
         if rate:
             assert statuses.get(429, 0) > 0.15 * calls  # the storm really happened
     ratio = round(seconds["429_only"] / seconds["storm_free"], 2)
     report["ratio_429_storm_to_storm_free"] = ratio
     figures("provider_storm_shipped_defaults", report)
-    # Not <= 2: without a limit the storm-free run is bound only by the workers (0.46 s for 200 items after the
-    # warm-up, measured), and the storm's time is its unluckiest item: ~1% of items meet 4+ 429s in a row
-    # (0.3**4), whose short backoffs (full jitter, 0.2 s doubling, cap 5 s: up to 0.2+0.4+0.8+1.6+3.2 s)
-    # are seconds, not a fraction of 0.46 s. Meeting 2x there would take retrying almost at once, i.e.
-    # hammering the provider. Measured: storm-free 0.46 s, storm 6.32 s (13.7x); before the short
-    # rate-limit backoff (the failure schedule, 1 s doubling, past max_inline_wait to the queue) 39.6 s
-    # against 2.0 s without warm-up (~86x against this baseline). The bound catches a return to that.
-    assert ratio <= 40.0, seconds
+    # Goal 2x; asserted 3x because 2x is not met in every run on 2 shared cores: a 429 that names no wait
+    # now takes the target's short pause (shared/steps/target_backoff.py), so what is left is the storm's
+    # 1.49 calls per item (the run is CPU-bound: the first 95% of the calls take ~1.5-2x the storm-free
+    # run's) plus the tail of the unluckiest items (5-9 attempts in a row, ~0.1-0.3 s). Measured after the
+    # change: 1.54, 1.57, 1.62, 1.74, 2.07, 2.23x (storm 1.22-1.95 s against 0.56-1.2 s storm-free); the
+    # per-item chain before it: 13-17x (storm 6.3-10 s); the failure schedule before that ~86x.
+    assert ratio <= 3.0, seconds
+
+
+LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pinned", [False, True], ids=["learned_cap", "pinned_cap_8"])
+def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, pinned):
+    """The other side of the short rate-limit pause: a provider that really is at its limit and says
+    nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap),
+    then a cap pinned at 8 per process as in the storm test above, where only the retry's per-target
+    backoff slows the fleet. The fleet must run near the limit without hammering it."""
+    openai_fake.set_latency(0.1)
+    openai_fake.set_rate_limit(LIMIT_RPS, headers=False)
+    extra = {"TIDYQ_CONCURRENCY_DIRECT": 8} if pinned else {}
+    env = direct_env(openai_fake, TIDYQ_REQUEST_TIMEOUT=5, **extra)
+    for _ in range(2):
+        start_worker(queues=["predict.direct"], concurrency=2, env=env)
+    client = Client()
+    n = 400  # ten seconds' worth at the limit
+    seconds: dict[str, float] = {}
+    results = run_exact(client, rows(n, f"limit_{'pinned' if pinned else 'learned'}"), seconds, "limited", n=n)
+    calls, refused = openai_fake.request_count, openai_fake.status_counts.get(429, 0)
+    rps = openai_fake.requests_per_second()
+    report = {"items": n, "limit_rps": LIMIT_RPS, "seconds": seconds["limited"],
+              "items_per_s": round(n / seconds["limited"], 1), "provider_calls": calls, "refused_429": refused,
+              "refused_per_success": round(refused / n, 2), "attempts_max": max(r["attempts"] for r in results),
+              "rps": rps}
+    figures(f"real_limit_bare_429_{'pinned_8' if pinned else 'learned'}", report)
+    assert n / seconds["limited"] >= 0.7 * LIMIT_RPS, report  # near the limit (start-up included)
+    # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit (27-74
+    # requests/s measured against 40); the refusals are mostly the first second's (4 processes start
+    # at 32 in flight each). Pinned cap: only the retry's per-target pause slows the fleet; it settles
+    # where a bit over half of the attempts are refused (~1.5 refusals per success, 67-126 requests/s;
+    # the per-item chain before it: 0.83 and 32-112/s; retrying at once: hundreds per success).
+    steady = rps[2:-1] or [0]
+    assert max(steady) <= (3.5 if pinned else 2.0) * LIMIT_RPS, report
+    assert refused <= (2.0 if pinned else 0.75) * n, report

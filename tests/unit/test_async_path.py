@@ -10,6 +10,7 @@ import dspy
 
 from shared import BackendType, CacheConfig, RetryConfig, UnifiedConfig, UnifiedDSPyWrapper
 from shared.config import Target
+from shared.steps.retry import RetryStep
 from shared.wrapper import has_own_aforward
 from tests.fakes.openai_server import OpenAIFake, expected_outputs
 
@@ -76,6 +77,25 @@ def test_one_retry_layer_on_the_async_path(openai_fake):
     assert prediction.answer == expected_outputs({"question": "x?"}, ["answer"])["answer"]
     assert (call.attempts, call.retries) == (3, 2)
     assert openai_fake.request_count == 3  # no hidden retries in DSPy or lm15
+
+
+def test_both_paths_feed_one_backoff_per_target(openai_fake):
+    """Bare 429s (no Retry-After) on the async path and on the sync path move the same target's refusal
+    share (shared/steps/target_backoff.py); successes on either path bring it down."""
+    w = wrapper(openai_fake)
+    module = w.create_module("question -> answer")
+    backoff = next(s for s in w.routes[0].engine.steps if isinstance(s, RetryStep)).backoff
+    openai_fake.fail_next(3, 429)
+    _, call = asyncio.run(module.apredict_with_stats(question="x?"))
+    assert (call.attempts, call.retries) == (4, 3)
+    after_async = backoff.share
+    assert after_async > 0
+    openai_fake.fail_next(2, 429)
+    module.predict(question="z?")
+    assert backoff.share > after_async  # two more refusals on the sync path, one success
+    share = backoff.share
+    asyncio.run(module.apredict_with_stats(question="w?"))
+    assert backoff.share < share
 
 
 def test_fallback_target_serves_on_the_async_path(openai_fake, monkeypatch):

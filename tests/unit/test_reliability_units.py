@@ -284,7 +284,7 @@ def test_rate_limit_answers_have_their_own_budget_and_a_paced_one_does_not_sleep
     slept.clear()
     call_next, calls = scripted(unpaced, unpaced, response())
     step(request(), call_next)
-    assert slept == [0.2, 0.4]  # no limiter on the backend: the short rate-limit backoff (not base_delay's 1 s)
+    assert slept == [0.05, 0.05]  # no limiter on the backend: the target's short pause (not base_delay's 1 s)
     call_next, calls = scripted(*([paced] * 6), response())
     with pytest.raises(lm15.RateLimitError):
         step(request(), call_next)

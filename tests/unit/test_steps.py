@@ -1,5 +1,8 @@
 """The steps on their own: backoff policy, retry classification, Redis token bucket, cache tiers."""
 
+from __future__ import annotations
+
+import heapq
 import random
 import threading
 import time
@@ -13,7 +16,8 @@ from shared.errors import RetryLater
 from shared.steps import stats
 from shared.steps.cache import CacheStep, MemoryTier, cache_key
 from shared.steps.ratelimit import RateLimitStep, TokenBucket
-from shared.steps.retry import RetryStep, backoff_delay, is_transient, rate_limit_delay
+from shared.steps.retry import RetryStep, backoff_delay, is_transient
+from shared.steps.target_backoff import TargetBackoff
 
 
 def request(text="hi", **config):
@@ -33,34 +37,100 @@ def test_backoff_is_exponential_capped_and_jittered():
     assert len(values) > 10 and all(2.0 <= v <= 6.0 for v in values)
 
 
-def test_rate_limit_backoff_is_short_full_jitter_capped_and_keeps_the_failure_schedule():
+def test_ambiguous_429s_take_the_target_backoff_and_keep_the_failure_schedule():
     shipped = RetryConfig()
     # contract defaults of the failure schedule unchanged; the rate-limit schedule is a separate setting
     assert (shipped.max_retries, shipped.base_delay, shipped.backoff_factor) == (3, 1.0, 2.0)
-    assert (shipped.rate_limit_base_delay, shipped.rate_limit_max_delay) == (0.2, 5.0)
-    exact = RetryConfig(rate_limit_base_delay=0.2, rate_limit_max_delay=1.0, jitter=0.0)
-    assert [rate_limit_delay(exact, n, random.Random(0)) for n in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    rng = random.Random(3)
-    for n in range(12):
-        ceiling = min(5.0, 0.2 * 2 ** n)
-        draws = [rate_limit_delay(shipped, n, rng) for _ in range(400)]
-        assert all(0.0 <= d <= ceiling for d in draws)  # full jitter: anywhere in [0, ceiling]
-        assert 0.35 * ceiling < sum(draws) / len(draws) < 0.65 * ceiling  # uniform: mean near ceiling / 2
-        assert max(draws) > 0.9 * ceiling and min(draws) < 0.1 * ceiling
-    # the step: 429s without Retry-After take the short schedule, a Retry-After is exact, 5xx the normal one
+    assert (shipped.rate_limit_base_delay, shipped.rate_limit_max_delay) == (0.05, 5.0)
+    # the step: 429s naming no wait take the target's short pause, a Retry-After and an x-ratelimit reset
+    # (none remaining) are exact, 5xx and timeouts the failure schedule
     slept: list[float] = []
     step = RetryStep(RetryConfig(jitter=0.0), sleep=slept.append)
+    reset = lm15.RateLimitError("slow", status=429, rate_limit_headers={
+        "x-ratelimit-remaining-requests": ["0"], "x-ratelimit-reset-requests": ["300ms"]})
     call_next, calls = scripted(lm15.RateLimitError("slow", status=429), lm15.RateLimitError("slow", status=429),
-                                lm15.RateLimitError("slow", status=429, retry_after=0.7),
+                                lm15.RateLimitError("slow", status=429, retry_after=0.7), reset,
                                 lm15.ServerError("down", status=500), lm15.TimeoutError("slow"), response())
     assert step(request(), call_next).message.text == "ok"
-    assert len(calls) == 6 and slept == [0.2, 0.4, 0.7, 1.0, 2.0]
+    assert len(calls) == 7 and slept == [0.05, 0.05, 0.7, 0.3, 1.0, 2.0]
+
+
+def test_an_unlucky_item_of_a_random_storm_retries_soon():
+    """Ten 429s in a row for ONE item while the target answers most calls: no per-item chain, each
+    retry waits at most the target's ceiling (the old per-item chain: 0.2 s doubling, ~26 s in all)."""
+    slept: list[float] = []
+    step = RetryStep(RetryConfig(), sleep=slept.append, rng=random.Random(1))
+    for i in range(40):  # the target's other calls: two in three answered
+        step(request(), scripted(*([lm15.RateLimitError("slow", status=429)] * (i % 3 == 0)), response())[0])
     slept.clear()
-    jittered = RetryStep(RetryConfig(), sleep=slept.append, rng=random.Random(1))
     call_next, calls = scripted(*([lm15.RateLimitError("slow", status=429)] * 10), response())
-    jittered(request(), call_next)  # ten 429s in a row: within max_rate_limit_retries, each capped at 5 s
+    step(request(), call_next)  # within max_rate_limit_retries
     assert len(calls) == 11 and len(set(slept)) == 10
-    assert all(0 <= d <= min(5.0, 0.2 * 2 ** n) for n, d in enumerate(slept))
+    assert all(0 <= d <= 0.05 for d in slept), slept
+
+
+class Provider:
+    """A discrete-event stand-in for the target backoff's two worlds: ``slots`` items retrying in
+    a closed loop against a provider that answers after ``latency``; refusals come from a token
+    bucket of ``limit`` per second (a real limit) and/or at random with probability ``storm``."""
+
+    def __init__(self, slots: int, limit: float = 0.0, storm: float = 0.0, latency: float = 0.1, seed: int = 0):
+        self.slots, self.limit, self.storm, self.latency = slots, limit, storm, latency
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.backoff = TargetBackoff(RetryConfig(), random.Random(seed))
+        self.ok = self.refused = 0
+        self.pauses: list[float] = []
+
+    def run(self, seconds: float) -> Provider:
+        tokens, last = self.limit, 0.0
+        events = [(0.0, i) for i in range(self.slots)]
+        while events:
+            self.now, slot = heapq.heappop(events)
+            if self.now > seconds:
+                break
+            if self.limit:
+                tokens, last = min(self.limit, tokens + (self.now - last) * self.limit), self.now
+            answered = (not self.limit or tokens >= 1) and self.rng.random() >= self.storm
+            if answered:
+                tokens -= 1
+                self.ok += 1
+                self.backoff.succeeded()
+                heapq.heappush(events, (self.now + self.latency, slot))
+            else:
+                self.refused += 1
+                self.pauses.append(self.backoff.refused())
+                heapq.heappush(events, (self.now + 0.002 + self.pauses[-1], slot))
+        return self
+
+
+def test_target_backoff_slows_down_for_a_real_limit_and_not_for_a_random_storm():
+    base = RetryConfig().rate_limit_base_delay
+    for seed in range(3):
+        storm = Provider(8, storm=0.3, latency=0.03, seed=seed).run(10)  # no limit, 30% refused at random
+        assert sum(storm.pauses) / len(storm.pauses) < 0.6 * base  # full jitter of the base (mean base / 2)
+        assert max(storm.pauses) < 5 * base
+        limited = Provider(8, limit=10, seed=seed).run(30)  # 8 slots could send ~80/s; the provider takes 10/s
+        assert limited.ok / 30 > 0.95 * 10  # the limit is used
+        assert limited.refused < 2 * limited.ok  # and not hammered: at most ~2 refusals per success
+        assert sum(limited.pauses) / len(limited.pauses) > 2 * base  # because the pause grew
+        unpaused = Provider(8, limit=10, seed=seed)
+        unpaused.backoff.refused = lambda: 0.0  # what retrying at once would do: the contrast, not tidyq
+        assert unpaused.run(30).refused > 10 * limited.refused
+
+
+def test_target_backoff_follows_the_share_both_ways():
+    cfg = RetryConfig(jitter=0.0)
+    backoff = TargetBackoff(cfg)
+    pauses = [backoff.refused() for _ in range(60)]  # a limit we exceed: refused again and again
+    assert pauses[0] == cfg.rate_limit_base_delay and pauses[-1] == cfg.rate_limit_max_delay
+    assert pauses == sorted(pauses)
+    for _ in range(30):  # the provider answers again: back to the short pause
+        backoff.succeeded()
+    assert backoff.ceiling == cfg.rate_limit_base_delay
+    jittered = TargetBackoff(RetryConfig(), random.Random(3))
+    draws = [jittered.refused() for _ in range(400)][-200:]  # at the cap: full jitter in [0, 5 s]
+    assert all(0 <= d <= 5.0 for d in draws) and 1.75 < sum(draws) / len(draws) < 3.25
 
 
 def test_transient_classification():
