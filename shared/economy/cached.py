@@ -55,7 +55,7 @@ def cached_answer(module: Any, inputs: dict[str, Any]) -> Answer | None:
         pass
     if not engine.requests:
         return None
-    response = step.lookup(cache_key(wrapper.backend_name, engine.requests[0]))
+    response = step.cached(cache_key(wrapper.backend_name, engine.requests[0]))
     if response is None or response.text is None:
         return None
     return Answer(response.text, 0, 0)

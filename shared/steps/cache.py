@@ -281,7 +281,7 @@ class CacheStep:
             self.writer.submit(key, response)
         return response
 
-    def lookup(self, key: str) -> Response | None:
+    def cached(self, key: str) -> Response | None:
         """A cached response without a call (economy mode checks the cache before batching)."""
         return self.memory.get(key, self.config.ttl_seconds) or self._from_shared(key)
 
