@@ -30,12 +30,10 @@ from shared.program_io import prediction_outputs
 from shared.program_uri import is_import_path
 from shared.programs import resolve_program
 from shared.queues import queue_for
-from shared.steps import stats
 from shared.store import JobStore
 from shared.telemetry import get_logger
 from workers import async_items, metrics_publisher, runtime
 from workers.budget_gate import BudgetGate
-from workers.requeue import ProviderStillFailing
 from workers.items import (
     check_item,
     error_message,
@@ -44,6 +42,7 @@ from workers.items import (
     item_succeeded,
     served_version,
 )
+from workers.requeue import ProviderStillFailing
 
 
 @dataclass
