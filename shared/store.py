@@ -19,6 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, overload
 
 import redis
@@ -26,6 +27,7 @@ import redis
 from shared import keys
 from shared.errors import BadInput
 from shared.jobs import TERMINAL_STATES, Counts, Item, ItemResult, JobSpec, JobState, JobStatus, iso
+from shared.ledger import DONE_FRAGMENT, queue_sent
 
 
 class JobNotFound(BadInput):
@@ -40,27 +42,37 @@ class JobTimeout(TimeoutError):
     """Waiting for a job's results took longer than the caller's timeout."""
 
 
-# KEYS: job, running ; ARGV: chunk id, now
+# KEYS: job, running, results ; ARGV: chunk id, now, then the chunk's custom_ids
+# -> {'run', custom_ids that already have a result...} or {the job's state} (the chunk does not run)
 _CHUNK_START = """
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st ~= 'queued' and st ~= 'running' then return st end
+if not st then return {'missing'} end
+if st ~= 'queued' and st ~= 'running' then return {st} end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
 end
-return 'run'
+local out = {'run'}
+for first = 3, #ARGV, 1000 do  -- pages: unpack() has a stack limit
+  local last = math.min(first + 999, #ARGV)
+  local present = redis.call('HMGET', KEYS[3], unpack(ARGV, first, last))
+  for i = 1, #present do
+    if present[i] then out[#out + 1] = ARGV[first + i - 1] end
+  end
+end
+return out
 """
 
-# KEYS: job, running, results, order, failed-inputs ; ARGV: chunk id, now
-_CHUNK_END = """
+# KEYS: job, running, results, order, failed-inputs, ledger, ledger-seen ; ARGV: chunk id, now, task id or ''
+# The chunk's ledger entry goes (when ``task`` is its live copy) in the same call: one round trip.
+_CHUNK_END = "local ledger, seen, chunk, task = KEYS[6], KEYS[7], ARGV[1], ARGV[3]" + DONE_FRAGMENT + """
 redis.call('SREM', KEYS[2], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'cancelling' and redis.call('SCARD', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
   local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
   return 'cancelled'
 end
 return st or 'missing'
@@ -94,21 +106,30 @@ end
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if new > 0 then
   for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
-  redis.call('PUBLISH', KEYS[1], new)  -- wakes iter_results readers (a channel, not a key)
 end
 local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'succeeded', 'failed', 'kind', 'cost_usd', 'max_cost_usd')
 local st, total = f[1], tonumber(f[2])
 local ok, bad = tonumber(f[3] or '0'), tonumber(f[4] or '0')
 local ceiling = tonumber(f[7] or '')
+local final = nil
 if ceiling and ok + bad < total and tonumber(f[6] or '0') >= ceiling and (st == 'queued' or st == 'running') then
   -- --max-cost reached: chunk_start refuses new chunks, running ones stop at their next state check
-  redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now)
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  final = 'budget_exceeded'
 elseif ok + bad >= total and (st == 'queued' or st == 'running' or st == 'cancelling') then
-  local final = 'completed'
+  final = 'completed'
   if f[5] == 'predict' and bad > 0 then final = 'failed' end
+end
+if final then
   redis.call('HSET', KEYS[1], 'status', final, 'finished_at', now)
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+if new > 0 then  -- wakes iter_results readers (a channel, not a key); see wake_up()
+  local note = tostring(new)
+  if final then
+    note = note .. '\\n' .. final
+    if total == 1 and n == 1 then note = note .. '\\n' .. ARGV[5] end  -- a one-item job's result itself
+  end
+  redis.call('PUBLISH', KEYS[1], note)
 end
 return new
 """
@@ -264,6 +285,34 @@ def error_types(h: dict[str, str]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+@dataclass(frozen=True)
+class WakeUp:
+    """One message of the record script: ``new`` results stored; ``final``, the state the job ended
+    in with them; ``row``, the result itself when it was the job's only item."""
+
+    new: int
+    final: str | None = None
+    row: dict | None = None
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> WakeUp:
+        parts = _s(data).split("\n", 2)
+        return cls(int(parts[0]), parts[1] if len(parts) > 1 else None,
+                   json.loads(parts[2]) if len(parts) > 2 else None)
+
+
+def wake_up(sub: Any, pause: float) -> WakeUp | None:
+    """The next message on ``sub`` within ``pause`` seconds (the subscribe confirmations it reads on
+    the way do not end the wait early), or None."""
+    until = time.monotonic() + pause
+    while True:
+        message = sub.get_message(timeout=max(0.0, until - time.monotonic()))
+        if message is not None and message.get("type") == "message":
+            return WakeUp.parse(message["data"])
+        if time.monotonic() >= until:
+            return None
+
+
 class JobStore:
     """Redis operations on jobs. Cheap to build; holds a redis client (its pool is shared)."""
 
@@ -282,10 +331,14 @@ class JobStore:
         return cls(get_redis(url))
 
     # --- producer side -------------------------------------------------------------------
-    def create_job(self, spec: JobSpec) -> None:
-        """Write a new job (status queued). Raises if the id exists (ids are uuid4)."""
+    def create_job(self, spec: JobSpec, first_chunk: tuple[int, str, str, str] | None = None) -> None:
+        """Write a new job (status queued). Raises if the id exists (ids are uuid4).
+        ``first_chunk`` (chunk, task id, queue, payload JSON): its ledger entry is written in the same
+        transaction, so a one-chunk job costs one round trip before its message is sent."""
         with self.r.pipeline(transaction=True) as p:
             queue_create_job(p, spec)
+            if first_chunk is not None:
+                queue_sent(p, spec.id, *first_chunk, ttl=spec.ttl_seconds, now=spec.created_at)
             existed = p.execute()[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")
@@ -317,11 +370,20 @@ class JobStore:
     # --- worker side -----------------------------------------------------------------------
     def chunk_start(self, job_id: str, chunk_id: str) -> str:
         """'run' when the chunk may run; otherwise the job's state ('cancelling', 'missing'...)."""
-        return _s(self._chunk_start(keys=[keys.job(job_id), keys.job_running_chunks(job_id)],
-                                    args=[chunk_id, repr(time.time())]))
+        return self.start_chunk(job_id, chunk_id, [])[0]
 
-    def chunk_end(self, job_id: str, chunk_id: str) -> str:
-        return _s(self._chunk_end(keys=_job_keys(job_id), args=[chunk_id, repr(time.time())]))
+    def start_chunk(self, job_id: str, chunk_id: str, custom_ids: list[str]) -> tuple[str, set[str]]:
+        """:meth:`chunk_start` and :meth:`existing_results` in one round trip: ('run', the ids of
+        ``custom_ids`` that already have a result) or (the job's state, empty set)."""
+        reply = self._chunk_start(keys=[keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id)],
+                                  args=[chunk_id, repr(time.time()), *custom_ids])
+        return _s(reply[0]), {_s(cid) for cid in reply[1:]}
+
+    def chunk_end(self, job_id: str, chunk_id: str, task_id: str | None = None) -> str:
+        """The chunk stopped running (a cancelling job may end here). With ``task_id`` its ledger entry
+        goes too, when that copy is still the live one (shared/ledger.py ChunkLedger.done)."""
+        return _s(self._chunk_end(keys=[*_job_keys(job_id), keys.job_ledger(job_id), keys.job_ledger_seen(job_id)],
+                                  args=[chunk_id, repr(time.time()), task_id or ""]))
 
     def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]]) -> int:
         """Store results (with the inputs of failed ones, for retry). Returns how many were new;
@@ -419,39 +481,54 @@ class JobStore:
     def result_count(self, job_id: str) -> int:
         return int(self.r.llen(keys.job_order(job_id)))
 
+    def subscribe(self, job_id: str) -> Any:
+        """A subscription to the job's wake-ups, opened BEFORE its chunks are sent: iter_results(sub=)
+        then needs no read to learn that a one-item job ended (its end message carries the result).
+        The SUBSCRIBE is sent without waiting for its reply (no round trip)."""
+        sub = self.r.pubsub(ignore_subscribe_messages=True)
+        sub.subscribe(keys.job(job_id))
+        return sub
+
     def iter_results(self, job_id: str, *, timeout: float | None = None, follow: bool = True,
-                     page: int = 500, poll_min: float = 0.01, poll_max: float = 0.25) -> Iterator[dict]:
+                     page: int = 500, poll_min: float = 0.01, poll_max: float = 0.25,
+                     sub: Any = None) -> Iterator[dict]:
         """Result dicts in arrival order, as they arrive; ends when the job has ended and every
         result was read (or at once after the stored ones when ``follow`` is False).
 
-        Raises JobTimeout after ``timeout`` seconds, JobNotFound if the job does not exist.
+        ``sub``: :meth:`subscribe` made before the job was sent (closed here). Raises JobTimeout after
+        ``timeout`` seconds, JobNotFound if the job does not exist.
         """
         order_key, results_key, job_key = keys.job_order(job_id), keys.job_results(job_id), keys.job(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         offset, wait = 0, poll_min
-        if not self.r.exists(job_key):
+        read = sub is None or not follow  # subscribed before the send: wait for the first message
+        if read and not self.r.exists(job_key):
+            if sub is not None:
+                sub.close()
             raise JobNotFound(job_id)
-        sub: Any = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
+        # pub/sub wake-up (the record script PUBLISHes on the job key's name); polling stays the fallback
         try:
             while True:
-                # Read the state BEFORE the page (one round trip, in order): the final result and the
-                # final state are written by one script, so a terminal state seen here means every
-                # result is already listed.
-                with self.r.pipeline(transaction=False) as p:
-                    p.hget(job_key, "status")
-                    p.lrange(order_key, offset, offset + page - 1)
-                    st, ids = p.execute()
-                if ids:
-                    for raw in self.r.hmget(results_key, ids):
-                        if raw is not None:
-                            yield json.loads(raw)
-                    offset += len(ids)
-                    wait = poll_min
-                    continue
-                if st is None:
-                    raise JobNotFound(job_id)
-                if JobState(_s(st)) in TERMINAL_STATES or not follow:
-                    return
+                if read:
+                    # Read the state BEFORE the page (one round trip, in order): the final result and the
+                    # final state are written by one script, so a terminal state seen here means every
+                    # result is already listed.
+                    with self.r.pipeline(transaction=False) as p:
+                        p.hget(job_key, "status")
+                        p.lrange(order_key, offset, offset + page - 1)
+                        st, ids = p.execute()
+                    if ids:
+                        for raw in self.r.hmget(results_key, ids):
+                            if raw is not None:
+                                yield json.loads(raw)
+                        offset += len(ids)
+                        wait = poll_min
+                        continue
+                    if st is None:
+                        raise JobNotFound(job_id)
+                    if JobState(_s(st)) in TERMINAL_STATES or not follow:
+                        return
+                read = True
                 if deadline is not None and time.monotonic() >= deadline:
                     raise JobTimeout(f"job {job_id} did not finish within {timeout}s ({offset} results so far)")
                 pause = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
@@ -464,9 +541,13 @@ class JobStore:
                         sub = False
                 if sub:
                     try:
-                        sub.get_message(timeout=pause)
+                        note = wake_up(sub, pause)
                     except redis.RedisError:
                         sub = False
+                    else:
+                        if offset == 0 and note is not None and note.row is not None:
+                            yield note.row  # a one-item job ended: the message is its result
+                            return
                 else:
                     time.sleep(pause)
                 wait = min(poll_max, wait * 1.5)

@@ -545,12 +545,20 @@ def run_status(job: dict[str, str]) -> str:
     return "FAILED"
 
 
-def finish_job(job_id: str, redis_client=None, settings: Settings | None = None) -> str | None:
+def has_buffered(job_id: str) -> bool:
+    """Whether this process holds numbers of ``job_id`` not yet added to Redis."""
+    with _buffers_lock:
+        return job_id in _buffers
+
+
+def finish_job(job_id: str, redis_client=None, settings: Settings | None = None, kind: str | None = None) -> str | None:
     """After each chunk: its numbers to Redis, progress to the running run (throttled), and once
     the job has ended, the run's final metrics and tags and its end at the job's real end time
     (once, whichever worker gets here first). Returns the ended run's id, or None."""
     s = settings or get_settings()
     r = redis_client or _redis()
+    if kind == "predict" and not has_buffered(job_id):
+        return None  # a predict job gets no run and its numbers went with its result: skip the read
     job = _job_hash(r, job_id)
     if not job:  # expired or unknown: write nothing that would outlive it
         with _buffers_lock:

@@ -177,14 +177,14 @@ class ChunkRunner:
     def run(self, payload: ChunkPayload, chunk_id: str) -> ChunkOutcome:
         spec = payload.job
         log = get_logger(job_id=spec.id, backend=spec.backend, chunk=chunk_id)
-        gate = self.store.chunk_start(spec.id, chunk_id)
+        # one round trip: the chunk starts and learns which items a redelivered copy already stored
+        gate, done_ids = self.store.start_chunk(spec.id, chunk_id, [cid for it in payload.items for cid in all_ids(it)])
         if gate != "run":
             log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
         # the job's MLflow run exists (RUNNING) from its first chunk on, created off this thread
         tracking.start_job_soon(spec.id, self.store.r, self.settings)
-        done_ids = self.store.existing_results(spec.id, [cid for it in payload.items for cid in all_ids(it)])
         todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
         # a job with --max-cost writes every result at once and re-reads its state before every item,
         # so workers see the ceiling (summed by the record script) as soon as it is crossed
