@@ -78,13 +78,21 @@ end
 return st or 'missing'
 """
 
-# KEYS: job, running, results, order, failed-inputs
-# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '', error type or '')
+# KEYS: job, running, results, order, failed-inputs, tracking
+# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '', error type or ''),
+#       then m, then m x (tracking counter, increment): the items' LM numbers (shared/tracking.py),
+#       added before the job can end, so a job these results complete shows its usage at once
 # A failed item's error type is counted in the job hash as field 'error:<type>' (JobStatus.error_types).
 _RECORD_RESULTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = ARGV[1]
 local n = tonumber(ARGV[2])
+local m = tonumber(ARGV[3 + n * 5] or '0')
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+for j = 0, m - 1 do  -- pcall: a tracking number never fails the results (a field HINCRBY left non-float)
+  redis.pcall('HINCRBYFLOAT', KEYS[6], ARGV[4 + n * 5 + j * 2], ARGV[5 + n * 5 + j * 2])
+end
+if m > 0 then redis.call('EXPIRE', KEYS[6], ttl) end
 local new = 0
 for i = 0, n - 1 do
   local base = 3 + i * 5
@@ -103,7 +111,6 @@ for i = 0, n - 1 do
     if cost and cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'cost_usd', cost) end
   end
 end
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if new > 0 then
   for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
@@ -385,9 +392,11 @@ class JobStore:
         return _s(self._chunk_end(keys=[*_job_keys(job_id), keys.job_ledger(job_id), keys.job_ledger_seen(job_id)],
                                   args=[chunk_id, repr(time.time()), task_id or ""]))
 
-    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]]) -> int:
+    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]],
+                       counters: dict[str, float] | None = None) -> int:
         """Store results (with the inputs of failed ones, for retry). Returns how many were new;
-        -1 when the job no longer exists (expired)."""
+        -1 when the job no longer exists (expired). ``counters``: the items' numbers for the job's
+        tracking aggregate (shared.tracking.take), added in the same call."""
         args: list[str] = [repr(time.time()), "0"]
         n = 0
         for result, inputs in results:
@@ -396,10 +405,13 @@ class JobStore:
             error_type = result.error.type if result.status == "failed" and result.error is not None else ""
             args += [result.custom_id, result.status, result.to_json(), failed_inputs, error_type]
             n += 1
-        if n == 0:
+        if n == 0 and not counters:
             return 0
         args[1] = str(n)
-        return int(self._record(keys=_job_keys(job_id), args=args))
+        args.append(str(len(counters or ())))
+        for name, value in (counters or {}).items():
+            args += [name, repr(float(value))]
+        return int(self._record(keys=[*_job_keys(job_id), keys.job_tracking(job_id)], args=args))
 
     def existing_results(self, job_id: str, custom_ids: list[str]) -> set[str]:
         """custom_ids that already have a result (a redelivered chunk skips them)."""

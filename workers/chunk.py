@@ -115,12 +115,13 @@ class ResultBuffer:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        try:  # the items' LM numbers first: a job that these results complete shows its usage at once
-            tracking.flush(self.job_id, self.store.r, ttl_seconds=self.ttl_seconds)
+        counters = tracking.take(self.job_id)  # the items' LM numbers ride with their results: one call
+        new = self.store.record_results(self.job_id, batch, counters=counters)
+        self.recorded += max(0, new)
+        try:
+            tracking.record_versions(counters, self.store.r)
         except redis.ResponseError as exc:  # a tracking number never fails an item (Redis being away does)
             get_logger(job_id=self.job_id).warning("job_tracking_failed", error=error_message(exc))
-        new = self.store.record_results(self.job_id, batch)
-        self.recorded += max(0, new)
 
 
 def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:

@@ -131,3 +131,15 @@ def test_live_workers_are_read_once_per_max_age(store):
     seen()
     again = calls(store.r)
     assert again["zrangebyscore"] == 2 * first["zrangebyscore"] == 2
+
+
+def test_the_items_numbers_ride_with_their_results_and_never_fail_them(store):
+    make_job(store, "rt7", total=2)
+    assert store.record_results("rt7", [ok("a")], counters={"items": 1.0, "latency_ms_sum": 2.5}) == 1
+    store.r.hset(keys.job_tracking("rt7"), "cached_items", "x")  # HINCRBYFLOAT refuses this field
+    assert store.record_results("rt7", [ok("b")], counters={"cached_items": 1.0, "items": 1.0}) == 1
+    agg = {k.decode(): v.decode() for k, v in store.r.hgetall(keys.job_tracking("rt7")).items()}
+    assert (float(agg["items"]), float(agg["latency_ms_sum"]), agg["cached_items"]) == (2.0, 2.5, "x")
+    st = store.status("rt7")
+    assert st.status is JobState.COMPLETED and st.usage is not None
+    assert store.r.ttl(keys.job_tracking("rt7")) > 0
