@@ -46,8 +46,8 @@ class Job:
         self.client, self.id, self.existing = client, job_id, existing
         self.warnings = list(warnings or [])  # what the submit-time target check could not confirm
         self._sub = sub  # subscribed before the send (submit_predict): the first wait needs no read
-        if sub is not None:
-            weakref.finalize(self, sub.close)  # a handle nobody waits on does not keep a connection
+        # a handle nobody waits on does not keep a connection
+        self._unsubscribe = weakref.finalize(self, client.store.release, sub, job_id) if sub is not None else None
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
@@ -59,6 +59,8 @@ class Job:
         """Result dicts in arrival order as they arrive; ends when the job ends (JobTimeout after
         ``timeout`` seconds)."""
         sub, self._sub = self._sub, None
+        if self._unsubscribe is not None:
+            self._unsubscribe.detach()  # iter_results releases it now
         return self.client.store.iter_results(self.id, timeout=timeout, follow=follow, sub=sub)
 
     def result(self, timeout: float | None = None) -> dict:
@@ -291,7 +293,7 @@ class Client:
             self._enqueue(spec, payloads, queue, first)
         except BaseException as exc:
             if sub is not None:
-                sub.close()
+                self.store.release(sub, spec.id)
             self.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
             raise
         return Job(self, spec.id, warnings=notes, sub=sub)

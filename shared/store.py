@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -64,26 +65,30 @@ end
 return out
 """
 
-# KEYS: job, running, results, order, failed-inputs, ledger, ledger-seen ; ARGV: chunk id, now, task id or ''
-# The chunk's ledger entry goes (when ``task`` is its live copy) in the same call: one round trip.
-_CHUNK_END = "local ledger, seen, chunk, task = KEYS[6], KEYS[7], ARGV[1], ARGV[3]" + DONE_FRAGMENT + """
-redis.call('SREM', KEYS[2], ARGV[1])
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'cancelling' and redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
-  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
-  return 'cancelled'
+# The end of a chunk (Lua fragment on the locals ledger, seen, chunk, task, now; KEYS[1] job, KEYS[2]
+# running, KEYS[1..5] the job's keys): its ledger entry goes when ``task`` is the live copy, it leaves
+# the running set, and a cancelling job with no chunk left running is cancelled. Sets st_end.
+_END_FRAGMENT = DONE_FRAGMENT + """
+redis.call('SREM', KEYS[2], chunk)
+local st_end = redis.call('HGET', KEYS[1], 'status')
+if st_end == 'cancelling' and redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now)
+  local ttl_end = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl_end) end
+  st_end = 'cancelled'
 end
-return st or 'missing'
 """
+
+# KEYS: job, running, results, order, failed-inputs, ledger, ledger-seen ; ARGV: chunk id, now, task id or ''
+_CHUNK_END = ("local ledger, seen, chunk, now, task = KEYS[6], KEYS[7], ARGV[1], ARGV[2], ARGV[3]" + _END_FRAGMENT
+              + "return st_end or 'missing'")
 
 # KEYS: job, running, results, order, failed-inputs, tracking
 # ARGV: now, n, then n x (custom_id, status, result json, inputs json or '', error type or ''),
 #       then m, then m x (tracking counter, increment): the items' LM numbers (shared/tracking.py),
 #       added before the job can end, so a job these results complete shows its usage at once
 # A failed item's error type is counted in the job hash as field 'error:<type>' (JobStatus.error_types).
-_RECORD_RESULTS = """
+_RECORD_BODY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -138,8 +143,15 @@ if new > 0 then  -- wakes iter_results readers (a channel, not a key); see wake_
   end
   redis.call('PUBLISH', KEYS[1], note)
 end
-return new
 """
+_RECORD_RESULTS = _RECORD_BODY + "return new"
+
+# The chunk's last results and its end in one call (the chunk has nothing left to hand back).
+# KEYS: those of _RECORD_RESULTS, then ledger, ledger-seen ; ARGV: those of _RECORD_RESULTS, then chunk id, task id
+_RECORD_AND_END = _RECORD_BODY + """
+local ledger, seen = KEYS[7], KEYS[8]
+local chunk, task = ARGV[4 + n * 5 + m * 2], ARGV[5 + n * 5 + m * 2]
+""" + _END_FRAGMENT + "return new"
 
 # KEYS: job, running, results, order, failed-inputs ; ARGV: now
 _CANCEL = """
@@ -166,6 +178,8 @@ local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 return 'failed'
 """
+
+IDLE_SUBSCRIPTIONS = 4  # open pub/sub connections a JobStore keeps for the next waits
 
 # Index entries older than this are trimmed at create_job: longer than any job's result TTL in use
 # (default 7 days), so only entries of long-expired jobs go; readers prune expired ones anyway.
@@ -308,13 +322,13 @@ class WakeUp:
                    json.loads(parts[2]) if len(parts) > 2 else None)
 
 
-def wake_up(sub: Any, pause: float) -> WakeUp | None:
-    """The next message on ``sub`` within ``pause`` seconds (the subscribe confirmations it reads on
-    the way do not end the wait early), or None."""
+def wake_up(sub: Any, channel: str, pause: float) -> WakeUp | None:
+    """The next message on ``channel`` within ``pause`` seconds, or None. Subscribe confirmations and
+    late messages of a channel the (reused) subscription listened to before do not end the wait."""
     until = time.monotonic() + pause
     while True:
         message = sub.get_message(timeout=max(0.0, until - time.monotonic()))
-        if message is not None and message.get("type") == "message":
+        if message is not None and message.get("type") == "message" and _s(message.get("channel")) == channel:
             return WakeUp.parse(message["data"])
         if time.monotonic() >= until:
             return None
@@ -325,9 +339,12 @@ class JobStore:
 
     def __init__(self, client: redis.Redis):
         self.r = client
+        self._idle_subs: list[Any] = []  # subscriptions kept open between waits (subscribe/release)
+        self._subs_lock = threading.Lock()
         self._chunk_start = client.register_script(_CHUNK_START)
         self._chunk_end = client.register_script(_CHUNK_END)
         self._record = client.register_script(_RECORD_RESULTS)
+        self._record_and_end = client.register_script(_RECORD_AND_END)
         self._cancel = client.register_script(_CANCEL)
         self._fail = client.register_script(_FAIL)
 
@@ -393,10 +410,11 @@ class JobStore:
                                   args=[chunk_id, repr(time.time()), task_id or ""]))
 
     def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]],
-                       counters: dict[str, float] | None = None) -> int:
+                       counters: dict[str, float] | None = None, end: tuple[str, str] | None = None) -> int:
         """Store results (with the inputs of failed ones, for retry). Returns how many were new;
         -1 when the job no longer exists (expired). ``counters``: the items' numbers for the job's
-        tracking aggregate (shared.tracking.take), added in the same call."""
+        tracking aggregate (shared.tracking.take), added in the same call. ``end`` (chunk id, task id):
+        the chunk ends in the same call too (:meth:`chunk_end`), unless the job no longer exists."""
         args: list[str] = [repr(time.time()), "0"]
         n = 0
         for result, inputs in results:
@@ -405,13 +423,17 @@ class JobStore:
             error_type = result.error.type if result.status == "failed" and result.error is not None else ""
             args += [result.custom_id, result.status, result.to_json(), failed_inputs, error_type]
             n += 1
-        if n == 0 and not counters:
+        if n == 0 and not counters and end is None:
             return 0
         args[1] = str(n)
         args.append(str(len(counters or ())))
         for name, value in (counters or {}).items():
             args += [name, repr(float(value))]
-        return int(self._record(keys=[*_job_keys(job_id), keys.job_tracking(job_id)], args=args))
+        job_keys = [*_job_keys(job_id), keys.job_tracking(job_id)]
+        if end is None:
+            return int(self._record(keys=job_keys, args=args))
+        return int(self._record_and_end(keys=[*job_keys, keys.job_ledger(job_id), keys.job_ledger_seen(job_id)],
+                                        args=[*args, *end]))
 
     def existing_results(self, job_id: str, custom_ids: list[str]) -> set[str]:
         """custom_ids that already have a result (a redelivered chunk skips them)."""
@@ -494,12 +516,30 @@ class JobStore:
         return int(self.r.llen(keys.job_order(job_id)))
 
     def subscribe(self, job_id: str) -> Any:
-        """A subscription to the job's wake-ups, opened BEFORE its chunks are sent: iter_results(sub=)
-        then needs no read to learn that a one-item job ended (its end message carries the result).
-        The SUBSCRIBE is sent without waiting for its reply (no round trip)."""
-        sub = self.r.pubsub(ignore_subscribe_messages=True)
+        """A subscription to the job's wake-ups. Opened BEFORE its chunks are sent, iter_results(sub=)
+        needs no read to learn that a one-item job ended (its end message carries the result). The
+        SUBSCRIBE is sent without waiting for its reply, on an idle subscription's open connection
+        when there is one (a new connection costs a TCP connect and a HELLO handshake)."""
+        with self._subs_lock:
+            sub = self._idle_subs.pop() if self._idle_subs else None
+        if sub is None:
+            sub = self.r.pubsub(ignore_subscribe_messages=True)
         sub.subscribe(keys.job(job_id))
         return sub
+
+    def release(self, sub: Any, job_id: str) -> None:
+        """Done with :meth:`subscribe`'s subscription: kept for the next wait (up to a few idle ones),
+        its late messages ignored (wake_up reads only its own job's channel)."""
+        try:
+            sub.unsubscribe(keys.job(job_id))
+        except redis.RedisError:
+            sub.close()
+            return
+        with self._subs_lock:
+            if len(self._idle_subs) < IDLE_SUBSCRIPTIONS:
+                self._idle_subs.append(sub)
+                return
+        sub.close()
 
     def iter_results(self, job_id: str, *, timeout: float | None = None, follow: bool = True,
                      page: int = 500, poll_min: float = 0.01, poll_max: float = 0.25,
@@ -516,7 +556,7 @@ class JobStore:
         read = sub is None or not follow  # subscribed before the send: wait for the first message
         if read and not self.r.exists(job_key):
             if sub is not None:
-                sub.close()
+                self.release(sub, job_id)
             raise JobNotFound(job_id)
         # pub/sub wake-up (the record script PUBLISHes on the job key's name); polling stays the fallback
         try:
@@ -546,15 +586,15 @@ class JobStore:
                 pause = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
                 if sub is None:
                     try:
-                        sub = self.r.pubsub(ignore_subscribe_messages=True)
-                        sub.subscribe(job_key)
+                        sub = self.subscribe(job_id)
                         continue  # re-read: a result may have landed before the subscription
                     except redis.RedisError:
                         sub = False
                 if sub:
                     try:
-                        note = wake_up(sub, pause)
+                        note = wake_up(sub, job_key, pause)
                     except redis.RedisError:
+                        sub.close()
                         sub = False
                     else:
                         if offset == 0 and note is not None and note.row is not None:
@@ -565,7 +605,7 @@ class JobStore:
                 wait = min(poll_max, wait * 1.5)
         finally:
             if sub:
-                sub.close()
+                self.release(sub, job_id)
 
     def results_page(self, job_id: str, offset: int, limit: int) -> tuple[list[dict], int, JobState, bool]:
         """One page of results in arrival order from position ``offset`` (a stable cursor: the order

@@ -72,6 +72,7 @@ class ChunkOutcome:
         return out
 
     budget_wait: bool = False  # items wait for a --max-cost job's items in flight (workers/budget_gate.py)
+    ended: bool = False  # the chunk ended with its last results (no chunk_end call left)
 
 
 class StateWatch:
@@ -104,20 +105,23 @@ class ResultBuffer:
         self.pending: list[tuple[ItemResult, dict | None]] = []
         self._last = time.monotonic()
         self.recorded = 0
+        self.ended = False  # the chunk ended with its last results (flush(end=))
 
     def add(self, result: ItemResult, inputs: dict | None) -> None:
         self.pending.append((result, inputs))
         if len(self.pending) >= self.max_items or time.monotonic() - self._last >= self.interval:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, end: tuple[str, str] | None = None) -> None:
+        """``end`` (chunk id, task id): the chunk is over, it ends in the same Redis call (``ended``)."""
         self._last = time.monotonic()
-        if not self.pending:
+        if not self.pending and end is None:
             return
         batch, self.pending = self.pending, []
         counters = tracking.take(self.job_id)  # the items' LM numbers ride with their results: one call
-        new = self.store.record_results(self.job_id, batch, counters=counters)
+        new = self.store.record_results(self.job_id, batch, counters=counters, end=end)
         self.recorded += max(0, new)
+        self.ended = end is not None and new >= 0
         try:
             tracking.record_versions(counters, self.store.r)
         except redis.ResponseError as exc:  # a tracking number never fails an item (Redis being away does)
@@ -175,7 +179,9 @@ class ChunkRunner:
         self.store = store
         self.settings = settings
 
-    def run(self, payload: ChunkPayload, chunk_id: str) -> ChunkOutcome:
+    def run(self, payload: ChunkPayload, chunk_id: str, task_id: str | None = None) -> ChunkOutcome:
+        """``task_id``: this copy of the chunk; when every item finished, the chunk ends (ledger and
+        running set) with its last results (``outcome.ended``), else the task calls chunk_end."""
         spec = payload.job
         log = get_logger(job_id=spec.id, backend=spec.backend, chunk=chunk_id)
         # one round trip: the chunk starts and learns which items a redelivered copy already stored
@@ -243,7 +249,9 @@ class ChunkRunner:
             outcome.requeue_reason = type(exc).__name__
             log.warning("chunk_interrupted", reason=type(exc).__name__, unfinished=len(unfinished))
         finally:
-            buffer.flush()
+            over = task_id is not None and not retry_later and not outcome.requeue and len(finished) >= len(todo)
+            buffer.flush(end=(chunk_id, task_id) if over and task_id else None)
+            outcome.ended = buffer.ended
             if isinstance(watch, BudgetGate):
                 watch.close()
         outcome.stopped = watch.state

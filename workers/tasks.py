@@ -119,7 +119,7 @@ def _run_chunk(self, payload: Any) -> dict:
     outcome = None
     rejected = False  # handed back to the broker as it is: the same copy stays live in the ledger
     try:
-        outcome = runner.run(chunk, chunk_id)
+        outcome = runner.run(chunk, chunk_id, self.request.id)
         decision = decide(outcome, chunk, settings)
         if isinstance(decision, GiveUp):
             _give_up(runner, outcome, spec, decision, chunk.requeues)
@@ -149,12 +149,13 @@ def _run_chunk(self, payload: Any) -> dict:
         # a rejected copy stays live in the ledger; any other leaves it (in chunk_end's round trip when it ran)
         ended_copy = None if rejected else self.request.id
         ran = outcome is None or outcome.gate == "run"
-        if ran:
+        ended = outcome is not None and outcome.ended  # with its last results (ChunkRunner.run)
+        if ran and not ended:
             try:
                 store.chunk_end(spec.id, chunk_id, ended_copy)
             except Exception as exc:  # the sweeper's scan then finds nothing and re-sends a no-op
                 log.error("chunk_end_failed", error=error_message(exc))
-        elif ended_copy:
+        elif not ran and ended_copy:
             try:
                 ChunkLedger(store.r).done(spec.id, chunk_id, ended_copy)
             except Exception as exc:  # the sweeper's scan then finds nothing and re-sends a no-op

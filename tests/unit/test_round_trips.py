@@ -143,3 +143,22 @@ def test_the_items_numbers_ride_with_their_results_and_never_fail_them(store):
     st = store.status("rt7")
     assert st.status is JobState.COMPLETED and st.usage is not None
     assert store.r.ttl(keys.job_tracking("rt7")) > 0
+
+
+def test_the_last_results_end_the_chunk_in_the_same_call(store):
+    make_job(store, "rt8", total=3)
+    ledger = ChunkLedger(store.r)
+    first, second = chunk_task_id("rt8", 0), chunk_task_id("rt8", 1)
+    ledger.sent("rt8", 0, first, "predict.mock", "{}", 60)
+    ledger.sent("rt8", 1, second, "predict.mock", "{}", 60)
+    store.start_chunk("rt8", "0", ["a", "b"])
+    store.start_chunk("rt8", "1", ["c"])
+    assert store.record_results("gone", [ok("x")], end=("0", "t")) == -1  # (and the script is loaded)
+    store.r.config_resetstat()
+    assert store.record_results("rt8", [ok("a"), ok("b")], counters={"items": 2.0}, end=("0", first)) == 2
+    assert calls(store.r)["evalsha"] == 1
+    assert ledger.outstanding("rt8") == 1 and store.r.smembers(keys.job_running_chunks("rt8")) == {b"1"}
+    store.cancel("rt8")  # chunk 1 still runs: cancelling until it ends, with its last result kept
+    assert store.record_results("rt8", [ok("c")], end=("1", "an-older-copy")) == 1
+    assert store.status("rt8").status is JobState.COMPLETED  # its last result completed the job first
+    assert ledger.outstanding("rt8") == 1  # an older copy's end leaves the live copy's entry
