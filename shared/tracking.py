@@ -299,7 +299,12 @@ _buffers_lock = threading.Lock()
 def record_item(job_id: str, result: Any, stats: Any = None, program: Any = None) -> None:
     """Remember one item's numbers in memory (no I/O). ``result``: ItemResult or its dict;
     ``stats``: the item's CallStats; ``program``: the ResolvedProgram that served it."""
-    r = result.model_dump() if hasattr(result, "model_dump") else dict(result)
+    if hasattr(result, "model_dump"):  # an ItemResult: its fields as they are (a model_dump per item costs)
+        error = result.error
+        r = {"status": result.status, "latency_ms": result.latency_ms, "cached": result.cached,
+             "attempts": result.attempts, "error": {"type": error.type} if error is not None else None}
+    else:
+        r = dict(result)
     ok = r.get("status") == "succeeded"
     latency = float(r.get("latency_ms") or 0.0)
     with _buffers_lock:
