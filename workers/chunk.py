@@ -107,9 +107,10 @@ class ResultBuffer:
         self.recorded = 0
         self.ended = False  # the chunk ended with its last results (flush(end=))
 
-    def add(self, result: ItemResult, inputs: dict | None) -> None:
+    def add(self, result: ItemResult, inputs: dict | None, *, last: bool = False) -> None:
+        """``last``: the chunk's last item; its batch waits for the final flush, which ends the chunk too."""
         self.pending.append((result, inputs))
-        if len(self.pending) >= self.max_items or time.monotonic() - self._last >= self.interval:
+        if not last and (len(self.pending) >= self.max_items or time.monotonic() - self._last >= self.interval):
             self.flush()
 
     def flush(self, end: tuple[str, str] | None = None) -> None:
@@ -228,7 +229,7 @@ class ChunkRunner:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             stored = buffer.recorded
             for each in with_copies(item, result):  # an item folded with its twins: one result each
-                buffer.add(each, item.inputs)
+                buffer.add(each, item.inputs, last=not budgeted and len(finished) == len(todo))
                 metrics_publisher.record_item(queue_for(spec.backend), each.backend or spec.backend, each.status,
                                               each.error.type if each.error else None)
             if isinstance(watch, BudgetGate):  # its result is stored (flushed at once for a budgeted job)
