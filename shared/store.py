@@ -5,8 +5,16 @@ two workers (or a worker and `tidyq cancel`) can never interleave badly:
 
 - ``record_results``: HSETNX per item; counters move only on the first write of a custom_id, so a
   redelivered chunk never duplicates a result or double-counts; the last result finishes the job.
-- ``chunk_start`` / ``chunk_end``: a chunk runs only while the job is queued/running; a running
-  set lets ``cancel`` finish at once when no chunk is executing, or when the last one stops.
+  The items' tracking numbers ride in the same call, and a chunk with nothing left to hand back
+  ends in it too (``end=``); its PUBLISH wakes readers, and a one-item job's end message carries
+  the result itself (a reader subscribed before the send then reads nothing: ``subscribe``).
+- ``start_chunk`` / ``chunk_end``: a chunk runs only while the job is queued/running (the start
+  also returns the ids a redelivered copy already stored); a running set lets ``cancel`` finish at
+  once when no chunk is executing, or when the last one stops; the end also drops the chunk's
+  ledger entry (shared/ledger.py) when the ending copy is the live one.
+
+Why folded: a single predict used to cost ~7 client and 8 worker round trips; on a loaded 2-core
+machine each one is a context switch to redis-server (docs/performance.md, issue 19).
 - ``cancel``: queued/running -> cancelling (or cancelled straight away); results are kept.
 
 Every key of a job expires ``ttl_seconds`` after the job finishes (set at creation as well, so an
