@@ -35,6 +35,7 @@ from shared.async_store import AsyncJobStore
 from shared.config import Settings, get_settings
 from shared.errors import BadInput
 from shared.jobs import Item, JobKind, Target
+from shared.queues import queue_for
 from shared.store import JobNotFound, JobTimeout
 
 __all__ = ["AsyncClient", "AsyncJob", "JobFailed", "JobNotFound", "JobTimeout"]
@@ -255,7 +256,8 @@ class AsyncClient:
                 return AsyncJob(self, other, existing=True)
         stop = threading.Event()
         try:
-            await asyncio.to_thread(self.sync._enqueue, spec, _stoppable(items(), stop))
+            payloads = submission.chunk_payloads(spec, _stoppable(items(), stop))
+            await asyncio.to_thread(self.sync._enqueue, spec, payloads, queue_for(spec.backend))
         except BaseException as exc:
             stop.set()
             await asyncio.shield(store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}"))

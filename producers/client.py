@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from producers import jsonl, submission
 from producers.program_check import registered_program_notes
 from producers.submission import JobFailed
-from producers.target_check import SubmitWarning, check_target
+from producers.target_check import LiveWorkers, SubmitWarning, check_target
 from shared import webhooks
 from shared.budget import tenant_budgets
 from shared.celery_config import celery_app
@@ -41,9 +42,13 @@ __all__ = ["Client", "Job", "JobFailed", "JobNotFound", "JobTimeout", "SubmitWar
 class Job:
     """A handle on a submitted job. ``existing`` is True when an idempotency key matched."""
 
-    def __init__(self, client: Client, job_id: str, *, existing: bool = False, warnings: list[str] | None = None):
+    def __init__(self, client: Client, job_id: str, *, existing: bool = False, warnings: list[str] | None = None,
+                 sub: Any = None):
         self.client, self.id, self.existing = client, job_id, existing
         self.warnings = list(warnings or [])  # what the submit-time target check could not confirm
+        self._sub = sub  # subscribed before the send (submit_predict): the first wait needs no read
+        # a handle nobody waits on does not keep a connection
+        self._unsubscribe = weakref.finalize(self, client.store.release, sub, job_id) if sub is not None else None
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
@@ -54,7 +59,10 @@ class Job:
     def results(self, timeout: float | None = None, *, follow: bool = True) -> Iterator[dict]:
         """Result dicts in arrival order as they arrive; ends when the job ends (JobTimeout after
         ``timeout`` seconds)."""
-        return self.client.store.iter_results(self.id, timeout=timeout, follow=follow)
+        sub, self._sub = self._sub, None
+        if self._unsubscribe is not None:
+            self._unsubscribe.detach()  # iter_results releases it now
+        return self.client.store.iter_results(self.id, timeout=timeout, follow=follow, sub=sub)
 
     def result(self, timeout: float | None = None) -> dict:
         """The outputs of a single-item job; JobFailed if its item failed or it was cancelled."""
@@ -95,6 +103,7 @@ class Client:
         self.store = JobStore.from_url(self.redis_url)
         self.ledger = ChunkLedger(self.store.r)
         self._app = None
+        self._workers = LiveWorkers(self.store.r, self.settings)
 
     @property
     def app(self):
@@ -137,7 +146,8 @@ class Client:
         target["deadline_seconds"] = _deadline_seconds(deadline_seconds)
         target["item_cache"] = submission.item_cache_flag(item_cache)
         item = submission.predict_item(target, inputs, self.settings)
-        return self._submit(JobKind.PREDICT, target, lambda: iter([item]), 1, idempotency_key, chunk_size=1)
+        return self._submit(JobKind.PREDICT, target, lambda: iter([item]), 1, idempotency_key, chunk_size=1,
+                            subscribe=True)
 
     def submit_batch(self, rows: Iterable[dict | Item], signature: str | None = None, *, backend: str | None = None,
                      model: str | None = None, program: str | None = None,
@@ -263,48 +273,71 @@ class Client:
         return None
 
     def _submit(self, kind: JobKind, target: dict, items: Callable[[], Iterator[Item]], total: int,
-                idempotency_key: str | None, *, chunk_size: int | None = None, retry_of: str | None = None) -> Job:
+                idempotency_key: str | None, *, chunk_size: int | None = None, retry_of: str | None = None,
+                subscribe: bool = False) -> Job:
+        """``subscribe``: the returned Job holds a subscription to the job's wake-ups made before the send
+        (a single predict then learns its result from the message, with no read)."""
         spec = submission.new_spec(kind, target, total, self.settings, idempotency_key, chunk_size=chunk_size,
                                    retry_of=retry_of)
         notes = self.check_target(spec)
         if kind is JobKind.BATCH and folds(spec.program):  # identical rows are sent once (shared/dedupe.py)
             items, _ = fold_duplicates(items)
-        self.store.create_job(spec)
+        queue = queue_for(spec.backend)
+        payloads = submission.chunk_payloads(spec, items())
+        first = None
+        if not idempotency_key:  # its ledger entry rides with the job's creation (one round trip)
+            head = next(payloads, None)
+            first = _ledger_entry(spec, head, queue) if head is not None else None
+        self.store.create_job(spec, first_chunk=first[:4] if first else None)
         if idempotency_key:
             ttl = submission.idempotency_ttl(spec, self.settings)
             other = self.store.claim_idempotency(idempotency_key, spec.id, ttl)
             if other is not None:
                 self.store.delete_job(spec.id)
                 return Job(self, other, existing=True)
+        sub = self.store.subscribe(spec.id) if subscribe else None
         try:
-            self._enqueue(spec, items())
+            self._enqueue(spec, payloads, queue, first)
         except BaseException as exc:
+            if sub is not None:
+                self.store.release(sub, spec.id)
             self.store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}")
             raise
-        return Job(self, spec.id, warnings=notes)
+        return Job(self, spec.id, warnings=notes, sub=sub)
 
     def check_target(self, spec: JobSpec, queue: str | None = None) -> list[str]:
         """Refuse (BadInput) a job no live worker of its queue could run, or whose registered program
         does not exist, before anything is written;
         the warnings of what this producer cannot know go to ``on_warning`` and are returned."""
         notes = check_target(self.store.r, queue or queue_for(spec.backend),
-                             Target(backend=spec.backend, model=spec.model), self.settings)
+                             Target(backend=spec.backend, model=spec.model), self.settings, self._workers)
         notes += registered_program_notes(spec.program, self.settings)
         for note in notes:
             self.on_warning(note)
         return notes
 
-    def _enqueue(self, spec: JobSpec, items: Iterator[Item]) -> int:
-        queue = queue_for(spec.backend)
+    def _enqueue(self, spec: JobSpec, payloads: Iterator[dict], queue: str, first: tuple | None = None) -> int:
+        """Send the chunk messages, each first written to the ledger (``first``: the one create_job
+        already wrote, from :func:`_ledger_entry`)."""
         sent = 0
         with self.app.producer_or_acquire() as producer:
-            for payload in submission.chunk_payloads(spec, items):
+            if first is not None:
+                sent += self._send(first[4], first[1], queue, producer)
+            for payload in payloads:
                 task_id = chunk_task_id(spec.id, payload["chunk"])  # the ledger keeps it until the chunk ends
                 self.ledger.sent(spec.id, payload["chunk"], task_id, queue, json.dumps(payload), spec.ttl_seconds)
-                self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id,
-                                   **chunk_send_options(CHUNK_TASK, payload))
-                sent += len(payload["items"])
+                sent += self._send(payload, task_id, queue, producer)
         return sent
+
+    def _send(self, payload: dict, task_id: str, queue: str, producer) -> int:
+        self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id,
+                           **chunk_send_options(CHUNK_TASK, payload))
+        return len(payload["items"])
+
+
+def _ledger_entry(spec: JobSpec, payload: dict, queue: str) -> tuple[int, str, str, str, dict]:
+    """(chunk, task id, queue, payload JSON, payload) of a chunk about to be sent."""
+    return payload["chunk"], chunk_task_id(spec.id, payload["chunk"]), queue, json.dumps(payload), payload
 
 
 def _warn(message: str) -> None:

@@ -16,6 +16,9 @@ worker serves the queue), ``warn`` (never refuse), ``off``.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from shared.config import Settings
 from shared.errors import BadInput
 from shared.jobs import Target
@@ -43,19 +46,37 @@ def what_to_set(backend: str, model: str | None) -> str:
     return f"configure backend {backend!r} on the workers"
 
 
-def check_target(redis_client, queue: str, job: Target, settings: Settings) -> list[str]:
+class LiveWorkers:
+    """The live workers' heartbeats, read at most once per ``max_age`` seconds: a Client submitting
+    predict after predict would otherwise pay three Redis round trips per job for a view that
+    changes once per heartbeat interval (seconds)."""
+
+    def __init__(self, redis_client, settings: Settings, max_age: float = 1.0):
+        self.r, self.settings, self.max_age = redis_client, settings, max_age
+        self._read_at = 0.0
+        self._workers: list | None = None
+
+    def __call__(self) -> list:
+        now = time.monotonic()
+        if self._workers is None or now - self._read_at >= self.max_age:
+            from producers.ops_state import OpsReader
+
+            self._workers = OpsReader(self.r, heartbeat_interval=self.settings.heartbeat_interval).workers()
+            self._read_at = now
+        return self._workers or []
+
+
+def check_target(redis_client, queue: str, job: Target, settings: Settings,
+                 workers: Callable[[], list] | None = None) -> list[str]:
     """Warnings for a job for target ``job`` sent to ``queue``; raises BadInput when, by the rules
-    above, no live worker could run it."""
+    above, no live worker could run it. ``workers``: where the live workers are read (LiveWorkers)."""
     mode = (settings.submit_check or "refuse").strip().lower()
     if mode not in MODES:
         raise BadInput(f"unknown mode {settings.submit_check!r}; expected one of: {', '.join(MODES)}",
                        where="TIDYQ_SUBMIT_CHECK")
     if mode == "off":
         return []
-    from producers.ops_state import OpsReader
-
-    serving = [w for w in OpsReader(redis_client, heartbeat_interval=settings.heartbeat_interval).workers()
-               if queue in w.queues]
+    serving = [w for w in (workers or LiveWorkers(redis_client, settings))() if queue in w.queues]
     if not serving:
         message = (f"no live worker serves queue {queue} now; the job waits until one starts "
                    f"(`celery -A workers worker -Q {queue}`)")

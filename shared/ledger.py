@@ -19,13 +19,20 @@ from collections.abc import Iterable
 
 from shared import keys
 
-# KEYS: ledger, seen ; ARGV: chunk, task id
-_DONE = """
-if redis.call('HGET', KEYS[1], 't:' .. ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], 'p:' .. ARGV[1], 't:' .. ARGV[1], 'q:' .. ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
+# The end of one copy of a chunk, as a Lua fragment other scripts include (shared/store.py's
+# end-of-chunk script runs it with the job's own bookkeeping in one round trip). Reads the locals
+# ledger, seen, chunk, task; sets done = 1 when this copy was the live one.
+DONE_FRAGMENT = """
+local done = 0
+if task ~= '' and redis.call('HGET', ledger, 't:' .. chunk) == task then
+  redis.call('HDEL', ledger, 'p:' .. chunk, 't:' .. chunk, 'q:' .. chunk)
+  redis.call('ZREM', seen, chunk)
+  done = 1
+end
 """
+
+# KEYS: ledger, seen ; ARGV: chunk, task id
+_DONE = "local ledger, seen, chunk, task = KEYS[1], KEYS[2], ARGV[1], ARGV[2]" + DONE_FRAGMENT + "return done"
 
 # KEYS: ledger, seen, job ; ARGV: chunk, expected task id, new task id, cutoff, now
 # -> payload JSON when this call took over the chunk, else false
@@ -54,6 +61,19 @@ def parse_chunk_task_id(task_id: str | None) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+def queue_sent(pipe, job_id: str, chunk_id: str | int, task_id: str, queue: str, payload_json: str, ttl: int,
+               now: float | None = None) -> None:
+    """The commands of :meth:`ChunkLedger.sent`, queued on a transaction pipeline (the producer
+    writes a job and its first chunk's entry in one round trip, JobStore.create_job)."""
+    now = time.time() if now is None else now
+    ledger, seen, cid = keys.job_ledger(job_id), keys.job_ledger_seen(job_id), str(chunk_id)
+    pipe.hset(ledger, mapping={f"p:{cid}": payload_json, f"t:{cid}": task_id, f"q:{cid}": queue})
+    pipe.zadd(seen, {cid: now})
+    pipe.expire(ledger, ttl)
+    pipe.expire(seen, ttl)
+    pipe.zadd(keys.ledger_jobs(), {job_id: now}, nx=True)
+
+
 class ChunkLedger:
     """Ledger operations; one Redis round trip each (pipelines or Lua)."""
 
@@ -66,14 +86,8 @@ class ChunkLedger:
              now: float | None = None) -> None:
         """Record the live copy of a chunk before it is published (a send that fails halfway is
         then re-sent by the sweeper instead of lost)."""
-        now = time.time() if now is None else now
-        ledger, seen, cid = keys.job_ledger(job_id), keys.job_ledger_seen(job_id), str(chunk_id)
         with self.r.pipeline(transaction=True) as p:
-            p.hset(ledger, mapping={f"p:{cid}": payload_json, f"t:{cid}": task_id, f"q:{cid}": queue})
-            p.zadd(seen, {cid: now})
-            p.expire(ledger, ttl)
-            p.expire(seen, ttl)
-            p.zadd(keys.ledger_jobs(), {job_id: now}, nx=True)
+            queue_sent(p, job_id, chunk_id, task_id, queue, payload_json, ttl, now)
             p.execute()
 
     def touch(self, chunks: Iterable[tuple[str, str]], now: float | None = None) -> None:

@@ -5,8 +5,16 @@ two workers (or a worker and `tidyq cancel`) can never interleave badly:
 
 - ``record_results``: HSETNX per item; counters move only on the first write of a custom_id, so a
   redelivered chunk never duplicates a result or double-counts; the last result finishes the job.
-- ``chunk_start`` / ``chunk_end``: a chunk runs only while the job is queued/running; a running
-  set lets ``cancel`` finish at once when no chunk is executing, or when the last one stops.
+  The items' tracking numbers ride in the same call, and a chunk with nothing left to hand back
+  ends in it too (``end=``); its PUBLISH wakes readers, and a one-item job's end message carries
+  the result itself (a reader subscribed before the send then reads nothing: ``subscribe``).
+- ``start_chunk`` / ``chunk_end``: a chunk runs only while the job is queued/running (the start
+  also returns the ids a redelivered copy already stored); a running set lets ``cancel`` finish at
+  once when no chunk is executing, or when the last one stops; the end also drops the chunk's
+  ledger entry (shared/ledger.py) when the ending copy is the live one.
+
+Why folded: a single predict used to cost ~7 client and 8 worker round trips; on a loaded 2-core
+machine each one is a context switch to redis-server (docs/performance.md, issue 19).
 - ``cancel``: queued/running -> cancelling (or cancelled straight away); results are kept.
 
 Every key of a job expires ``ttl_seconds`` after the job finishes (set at creation as well, so an
@@ -17,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 import redis
@@ -26,6 +36,7 @@ import redis
 from shared import keys
 from shared.errors import BadInput
 from shared.jobs import TERMINAL_STATES, Counts, Item, ItemResult, JobSpec, JobState, JobStatus, iso
+from shared.ledger import DONE_FRAGMENT, queue_sent
 
 
 class JobNotFound(BadInput):
@@ -40,39 +51,61 @@ class JobTimeout(TimeoutError):
     """Waiting for a job's results took longer than the caller's timeout."""
 
 
-# KEYS: job, running ; ARGV: chunk id, now
+# KEYS: job, running, results ; ARGV: chunk id, now, then the chunk's custom_ids
+# -> {'run', custom_ids that already have a result...} or {the job's state} (the chunk does not run)
 _CHUNK_START = """
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st ~= 'queued' and st ~= 'running' then return st end
+if not st then return {'missing'} end
+if st ~= 'queued' and st ~= 'running' then return {st} end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
 end
-return 'run'
-"""
-
-# KEYS: job, running, results, order, failed-inputs ; ARGV: chunk id, now
-_CHUNK_END = """
-redis.call('SREM', KEYS[2], ARGV[1])
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'cancelling' and redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
-  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
-  return 'cancelled'
+local out = {'run'}
+for first = 3, #ARGV, 1000 do  -- pages: unpack() has a stack limit
+  local last = math.min(first + 999, #ARGV)
+  local present = redis.call('HMGET', KEYS[3], unpack(ARGV, first, last))
+  for i = 1, #present do
+    if present[i] then out[#out + 1] = ARGV[first + i - 1] end
+  end
 end
-return st or 'missing'
+return out
 """
 
-# KEYS: job, running, results, order, failed-inputs
-# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '', error type or '')
+# The end of a chunk (Lua fragment on the locals ledger, seen, chunk, task, now; KEYS[1] job, KEYS[2]
+# running, KEYS[1..5] the job's keys): its ledger entry goes when ``task`` is the live copy, it leaves
+# the running set, and a cancelling job with no chunk left running is cancelled. Sets st_end.
+_END_FRAGMENT = DONE_FRAGMENT + """
+redis.call('SREM', KEYS[2], chunk)
+local st_end = redis.call('HGET', KEYS[1], 'status')
+if st_end == 'cancelling' and redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now)
+  local ttl_end = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl_end) end
+  st_end = 'cancelled'
+end
+"""
+
+# KEYS: job, running, results, order, failed-inputs, ledger, ledger-seen ; ARGV: chunk id, now, task id or ''
+_CHUNK_END = ("local ledger, seen, chunk, now, task = KEYS[6], KEYS[7], ARGV[1], ARGV[2], ARGV[3]" + _END_FRAGMENT
+              + "return st_end or 'missing'")
+
+# KEYS: job, running, results, order, failed-inputs, tracking
+# ARGV: now, n, then n x (custom_id, status, result json, inputs json or '', error type or ''),
+#       then m, then m x (tracking counter, increment): the items' LM numbers (shared/tracking.py),
+#       added before the job can end, so a job these results complete shows its usage at once
 # A failed item's error type is counted in the job hash as field 'error:<type>' (JobStatus.error_types).
-_RECORD_RESULTS = """
+_RECORD_BODY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = ARGV[1]
 local n = tonumber(ARGV[2])
+local m = tonumber(ARGV[3 + n * 5] or '0')
+local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
+for j = 0, m - 1 do  -- pcall: a tracking number never fails the results (a field HINCRBY left non-float)
+  redis.pcall('HINCRBYFLOAT', KEYS[6], ARGV[4 + n * 5 + j * 2], ARGV[5 + n * 5 + j * 2])
+end
+if m > 0 then redis.call('EXPIRE', KEYS[6], ttl) end
 local new = 0
 for i = 0, n - 1 do
   local base = 3 + i * 5
@@ -91,27 +124,42 @@ for i = 0, n - 1 do
     if cost and cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'cost_usd', cost) end
   end
 end
-local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 if new > 0 then
   for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
-  redis.call('PUBLISH', KEYS[1], new)  -- wakes iter_results readers (a channel, not a key)
 end
 local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'succeeded', 'failed', 'kind', 'cost_usd', 'max_cost_usd')
 local st, total = f[1], tonumber(f[2])
 local ok, bad = tonumber(f[3] or '0'), tonumber(f[4] or '0')
 local ceiling = tonumber(f[7] or '')
+local final = nil
 if ceiling and ok + bad < total and tonumber(f[6] or '0') >= ceiling and (st == 'queued' or st == 'running') then
   -- --max-cost reached: chunk_start refuses new chunks, running ones stop at their next state check
-  redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now)
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+  final = 'budget_exceeded'
 elseif ok + bad >= total and (st == 'queued' or st == 'running' or st == 'cancelling') then
-  local final = 'completed'
+  final = 'completed'
   if f[5] == 'predict' and bad > 0 then final = 'failed' end
+end
+if final then
   redis.call('HSET', KEYS[1], 'status', final, 'finished_at', now)
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 end
-return new
+if new > 0 then  -- wakes iter_results readers (a channel, not a key); see wake_up()
+  local note = tostring(new)
+  if final then
+    note = note .. '\\n' .. final
+    if total == 1 and n == 1 then note = note .. '\\n' .. ARGV[5] end  -- a one-item job's result itself
+  end
+  redis.call('PUBLISH', KEYS[1], note)
+end
 """
+_RECORD_RESULTS = _RECORD_BODY + "return new"
+
+# The chunk's last results and its end in one call (the chunk has nothing left to hand back).
+# KEYS: those of _RECORD_RESULTS, then ledger, ledger-seen ; ARGV: those of _RECORD_RESULTS, then chunk id, task id
+_RECORD_AND_END = _RECORD_BODY + """
+local ledger, seen = KEYS[7], KEYS[8]
+local chunk, task = ARGV[4 + n * 5 + m * 2], ARGV[5 + n * 5 + m * 2]
+""" + _END_FRAGMENT + "return new"
 
 # KEYS: job, running, results, order, failed-inputs ; ARGV: now
 _CANCEL = """
@@ -138,6 +186,8 @@ local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 return 'failed'
 """
+
+IDLE_SUBSCRIPTIONS = 4  # open pub/sub connections a JobStore keeps for the next waits
 
 # Index entries older than this are trimmed at create_job: longer than any job's result TTL in use
 # (default 7 days), so only entries of long-expired jobs go; readers prune expired ones anyway.
@@ -264,14 +314,45 @@ def error_types(h: dict[str, str]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+@dataclass(frozen=True)
+class WakeUp:
+    """One message of the record script: ``new`` results stored; ``final``, the state the job ended
+    in with them; ``row``, the result itself when it was the job's only item."""
+
+    new: int
+    final: str | None = None
+    row: dict | None = None
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> WakeUp:
+        parts = _s(data).split("\n", 2)
+        return cls(int(parts[0]), parts[1] if len(parts) > 1 else None,
+                   json.loads(parts[2]) if len(parts) > 2 else None)
+
+
+def wake_up(sub: Any, channel: str, pause: float) -> WakeUp | None:
+    """The next message on ``channel`` within ``pause`` seconds, or None. Subscribe confirmations and
+    late messages of a channel the (reused) subscription listened to before do not end the wait."""
+    until = time.monotonic() + pause
+    while True:
+        message = sub.get_message(timeout=max(0.0, until - time.monotonic()))
+        if message is not None and message.get("type") == "message" and _s(message.get("channel")) == channel:
+            return WakeUp.parse(message["data"])
+        if time.monotonic() >= until:
+            return None
+
+
 class JobStore:
     """Redis operations on jobs. Cheap to build; holds a redis client (its pool is shared)."""
 
     def __init__(self, client: redis.Redis):
         self.r = client
+        self._idle_subs: list[Any] = []  # subscriptions kept open between waits (subscribe/release)
+        self._subs_lock = threading.Lock()
         self._chunk_start = client.register_script(_CHUNK_START)
         self._chunk_end = client.register_script(_CHUNK_END)
         self._record = client.register_script(_RECORD_RESULTS)
+        self._record_and_end = client.register_script(_RECORD_AND_END)
         self._cancel = client.register_script(_CANCEL)
         self._fail = client.register_script(_FAIL)
 
@@ -282,10 +363,14 @@ class JobStore:
         return cls(get_redis(url))
 
     # --- producer side -------------------------------------------------------------------
-    def create_job(self, spec: JobSpec) -> None:
-        """Write a new job (status queued). Raises if the id exists (ids are uuid4)."""
+    def create_job(self, spec: JobSpec, first_chunk: tuple[int, str, str, str] | None = None) -> None:
+        """Write a new job (status queued). Raises if the id exists (ids are uuid4).
+        ``first_chunk`` (chunk, task id, queue, payload JSON): its ledger entry is written in the same
+        transaction, so a one-chunk job costs one round trip before its message is sent."""
         with self.r.pipeline(transaction=True) as p:
             queue_create_job(p, spec)
+            if first_chunk is not None:
+                queue_sent(p, spec.id, *first_chunk, ttl=spec.ttl_seconds, now=spec.created_at)
             existed = p.execute()[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")
@@ -317,17 +402,30 @@ class JobStore:
     # --- worker side -----------------------------------------------------------------------
     def chunk_start(self, job_id: str, chunk_id: str) -> str:
         """'run' when the chunk may run; otherwise the job's state ('cancelling', 'missing'...)."""
-        return _s(self._chunk_start(keys=[keys.job(job_id), keys.job_running_chunks(job_id)],
-                                    args=[chunk_id, repr(time.time())]))
+        return self.start_chunk(job_id, chunk_id, [])[0]
 
-    def chunk_end(self, job_id: str, chunk_id: str) -> str:
-        return _s(self._chunk_end(keys=_job_keys(job_id), args=[chunk_id, repr(time.time())]))
+    def start_chunk(self, job_id: str, chunk_id: str, custom_ids: list[str]) -> tuple[str, set[str]]:
+        """:meth:`chunk_start` and :meth:`existing_results` in one round trip: ('run', the ids of
+        ``custom_ids`` that already have a result) or (the job's state, empty set)."""
+        reply = self._chunk_start(keys=[keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id)],
+                                  args=[chunk_id, repr(time.time()), *custom_ids])
+        return _s(reply[0]), {_s(cid) for cid in reply[1:]}
 
-    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]], *,
+    def chunk_end(self, job_id: str, chunk_id: str, task_id: str | None = None) -> str:
+        """The chunk stopped running (a cancelling job may end here). With ``task_id`` its ledger entry
+        goes too, when that copy is still the live one (shared/ledger.py ChunkLedger.done)."""
+        return _s(self._chunk_end(keys=[*_job_keys(job_id), keys.job_ledger(job_id), keys.job_ledger_seen(job_id)],
+                                  args=[chunk_id, repr(time.time()), task_id or ""]))
+
+    def record_results(self, job_id: str, results: Iterable[tuple[ItemResult, dict | None]],
+                       counters: dict[str, float] | None = None, end: tuple[str, str] | None = None, *,
                        cache_entries: Sequence[tuple[str, str]] = (), cache_ttl: int = 0) -> int:
         """Store results (with the inputs of failed ones, for retry). Returns how many were new;
-        -1 when the job no longer exists (expired). ``cache_entries``: (key, value) strings SET with
-        ``cache_ttl`` in the same round trip (the item-level result cache, workers/item_cache.py)."""
+        -1 when the job no longer exists (expired). ``counters``: the items' numbers for the job's
+        tracking aggregate (shared.tracking.take), added in the same call. ``end`` (chunk id, task id):
+        the chunk ends in the same call too (:meth:`chunk_end`), unless the job no longer exists.
+        ``cache_entries``: (key, value) strings SET with ``cache_ttl`` in the same round trip (the
+        item-level result cache, workers/item_cache.py)."""
         args: list[str] = [repr(time.time()), "0"]
         n = 0
         for result, inputs in results:
@@ -336,14 +434,23 @@ class JobStore:
             error_type = result.error.type if result.status == "failed" and result.error is not None else ""
             args += [result.custom_id, result.status, result.to_json(), failed_inputs, error_type]
             n += 1
-        if n == 0:
+        if n == 0 and not counters and end is None:
             return 0
         args[1] = str(n)
+        args.append(str(len(counters or ())))
+        for name, value in (counters or {}).items():
+            args += [name, repr(float(value))]
+        job_keys = [*_job_keys(job_id), keys.job_tracking(job_id)]
+        script, script_keys, script_args = self._record, job_keys, args
+        if end is not None:
+            script = self._record_and_end
+            script_keys = [*job_keys, keys.job_ledger(job_id), keys.job_ledger_seen(job_id)]
+            script_args = [*args, *end]
         if cache_entries:
-            return self._record_and_set(_job_keys(job_id), args, cache_entries, cache_ttl)
-        return int(self._record(keys=_job_keys(job_id), args=args))
+            return self._record_and_set(script, script_keys, script_args, cache_entries, cache_ttl)
+        return int(script(keys=script_keys, args=script_args))
 
-    def _record_and_set(self, job_keys: list[str], args: list[str], entries: Sequence[tuple[str, str]],
+    def _record_and_set(self, script, job_keys: list[str], args: list[str], entries: Sequence[tuple[str, str]],
                         ttl: int) -> int:
         """Some SETs and the record script in one round trip: EVALSHA in a plain pipeline (a Script
         object there would add a SCRIPT EXISTS round trip); a Redis that lost the script (restarted)
@@ -352,10 +459,10 @@ class JobStore:
         with self.r.pipeline(transaction=False) as p:
             for key, value in entries:
                 p.set(key, value, ex=max(1, ttl))
-            p.evalsha(self._record.sha, len(job_keys), *job_keys, *args)
+            p.evalsha(script.sha, len(job_keys), *job_keys, *args)
             first = p.execute(raise_on_error=False)[-1]
         if isinstance(first, redis.exceptions.NoScriptError):
-            return int(self._record(keys=job_keys, args=args))
+            return int(script(keys=job_keys, args=args))
         if isinstance(first, Exception):
             raise first
         return int(first)
@@ -440,60 +547,97 @@ class JobStore:
     def result_count(self, job_id: str) -> int:
         return int(self.r.llen(keys.job_order(job_id)))
 
+    def subscribe(self, job_id: str) -> Any:
+        """A subscription to the job's wake-ups. Opened BEFORE its chunks are sent, iter_results(sub=)
+        needs no read to learn that a one-item job ended (its end message carries the result). The
+        SUBSCRIBE is sent without waiting for its reply, on an idle subscription's open connection
+        when there is one (a new connection costs a TCP connect and a HELLO handshake)."""
+        with self._subs_lock:
+            sub = self._idle_subs.pop() if self._idle_subs else None
+        if sub is None:
+            sub = self.r.pubsub(ignore_subscribe_messages=True)
+        sub.subscribe(keys.job(job_id))
+        return sub
+
+    def release(self, sub: Any, job_id: str) -> None:
+        """Done with :meth:`subscribe`'s subscription: kept for the next wait (up to a few idle ones),
+        its late messages ignored (wake_up reads only its own job's channel)."""
+        try:
+            sub.unsubscribe(keys.job(job_id))
+        except redis.RedisError:
+            sub.close()
+            return
+        with self._subs_lock:
+            if len(self._idle_subs) < IDLE_SUBSCRIPTIONS:
+                self._idle_subs.append(sub)
+                return
+        sub.close()
+
     def iter_results(self, job_id: str, *, timeout: float | None = None, follow: bool = True,
-                     page: int = 500, poll_min: float = 0.01, poll_max: float = 0.25) -> Iterator[dict]:
+                     page: int = 500, poll_min: float = 0.01, poll_max: float = 0.25,
+                     sub: Any = None) -> Iterator[dict]:
         """Result dicts in arrival order, as they arrive; ends when the job has ended and every
         result was read (or at once after the stored ones when ``follow`` is False).
 
-        Raises JobTimeout after ``timeout`` seconds, JobNotFound if the job does not exist.
+        ``sub``: :meth:`subscribe` made before the job was sent (closed here). Raises JobTimeout after
+        ``timeout`` seconds, JobNotFound if the job does not exist.
         """
         order_key, results_key, job_key = keys.job_order(job_id), keys.job_results(job_id), keys.job(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         offset, wait = 0, poll_min
-        if not self.r.exists(job_key):
+        read = sub is None or not follow  # subscribed before the send: wait for the first message
+        if read and not self.r.exists(job_key):
+            if sub is not None:
+                self.release(sub, job_id)
             raise JobNotFound(job_id)
-        sub: Any = None  # pub/sub wake-up (the scripts PUBLISH on the job key's name); polling stays the fallback
+        # pub/sub wake-up (the record script PUBLISHes on the job key's name); polling stays the fallback
         try:
             while True:
-                # Read the state BEFORE the page (one round trip, in order): the final result and the
-                # final state are written by one script, so a terminal state seen here means every
-                # result is already listed.
-                with self.r.pipeline(transaction=False) as p:
-                    p.hget(job_key, "status")
-                    p.lrange(order_key, offset, offset + page - 1)
-                    st, ids = p.execute()
-                if ids:
-                    for raw in self.r.hmget(results_key, ids):
-                        if raw is not None:
-                            yield json.loads(raw)
-                    offset += len(ids)
-                    wait = poll_min
-                    continue
-                if st is None:
-                    raise JobNotFound(job_id)
-                if JobState(_s(st)) in TERMINAL_STATES or not follow:
-                    return
+                if read:
+                    # Read the state BEFORE the page (one round trip, in order): the final result and the
+                    # final state are written by one script, so a terminal state seen here means every
+                    # result is already listed.
+                    with self.r.pipeline(transaction=False) as p:
+                        p.hget(job_key, "status")
+                        p.lrange(order_key, offset, offset + page - 1)
+                        st, ids = p.execute()
+                    if ids:
+                        for raw in self.r.hmget(results_key, ids):
+                            if raw is not None:
+                                yield json.loads(raw)
+                        offset += len(ids)
+                        wait = poll_min
+                        continue
+                    if st is None:
+                        raise JobNotFound(job_id)
+                    if JobState(_s(st)) in TERMINAL_STATES or not follow:
+                        return
+                read = True
                 if deadline is not None and time.monotonic() >= deadline:
                     raise JobTimeout(f"job {job_id} did not finish within {timeout}s ({offset} results so far)")
                 pause = wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
                 if sub is None:
                     try:
-                        sub = self.r.pubsub(ignore_subscribe_messages=True)
-                        sub.subscribe(job_key)
+                        sub = self.subscribe(job_id)
                         continue  # re-read: a result may have landed before the subscription
                     except redis.RedisError:
                         sub = False
                 if sub:
                     try:
-                        sub.get_message(timeout=pause)
+                        note = wake_up(sub, job_key, pause)
                     except redis.RedisError:
+                        sub.close()
                         sub = False
+                    else:
+                        if offset == 0 and note is not None and note.row is not None:
+                            yield note.row  # a one-item job ended: the message is its result
+                            return
                 else:
                     time.sleep(pause)
                 wait = min(poll_max, wait * 1.5)
         finally:
             if sub:
-                sub.close()
+                self.release(sub, job_id)
 
     def results_page(self, job_id: str, offset: int, limit: int) -> tuple[list[dict], int, JobState, bool]:
         """One page of results in arrival order from position ``offset`` (a stable cursor: the order

@@ -299,7 +299,12 @@ _buffers_lock = threading.Lock()
 def record_item(job_id: str, result: Any, stats: Any = None, program: Any = None) -> None:
     """Remember one item's numbers in memory (no I/O). ``result``: ItemResult or its dict;
     ``stats``: the item's CallStats; ``program``: the ResolvedProgram that served it."""
-    r = result.model_dump() if hasattr(result, "model_dump") else dict(result)
+    if hasattr(result, "model_dump"):  # an ItemResult: its fields as they are (a model_dump per item costs)
+        error = result.error
+        r = {"status": result.status, "latency_ms": result.latency_ms, "cached": result.cached,
+             "attempts": result.attempts, "error": {"type": error.type} if error is not None else None}
+    else:
+        r = dict(result)
     ok = r.get("status") == "succeeded"
     latency = float(r.get("latency_ms") or 0.0)
     with _buffers_lock:
@@ -331,31 +336,44 @@ def record_item(job_id: str, result: Any, stats: Any = None, program: Any = None
             b.add(prefix + "validation_failures", vf)
 
 
+def take(job_id: str) -> dict[str, float]:
+    """This process's buffered numbers of ``job_id``, handed over (the chunk runner sends them with
+    the results they belong to: JobStore.record_results(counters=), one round trip)."""
+    with _buffers_lock:
+        b = _buffers.pop(job_id, None)
+    return b.counters if b is not None else {}
+
+
+def record_versions(counters: dict[str, float], redis_client=None) -> None:
+    """The per-version serving stats ("v:<model>:<version>:<counter>") of taken numbers."""
+    versions: dict[tuple[str, int], dict[str, float]] = {}
+    for name, value in counters.items():
+        if name.startswith("v:"):
+            _, model, version, counter = name.split(":", 3)
+            versions.setdefault((model, int(version)), {})[counter] = value
+    if versions:
+        from shared.version_stats import record_version_stats
+
+        record_version_stats(versions, redis_client=redis_client or _redis())
+
+
 def flush(job_id: str, redis_client=None, ttl_seconds: int | None = None) -> int:
     """Add this process's buffered numbers of ``job_id`` to Redis (one pipeline) and to the
     per-version serving stats of the models that served them. Returns counters written."""
-    with _buffers_lock:
-        b = _buffers.pop(job_id, None)
-    if b is None or not b.counters:
+    counters = take(job_id)
+    if not counters:
         return 0
     r = redis_client or _redis()
     key = keys.job_tracking(job_id)
-    versions: dict[tuple[str, int], dict[str, float]] = {}
     with r.pipeline(transaction=False) as p:
-        for name, value in b.counters.items():
-            if name.startswith("v:"):
-                _, model, version, counter = name.split(":", 3)
-                versions.setdefault((model, int(version)), {})[counter] = value
+        for name, value in counters.items():
             # always a float increment: HINCRBY fails on a field an earlier HINCRBYFLOAT left fractional
             # (a latency sum that happened to be whole, then one that was not)
             p.hincrbyfloat(key, name, value)
         p.expire(key, ttl_seconds or get_settings().result_ttl_seconds)
         p.execute()
-    if versions:
-        from shared.version_stats import record_version_stats
-
-        record_version_stats(versions, redis_client=r)
-    return len(b.counters)
+    record_versions(counters, r)
+    return len(counters)
 
 
 def _redis():
@@ -545,12 +563,20 @@ def run_status(job: dict[str, str]) -> str:
     return "FAILED"
 
 
-def finish_job(job_id: str, redis_client=None, settings: Settings | None = None) -> str | None:
+def has_buffered(job_id: str) -> bool:
+    """Whether this process holds numbers of ``job_id`` not yet added to Redis."""
+    with _buffers_lock:
+        return job_id in _buffers
+
+
+def finish_job(job_id: str, redis_client=None, settings: Settings | None = None, kind: str | None = None) -> str | None:
     """After each chunk: its numbers to Redis, progress to the running run (throttled), and once
     the job has ended, the run's final metrics and tags and its end at the job's real end time
     (once, whichever worker gets here first). Returns the ended run's id, or None."""
     s = settings or get_settings()
     r = redis_client or _redis()
+    if kind == "predict" and not has_buffered(job_id):
+        return None  # a predict job gets no run and its numbers went with its result: skip the read
     job = _job_hash(r, job_id)
     if not job:  # expired or unknown: write nothing that would outlive it
         with _buffers_lock:

@@ -73,6 +73,7 @@ class ChunkOutcome:
         return out
 
     budget_wait: bool = False  # items wait for a --max-cost job's items in flight (workers/budget_gate.py)
+    ended: bool = False  # the chunk ended with its last results (no chunk_end call left)
 
 
 class StateWatch:
@@ -107,25 +108,30 @@ class ResultBuffer:
         self.pending: list[tuple[ItemResult, dict | None]] = []
         self._last = time.monotonic()
         self.recorded = 0
+        self.ended = False  # the chunk ended with its last results (flush(end=))
 
-    def add(self, result: ItemResult, inputs: dict | None) -> None:
+    def add(self, result: ItemResult, inputs: dict | None, *, last: bool = False) -> None:
+        """``last``: the chunk's last item; its batch waits for the final flush, which ends the chunk too."""
         self.pending.append((result, inputs))
         self.cache.keep(result)
-        if len(self.pending) >= self.max_items or time.monotonic() - self._last >= self.interval:
+        if not last and (len(self.pending) >= self.max_items or time.monotonic() - self._last >= self.interval):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, end: tuple[str, str] | None = None) -> None:
+        """``end`` (chunk id, task id): the chunk is over, it ends in the same Redis call (``ended``)."""
         self._last = time.monotonic()
-        if not self.pending:
+        if not self.pending and end is None:
             return
         batch, self.pending = self.pending, []
-        try:  # the items' LM numbers first: a job that these results complete shows its usage at once
-            tracking.flush(self.job_id, self.store.r, ttl_seconds=self.ttl_seconds)
+        counters = tracking.take(self.job_id)  # the items' LM numbers ride with their results: one call
+        new = self.store.record_results(self.job_id, batch, counters=counters, end=end,
+                                        cache_entries=self.cache.take(), cache_ttl=self.cache.ttl)
+        self.recorded += max(0, new)
+        self.ended = end is not None and new >= 0
+        try:
+            tracking.record_versions(counters, self.store.r)
         except redis.ResponseError as exc:  # a tracking number never fails an item (Redis being away does)
             get_logger(job_id=self.job_id).warning("job_tracking_failed", error=error_message(exc))
-        new = self.store.record_results(self.job_id, batch, cache_entries=self.cache.take(),
-                                        cache_ttl=self.cache.ttl)
-        self.recorded += max(0, new)
 
 
 def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
@@ -179,17 +185,19 @@ class ChunkRunner:
         self.store = store
         self.settings = settings
 
-    def run(self, payload: ChunkPayload, chunk_id: str) -> ChunkOutcome:
+    def run(self, payload: ChunkPayload, chunk_id: str, task_id: str | None = None) -> ChunkOutcome:
+        """``task_id``: this copy of the chunk; when every item finished, the chunk ends (ledger and
+        running set) with its last results (``outcome.ended``), else the task calls chunk_end."""
         spec = payload.job
         log = get_logger(job_id=spec.id, backend=spec.backend, chunk=chunk_id)
-        gate = self.store.chunk_start(spec.id, chunk_id)
+        # one round trip: the chunk starts and learns which items a redelivered copy already stored
+        gate, done_ids = self.store.start_chunk(spec.id, chunk_id, [cid for it in payload.items for cid in all_ids(it)])
         if gate != "run":
             log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
         # the job's MLflow run exists (RUNNING) from its first chunk on, created off this thread
         tracking.start_job_soon(spec.id, self.store.r, self.settings)
-        done_ids = self.store.existing_results(spec.id, [cid for it in payload.items for cid in all_ids(it)])
         todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
         cache = ChunkCache.for_items(spec, todo, self.settings).read(self.store.r)  # one MGET (workers/item_cache.py)
         # a job with --max-cost writes every result at once and re-reads its state before every item,
@@ -227,19 +235,19 @@ class ChunkRunner:
                 log.debug("item_done", item=item.custom_id, latency_ms=result.latency_ms, cached=result.cached)
             stored = buffer.recorded
             for each in with_copies(item, result):  # an item folded with its twins: one result each
-                buffer.add(each, item.inputs)
+                buffer.add(each, item.inputs, last=not budgeted and len(finished) == len(todo))  # todo: hits too
                 metrics_publisher.record_item(queue_for(spec.backend), each.backend or spec.backend, each.status,
                                               each.error.type if each.error else None)
             if isinstance(watch, BudgetGate):  # its result is stored (flushed at once for a budgeted job)
                 watch.item_done(result.cost_usd if buffer.recorded > stored else None)
 
         try:
-            todo = cache.answer(todo, handle)  # hits are results now, before any DSPy work; the rest run
-            if runtime.concurrency_for(spec.backend) <= 1 or len(todo) <= 1:
-                self._run_inline(spec, todo, handle, watch)
+            to_run = cache.answer(todo, handle)  # hits are results now, before any DSPy work; the rest run
+            if runtime.concurrency_for(spec.backend) <= 1 or len(to_run) <= 1:
+                self._run_inline(spec, to_run, handle, watch)
             else:
-                prebuild_programs(spec, todo)
-                self._run_threaded(spec, todo, handle, watch)
+                prebuild_programs(spec, to_run)
+                self._run_threaded(spec, to_run, handle, watch)
         except BaseException as exc:
             if not is_pass_through(exc):
                 raise
@@ -249,7 +257,9 @@ class ChunkRunner:
             outcome.requeue_reason = type(exc).__name__
             log.warning("chunk_interrupted", reason=type(exc).__name__, unfinished=len(unfinished))
         finally:
-            buffer.flush()
+            over = task_id is not None and not retry_later and not outcome.requeue and len(finished) >= len(todo)
+            buffer.flush(end=(chunk_id, task_id) if over and task_id else None)
+            outcome.ended = buffer.ended
             if isinstance(watch, BudgetGate):
                 watch.close()
         outcome.stopped = watch.state

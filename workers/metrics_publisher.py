@@ -100,13 +100,14 @@ class Publisher:
             if error_type:
                 self._item_errors[(queue, backend, error_type)] += 1
 
-    def note_job(self, job_id: str) -> None:
+    def note_job(self, job_id: str, *, at_once: bool = True) -> None:
         """A chunk of ``job_id`` starts here. The first one this process sees in an interval goes to
         the running-jobs set at once (one ZADD), so `tidyq_jobs_running` counts the job from its first
-        chunk on; later ones ride with the next flush."""
+        chunk on; later ones ride with the next flush. ``at_once=False`` (a one-item predict job, over
+        in milliseconds: the ZADD would be a round trip before every predict) always rides."""
         now = time.time()
         with self._lock:
-            fresh = now - self._jobs_written.get(job_id, 0.0) >= self.interval
+            fresh = at_once and now - self._jobs_written.get(job_id, 0.0) >= self.interval
             if not fresh:
                 self._jobs[job_id] = now
                 return
@@ -336,10 +337,14 @@ def record_item(queue: str, backend: str, status: str, error_type: str | None = 
     get().record_item(queue, backend, status, error_type)
 
 
-def _job_id(args: Any) -> str | None:
+def _job(args: Any) -> dict:
     payload = args[0] if args else None
     job = payload.get("job") if isinstance(payload, dict) else None
-    job_id = job.get("id") if isinstance(job, dict) else None
+    return job if isinstance(job, dict) else {}
+
+
+def _job_id(args: Any) -> str | None:
+    job_id = _job(args).get("id")
     return job_id if isinstance(job_id, str) else None
 
 
@@ -347,7 +352,7 @@ def _job_id(args: Any) -> str | None:
 def _on_task_prerun(sender=None, args=None, **_):
     job_id = _job_id(args)
     if job_id:
-        get().note_job(job_id)
+        get().note_job(job_id, at_once=_job(args).get("kind") != "predict")
 
 
 @signals.task_postrun.connect

@@ -119,7 +119,7 @@ def _run_chunk(self, payload: Any) -> dict:
     outcome = None
     rejected = False  # handed back to the broker as it is: the same copy stays live in the ledger
     try:
-        outcome = runner.run(chunk, chunk_id)
+        outcome = runner.run(chunk, chunk_id, self.request.id)
         decision = decide(outcome, chunk, settings)
         if isinstance(decision, GiveUp):
             _give_up(runner, outcome, spec, decision, chunk.requeues)
@@ -146,22 +146,25 @@ def _run_chunk(self, payload: Any) -> dict:
         except Exception:
             pass
     finally:
-        if not rejected:
+        # a rejected copy stays live in the ledger; any other leaves it (in chunk_end's round trip when it ran)
+        ended_copy = None if rejected else self.request.id
+        ran = outcome is None or outcome.gate == "run"
+        ended = outcome is not None and outcome.ended  # with its last results (ChunkRunner.run)
+        if ran and not ended:
             try:
-                ChunkLedger(store.r).done(spec.id, chunk_id, self.request.id)
+                store.chunk_end(spec.id, chunk_id, ended_copy)
+            except Exception as exc:  # the sweeper's scan then finds nothing and re-sends a no-op
+                log.error("chunk_end_failed", error=error_message(exc))
+        elif not ran and ended_copy:
+            try:
+                ChunkLedger(store.r).done(spec.id, chunk_id, ended_copy)
             except Exception as exc:  # the sweeper's scan then finds nothing and re-sends a no-op
                 log.warning("ledger_done_failed", error=error_message(exc))
-        ran = outcome is None or outcome.gate == "run"
-        if ran:
-            try:
-                store.chunk_end(spec.id, chunk_id)
-            except Exception as exc:
-                log.error("chunk_end_failed", error=error_message(exc))
         # this chunk's numbers to Redis; the job's MLflow run ended once the job has. A chunk skipped
         # because the job already ended (cancelled between chunks) ends the run too: nobody else would.
         if ran or (outcome is not None and outcome.gate in ("cancelled", "failed", "completed")):
             try:
-                tracking.finish_job(spec.id)
+                tracking.finish_job(spec.id, kind=spec.kind.value)
             except Exception as exc:
                 log.warning("job_tracking_failed", error=error_message(exc))
             try:  # the job's end (or progress) webhook, scheduled once per event

@@ -278,7 +278,8 @@ class CacheStep:
         """A finished answer into both tiers (the shared one written in the background)."""
         if response.finish_reason in ("stop", "length"):
             self.memory.put(key, response)
-            self.writer.submit(key, response)
+            if self.shared_kind is not None:  # memory only (the worker's mock): nothing to serialize
+                self.writer.submit(key, response)
         return response
 
     def lookup_key(self, key: str) -> Response | None:

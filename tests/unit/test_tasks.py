@@ -146,3 +146,25 @@ def test_redis_out_of_reach_hands_the_message_back_instead_of_failing_items(work
     with pytest.raises(Reject) as info:
         tasks.run_chunk(payload)
     assert info.value.requeue is True
+
+
+def test_a_chunk_ends_with_its_last_results_in_three_script_calls(worker_env, monkeypatch):
+    """start (with the stored ids), the first 25 results, the last 25 with the chunk's end (ledger
+    entry and running set): no separate chunk_end or ledger call."""
+    from shared import keys
+    from shared.ledger import ChunkLedger, chunk_task_id
+
+    monkeypatch.setenv("TIDYQ_RESULTS_FLUSH_INTERVAL", "600")  # flushes by count only: the calls are exact
+    store = tasks.job_store()
+    payload = chunk(store, 50)
+    job_id, task_id = payload["job"]["id"], chunk_task_id(payload["job"]["id"], 0)
+    ChunkLedger(store.r).sent(job_id, 0, task_id, "predict.mock", json.dumps(payload), 600)
+    tasks.run_chunk.apply(args=[payload], task_id=task_id).get()  # warm: scripts loaded, wrapper built
+    payload = chunk(store, 50)
+    job_id, task_id = payload["job"]["id"], chunk_task_id(payload["job"]["id"], 0)
+    ChunkLedger(store.r).sent(job_id, 0, task_id, "predict.mock", json.dumps(payload), 600)
+    store.r.config_resetstat()
+    assert tasks.run_chunk.apply(args=[payload], task_id=task_id).get()["recorded"] == 50
+    assert int(store.r.info("commandstats")["cmdstat_evalsha"]["calls"]) == 3
+    assert store.status(job_id).status is JobState.COMPLETED
+    assert ChunkLedger(store.r).outstanding(job_id) == 0 and store.r.scard(keys.job_running_chunks(job_id)) == 0

@@ -124,6 +124,17 @@ def test_shared_cache_tier_can_be_asked_for_on_the_mock(tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 1
 
 
+def test_a_memory_only_cache_hands_nothing_to_the_background_writer():
+    from shared.steps.cache import CacheStep
+
+    w = UnifiedDSPyWrapper(UnifiedConfig(backend="mock"))
+    step = next(s for s in w.engine.steps if isinstance(s, CacheStep))
+    step.writer.interval = 3600.0  # an entry handed over would stay pending for the whole test
+    w.create_module("question -> answer").predict(question="memory only")
+    assert step.shared_kind is None and len(step.memory._data) == 1
+    assert not step.writer.pending and step.writer.dropped == 0  # nothing serialized for a tier that keeps nothing
+
+
 def test_environment_fills_unset_fields_and_arguments_win(monkeypatch, tmp_path):
     monkeypatch.setenv("TIDYQ_BACKEND", "mock")
     monkeypatch.setenv("TIDYQ_MODEL", "from-env")
