@@ -12,7 +12,11 @@ wrappers for many backends and threads.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
+import functools
+import re
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -64,7 +68,18 @@ def has_own_aforward(module: dspy.Module) -> bool:
     """True when the class that defines the program's ``forward`` (or a subclass of it) also
     defines ``aforward``: a user's subclass of ChainOfThought that overrides only ``forward``
     must not run the parent's async forward."""
-    mro = type(module).__mro__
+    cls = type(module)
+    known = _OWN_AFORWARD.get(cls)
+    if known is None:  # per class, not per call: the async path asks once per item (~6% of its CPU)
+        known = _OWN_AFORWARD[cls] = _class_has_own_aforward(cls)
+    return known
+
+
+_OWN_AFORWARD: dict[type, bool] = {}
+
+
+def _class_has_own_aforward(cls: type) -> bool:
+    mro = cls.__mro__
 
     def owner(name: str) -> int | None:
         return next((i for i, cls in enumerate(mro) if name in vars(cls)), None)
@@ -73,13 +88,31 @@ def has_own_aforward(module: dspy.Module) -> bool:
     return found is not None and (forward is None or found <= forward)
 
 
+_TYPE_NAME = re.compile(r":\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def parsed_signature(text: str) -> type[dspy.Signature]:
+    """A signature string parsed once per process: parsing builds a pydantic model (~5 ms of CPU),
+    and a worker builds a module per thread or async slot. DSPy treats Signature classes as
+    immutable (every edit returns a new class), so modules may share one. A string naming a type
+    of its own (``x: MyType``) is parsed each time: DSPy finds such types in the caller's frames."""
+    if any(name not in builtins.__dict__ and name not in typing.__dict__ for name in _TYPE_NAME.findall(text)):
+        return dspy.ensure_signature(text)
+    return _parsed(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(text: str) -> type[dspy.Signature]:
+    return dspy.ensure_signature(text)
+
+
 def as_module(program: Any) -> dspy.Module:
     """A signature string, a dspy.Signature class or a dspy.Module -> a dspy.Module."""
     if isinstance(program, dspy.Module):
         return program
     if isinstance(program, str) or (isinstance(program, type) and issubclass(program, dspy.Signature)):
         try:
-            module = dspy.Predict(program)
+            module = dspy.Predict(parsed_signature(program) if isinstance(program, str) else program)
         except Exception as exc:
             raise BadInput(f"bad signature {program!r}: {exc}", where="signature") from None
         if not module.signature.output_fields or not module.signature.input_fields:
@@ -101,6 +134,8 @@ class UnifiedDSPyModule:
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
         # any other module: its forward() parameters (shared/program_io.py)
         self.inputs = program_inputs(module) if self.signature is None else None
+        # read per item: a signature's input_fields property rebuilds its dict on every access
+        self._expected = frozenset(self.signature.input_fields) if self.signature is not None else frozenset()
 
     @property
     def input_fields(self) -> list[str] | None:
@@ -116,7 +151,9 @@ class UnifiedDSPyModule:
             if self.inputs is not None:
                 self.inputs.check(inputs, where="item")
             return
-        expected = set(self.signature.input_fields)
+        expected = self._expected
+        if expected.issuperset(inputs) and len(inputs) == len(expected):
+            return
         unknown = sorted(set(inputs) - expected)
         if unknown:
             raise BadInput(f"unknown input field(s) {unknown}; the signature takes {sorted(expected)}",
