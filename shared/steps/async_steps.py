@@ -25,6 +25,7 @@ from dspy.lm15 import Request, Response
 from shared.breaker import BreakerStep
 from shared.steps import stats
 from shared.steps.cache import CacheStep
+from shared.steps.coalesce import Coalescer
 from shared.steps.metrics import MetricsStep
 from shared.steps.ratelimit import RateLimitStep
 from shared.steps.retry import RetryStep, RetryTally
@@ -54,11 +55,18 @@ class AsyncMetrics:
 
 
 class AsyncCache:
+    """Memory tier first; the shared tier's lookups of one loop turn share one round trip."""
+
     def __init__(self, step: CacheStep):
         self.step = step
+        # a memory-only cache (the mock's) has no round trip to share
+        self.reads = Coalescer(step.from_shared_many) if hasattr(step.shared, "get_many") else None
 
     async def __call__(self, request: Request, call_next: AsyncCallNext) -> Response:
-        key, response = self.step.find(request)
+        key, response = self.step.find_in_memory(request)
+        if response is None:
+            found = await self.reads.get(key) if self.reads else self.step.from_shared_many([key])[0]
+            response = self.step.counted(found)
         if response is not None:
             return response
         return self.step.keep(key, await call_next(request))
