@@ -298,6 +298,8 @@ class CircuitBreaker:
                 self._memo = (min(at, time.time() + s.local_memo_seconds), state, at)
             raise BreakerOpen(self.target, state, at)
         self._memo = None
+        if state == "closed":  # as fresh as a report: the attempts started with this one need no acquire call
+            self._closed_until = time.time() + s.closed_memo_seconds
         return Permit(probe_id if decision == "probe" else "")
 
     def record(self, permit: Permit, outcome: str) -> str | None:

@@ -27,6 +27,7 @@ from dspy.utils.exceptions import LMError
 from shared.config import UnifiedConfig, get_settings
 from shared.engine import build_async_engine, build_engine, build_routes, resolve_config
 from shared.errors import BadInput, TidyqError
+from shared.memo_adapter import default_adapter
 from shared.metrics import registry
 from shared.program_io import program_inputs
 from shared.steps import stats
@@ -164,7 +165,7 @@ class UnifiedDSPyModule:
 
     def predict_with_stats(self, **inputs: Any) -> tuple[dspy.Prediction, stats.CallStats]:
         self.check_inputs(inputs)
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
+        with stats.track() as call, dspy.context(**self._settings(call)), _our_errors():
             prediction = self._validated(inputs, self.module(**inputs), call)
         return prediction, call
 
@@ -174,7 +175,7 @@ class UnifiedDSPyModule:
         users' modules with Python between calls run unchanged). Validation re-runs, which are
         sync DSPy code (Refine/BestOfN), go to a thread with the same context."""
         self.check_inputs(inputs)
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
+        with stats.track() as call, dspy.context(**self._settings(call)), _our_errors():
             if has_own_aforward(self.module):
                 prediction = await self.module.acall(**inputs)
             else:  # DSPy's asyncify limiter defaults to 8 threads: size it as the threaded path is
@@ -183,6 +184,14 @@ class UnifiedDSPyModule:
             if self.wrapper.config.validation.active:
                 prediction = await asyncio.to_thread(self._validated, inputs, prediction, call)
         return prediction, call
+
+    def _settings(self, call: stats.CallStats) -> dict[str, Any]:
+        """This call's DSPy settings: our LM, the stats collector, and, unless the user chose an
+        adapter, ChatAdapter with its per-signature prompt parts memoised (shared/memo_adapter.py)."""
+        settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call}
+        if dspy.settings.adapter is None:
+            settings["adapter"] = default_adapter
+        return settings
 
     def _validated(self, inputs: dict[str, Any], prediction: dspy.Prediction, call: stats.CallStats):
         validation = self.wrapper.config.validation

@@ -153,6 +153,14 @@ def test_successes_of_a_closed_breaker_are_reported_in_batches(client):
     assert breaker_status(client, b.target, b.settings)["window"]["calls"] == 201
 
 
+def test_an_acquire_that_finds_it_closed_spares_the_next_ones_their_round_trip(client):
+    b = make(client, "direct:openai/acquired")
+    b.acquire()  # nothing known yet: asks Redis, which says closed
+    before = _record_calls(client)
+    permits = [b.acquire() for _ in range(100)]  # the attempts a chunk starts at once, before any report
+    assert _record_calls(client) == before and not any(p.probe_id for p in permits)
+
+
 def test_a_failure_reports_the_batched_successes_before_it(client):
     b = make(client, "direct:openai/ordered", consecutive_failures=3, failure_rate=0.9, ok_batch_seconds=30.0)
     b.record(b.acquire(), "ok")
