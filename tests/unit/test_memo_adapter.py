@@ -37,12 +37,20 @@ class Chat(dspy.Signature):
 
 
 CASES = [
-    ("question -> answer", [], {"question": "What is 2+2?"}),
+    ("question -> answer", [{"question": "1+1?", "answer": "2"}], {"question": "What is 2+2?"}),
     ("context: list[str], question -> answer: int", [{"context": ["a"], "question": "q", "answer": 1}],
      {"context": ["x", "y"], "question": "How many?"}),
     (Grade, [{"essay": "e", "rubric": ["r"], "grade": "B", "score": 80.0, "citations": [Citation(source="s")]}],
      {"essay": "An essay.", "rubric": ["clarity", "facts"]}),
     (Chat, [], {"question": "and then?", "history": dspy.History(messages=[{"question": "hi", "answer": "hello"}])}),
+    # str values (the shortcut), also for a non-str field, with JSON-looking text, surrogates, newlines
+    ("a: int, b, c: list[str] -> d", [], {"a": "3", "b": '{"json": [1]}', "c": "[x, y]"}),
+    ("question, context -> answer", [], {"question": "naïve ✓\nline two", "context": "\ud800 lone"}),
+    ("question, context -> answer", [], {"question": "only one given"}),
+    # not exactly str: DSPy's own formatting
+    ("a: int, b, c: list[str] -> d", [], {"a": 3, "b": "x", "c": ["p", "q"]}),
+    ("question -> answer", [], {"question": type("Text", (str,), {})("a str subclass")}),
+    ("question -> answer", [], {"question": ["a", "list", "for", "a", "str", "field"]}),
 ]
 
 
