@@ -70,8 +70,9 @@ async def arun_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResul
 
 
 def submit(spec: JobSpec, item: Item, max_item_bytes: int) -> Future:
-    """Schedule one item on the process's loop; the future's cancel() cancels the coroutine."""
-    return asyncio.run_coroutine_threadsafe(arun_item(spec, item, max_item_bytes), runtime.event_loop())
+    """Schedule one item on the process's loop (batched with the others submitted in the same
+    burst, workers/loop_handoff.py); the future's cancel() cancels the coroutine."""
+    return runtime.loop_handoff().submit(lambda: arun_item(spec, item, max_item_bytes))
 
 
 def window(spec: JobSpec) -> int:
