@@ -289,8 +289,7 @@ class ChunkRunner:
             def submit(item: Item) -> Future:
                 return async_items.submit(spec, item, max_bytes)
 
-            def limit() -> int:
-                return async_items.window(spec)
+            limit = async_items.window(spec)
         else:
             executor = runtime.executor_for(spec.backend)
             threads = runtime.concurrency_for(spec.backend)
