@@ -15,9 +15,10 @@ on the loop: ~0.1-0.3 ms each on loopback, cheaper than a thread hop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from dspy import lm15
 from dspy.lm15 import Request, Response
@@ -137,10 +138,10 @@ def to_async(step: Any) -> AsyncStep:
 
 
 def _bind(step: AsyncStep, call_next: AsyncCallNext) -> AsyncCallNext:
-    async def call(request: Request) -> Response:
-        return await step(request, call_next)
-
-    return call
+    """``step`` with its next call bound. A partial, not a wrapping coroutine: every await in the
+    chain is a frame that each resumption passes through, and hundreds of calls in flight resume
+    often (the wrapper frames were ~5% of the event loop's time)."""
+    return functools.partial(cast(Any, step), call_next=call_next)
 
 
 class AsyncStepEngine:
