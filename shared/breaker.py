@@ -75,7 +75,7 @@ return {'reject', 'half_open', tostring(now + tonumber(ARGV[5])), transition}
 """
 
 # KEYS: hash, probes ; ARGV: outcome ('ok'|'fail'|'neutral'), probe_id, window, buckets, min_calls,
-# failure_rate, open_seconds, max_open_seconds, close_after, ttl, consecutive_failures
+# failure_rate, open_seconds, max_open_seconds, close_after, ttl, consecutive_failures, count (of 'ok's)
 # -> {state, transition, open_until}
 _RECORD = """
 local t = redis.call('TIME')
@@ -115,7 +115,7 @@ if tonumber(redis.call('HGET', KEYS[1], 'e:' .. idx) or '-1') ~= epoch then
   redis.call('HSET', KEYS[1], 'e:' .. idx, epoch, 's:' .. idx, 0, 'f:' .. idx, 0)
 end
 if outcome == 'ok' then
-  redis.call('HINCRBY', KEYS[1], 's:' .. idx, 1)
+  redis.call('HINCRBY', KEYS[1], 's:' .. idx, tonumber(ARGV[12] or '1'))
   redis.call('HSET', KEYS[1], 'consec', 0)
 else
   redis.call('HINCRBY', KEYS[1], 'f:' .. idx, 1)
@@ -164,6 +164,7 @@ class BreakerSettings:
     busy_retry_seconds: float = 0.25  # half-open with every probe slot taken: a requeue waits this long
     local_memo_seconds: float = 1.0  # a process re-asks Redis about an open breaker at most this often
     closed_memo_seconds: float = 0.5  # a closed breaker seen in the last report needs no acquire call
+    ok_batch_seconds: float = 0.2  # successes while it is known closed are reported together, this often
     ttl_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
@@ -254,6 +255,9 @@ class CircuitBreaker:
         self._closed_until = 0.0  # this process saw it closed in its last report, until then
         self._registered = False
         self._redis_down_logged = 0.0
+        self._ok_lock = threading.Lock()
+        self._pending_ok = 0  # successes not yet reported (see record)
+        self._ok_timer: threading.Timer | None = None
         self.log = get_logger(target=target)
 
     # ---- the call path -------------------------------------------------------------------
@@ -267,8 +271,9 @@ class CircuitBreaker:
     def acquire(self) -> Permit:
         """A permit for one attempt, or BreakerOpen(retry_at=...). While this process's last
         report found the breaker closed (within ``closed_memo_seconds``) no Redis call is made: the
-        next report returns the state again, so a breaker another process opened stops each
-        thread here after at most one more attempt."""
+        next report (a failure's, or the batch of successes every ``ok_batch_seconds``) returns
+        the state again, so a breaker another process opened stops this process's attempts
+        within about ``ok_batch_seconds``."""
         if time.time() < self._closed_until:
             return Permit()
         known = self.known_open()
@@ -293,16 +298,52 @@ class CircuitBreaker:
                 self._memo = (min(at, time.time() + s.local_memo_seconds), state, at)
             raise BreakerOpen(self.target, state, at)
         self._memo = None
+        if state == "closed":  # as fresh as a report: the attempts started with this one need no acquire call
+            self._closed_until = time.time() + s.closed_memo_seconds
         return Permit(probe_id if decision == "probe" else "")
 
     def record(self, permit: Permit, outcome: str) -> str | None:
-        """Report an attempt's outcome; returns the new state (None when Redis was unreachable)."""
+        """Report an attempt's outcome; returns the new state (None when Redis was unreachable).
+
+        A success while this process knows the breaker is closed is counted here and reported
+        with the others of the next ``ok_batch_seconds`` in one script call (a round trip per
+        success was a fifth of the async path's event-loop time). A failure first reports the
+        successes before it, so the failure rate and the run of consecutive failures see them in
+        order; the batch's report also refreshes what this process knows of the state."""
+        if outcome == "ok" and not permit.probe_id and self.settings.ok_batch_seconds > 0 \
+                and time.time() < self._closed_until:
+            self._count_ok()
+            return "closed"
+        if outcome == "fail":
+            self.flush()
+        return self._report(permit, outcome, 1)
+
+    def flush(self) -> None:
+        """Report the successes counted since the last report (one script call)."""
+        with self._ok_lock:
+            count, self._pending_ok = self._pending_ok, 0
+            timer, self._ok_timer = self._ok_timer, None
+        if timer is not None:
+            timer.cancel()
+        if count:
+            self._report(Permit(), "ok", count)
+
+    def _count_ok(self) -> None:
+        with self._ok_lock:
+            self._pending_ok += 1
+            if self._ok_timer is None:
+                self._ok_timer = threading.Timer(self.settings.ok_batch_seconds, self.flush)
+                self._ok_timer.daemon = True
+                self._ok_timer.start()
+
+    def _report(self, permit: Permit, outcome: str, count: int) -> str | None:
         s = self.settings
         try:
             state, transition, open_until = (_text(x) for x in self._record(
                 keys=[self.key, self.probes_key],
                 args=[outcome, permit.probe_id, s.window_seconds, s.buckets, s.min_calls, s.failure_rate,
-                      s.open_seconds, s.max_open_seconds, s.close_after, s.ttl_seconds, s.consecutive_failures]))
+                      s.open_seconds, s.max_open_seconds, s.close_after, s.ttl_seconds, s.consecutive_failures,
+                      count]))
         except Exception as exc:
             self._redis_down(exc)
             return None

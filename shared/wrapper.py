@@ -12,7 +12,11 @@ wrappers for many backends and threads.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
+import functools
+import re
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +27,7 @@ from dspy.utils.exceptions import LMError
 from shared.config import UnifiedConfig, get_settings
 from shared.engine import build_async_engine, build_engine, build_routes, resolve_config
 from shared.errors import BadInput, TidyqError
+from shared.memo_adapter import default_adapter
 from shared.metrics import registry
 from shared.program_io import program_inputs
 from shared.steps import stats
@@ -64,7 +69,18 @@ def has_own_aforward(module: dspy.Module) -> bool:
     """True when the class that defines the program's ``forward`` (or a subclass of it) also
     defines ``aforward``: a user's subclass of ChainOfThought that overrides only ``forward``
     must not run the parent's async forward."""
-    mro = type(module).__mro__
+    cls = type(module)
+    known = _OWN_AFORWARD.get(cls)
+    if known is None:  # per class, not per call: the async path asks once per item (~6% of its CPU)
+        known = _OWN_AFORWARD[cls] = _class_has_own_aforward(cls)
+    return known
+
+
+_OWN_AFORWARD: dict[type, bool] = {}
+
+
+def _class_has_own_aforward(cls: type) -> bool:
+    mro = cls.__mro__
 
     def owner(name: str) -> int | None:
         return next((i for i, cls in enumerate(mro) if name in vars(cls)), None)
@@ -73,13 +89,31 @@ def has_own_aforward(module: dspy.Module) -> bool:
     return found is not None and (forward is None or found <= forward)
 
 
+_TYPE_NAME = re.compile(r":\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def parsed_signature(text: str) -> type[dspy.Signature]:
+    """A signature string parsed once per process: parsing builds a pydantic model (~5 ms of CPU),
+    and a worker builds a module per thread or async slot. DSPy treats Signature classes as
+    immutable (every edit returns a new class), so modules may share one. A string naming a type
+    of its own (``x: MyType``) is parsed each time: DSPy finds such types in the caller's frames."""
+    if any(name not in builtins.__dict__ and name not in typing.__dict__ for name in _TYPE_NAME.findall(text)):
+        return dspy.ensure_signature(text)
+    return _parsed(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(text: str) -> type[dspy.Signature]:
+    return dspy.ensure_signature(text)
+
+
 def as_module(program: Any) -> dspy.Module:
     """A signature string, a dspy.Signature class or a dspy.Module -> a dspy.Module."""
     if isinstance(program, dspy.Module):
         return program
     if isinstance(program, str) or (isinstance(program, type) and issubclass(program, dspy.Signature)):
         try:
-            module = dspy.Predict(program)
+            module = dspy.Predict(parsed_signature(program) if isinstance(program, str) else program)
         except Exception as exc:
             raise BadInput(f"bad signature {program!r}: {exc}", where="signature") from None
         if not module.signature.output_fields or not module.signature.input_fields:
@@ -101,6 +135,8 @@ class UnifiedDSPyModule:
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
         # any other module: its forward() parameters (shared/program_io.py)
         self.inputs = program_inputs(module) if self.signature is None else None
+        # read per item: a signature's input_fields property rebuilds its dict on every access
+        self._expected = frozenset(self.signature.input_fields) if self.signature is not None else frozenset()
 
     @property
     def input_fields(self) -> list[str] | None:
@@ -116,7 +152,9 @@ class UnifiedDSPyModule:
             if self.inputs is not None:
                 self.inputs.check(inputs, where="item")
             return
-        expected = set(self.signature.input_fields)
+        expected = self._expected
+        if expected.issuperset(inputs) and len(inputs) == len(expected):
+            return
         unknown = sorted(set(inputs) - expected)
         if unknown:
             raise BadInput(f"unknown input field(s) {unknown}; the signature takes {sorted(expected)}",
@@ -127,7 +165,7 @@ class UnifiedDSPyModule:
 
     def predict_with_stats(self, **inputs: Any) -> tuple[dspy.Prediction, stats.CallStats]:
         self.check_inputs(inputs)
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
+        with stats.track() as call, dspy.context(**self._settings(call)), _our_errors():
             prediction = self._validated(inputs, self.module(**inputs), call)
         return prediction, call
 
@@ -137,7 +175,7 @@ class UnifiedDSPyModule:
         users' modules with Python between calls run unchanged). Validation re-runs, which are
         sync DSPy code (Refine/BestOfN), go to a thread with the same context."""
         self.check_inputs(inputs)
-        with stats.track() as call, dspy.context(lm=self.wrapper.lm, **{stats.STATS_SETTING: call}), _our_errors():
+        with stats.track() as call, dspy.context(**self._settings(call)), _our_errors():
             if has_own_aforward(self.module):
                 prediction = await self.module.acall(**inputs)
             else:  # DSPy's asyncify limiter defaults to 8 threads: size it as the threaded path is
@@ -146,6 +184,14 @@ class UnifiedDSPyModule:
             if self.wrapper.config.validation.active:
                 prediction = await asyncio.to_thread(self._validated, inputs, prediction, call)
         return prediction, call
+
+    def _settings(self, call: stats.CallStats) -> dict[str, Any]:
+        """This call's DSPy settings: our LM, the stats collector, and, unless the user chose an
+        adapter, ChatAdapter with its per-signature prompt parts memoised (shared/memo_adapter.py)."""
+        settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call}
+        if dspy.settings.adapter is None:
+            settings["adapter"] = default_adapter
+        return settings
 
     def _validated(self, inputs: dict[str, Any], prediction: dspy.Prediction, call: stats.CallStats):
         validation = self.wrapper.config.validation

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import contextmanager
 
@@ -70,19 +71,27 @@ async def arun_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResul
 
 
 def submit(spec: JobSpec, item: Item, max_item_bytes: int) -> Future:
-    """Schedule one item on the process's loop; the future's cancel() cancels the coroutine."""
-    return asyncio.run_coroutine_threadsafe(arun_item(spec, item, max_item_bytes), runtime.event_loop())
+    """Schedule one item on the process's loop (batched with the others submitted in the same
+    burst, workers/loop_handoff.py); the future's cancel() cancels the coroutine."""
+    return runtime.loop_handoff().submit(lambda: arun_item(spec, item, max_item_bytes))
 
 
-def window(spec: JobSpec) -> int:
-    """How many of a chunk's items to keep submitted: the primary target's current in-flight cap
-    with some headroom (not the whole chunk: a cancelled job then stops within one window)."""
-    settings = get_settings()
+def window(spec: JobSpec) -> Callable[[], int]:
+    """How many of a chunk's items to keep submitted, asked before each submission: the primary
+    target's current in-flight cap with some headroom (not the whole chunk: a cancelled job then
+    stops within one window). The lookups (settings, wrapper, gate) are done once per chunk."""
+    ceiling = get_settings().async_max_inflight
     try:
         wrapper = runtime.get_wrapper(spec.backend, spec.model, tuple(spec.fallback))
         limit = wrapper.routes[0].async_engine.steps[-1].limit
-        # a pinned cap (TIDYQ_CONCURRENCY_<BACKEND>) means items in flight, as on the threaded path
-        cap = int(limit.limit) if limit.mode == "pinned" else int(limit.limit * WINDOW_HEADROOM) + 4
     except Exception:  # a wrapper that cannot be built fails each item with its own error
-        cap = runtime.concurrency_for(spec.backend)
-    return max(1, min(settings.async_max_inflight, cap))
+        fixed = max(1, min(ceiling, runtime.concurrency_for(spec.backend)))
+        return lambda: fixed
+    pinned = limit.mode == "pinned"
+
+    def current() -> int:
+        # a pinned cap (TIDYQ_CONCURRENCY_<BACKEND>) means items in flight, as on the threaded path
+        cap = int(limit.limit) if pinned else int(limit.limit * WINDOW_HEADROOM) + 4
+        return max(1, min(ceiling, cap))
+
+    return current

@@ -14,8 +14,9 @@ asked for a long wait (RetryLater) are handed back to the caller to re-enqueue w
 
 from __future__ import annotations
 
+import queue
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import redis
@@ -305,8 +306,7 @@ class ChunkRunner:
             def submit(item: Item) -> Future:
                 return async_items.submit(spec, item, max_bytes)
 
-            def limit() -> int:
-                return async_items.window(spec)
+            limit = async_items.window(spec)
         else:
             executor = runtime.executor_for(spec.backend)
             threads = runtime.concurrency_for(spec.backend)
@@ -318,18 +318,28 @@ class ChunkRunner:
                 return threads
         pending = iter(todo)
         inflight: dict[Future, Item] = {}
+        # finished futures arrive here: one wake-up per batch of completions, not a wait() that
+        # registers on every future in flight (hundreds on the async path) per completion
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
 
         def fill() -> None:
             while len(inflight) < limit() and not watch.stopped():
                 item = next(pending, None)
                 if item is None:
                     return
-                inflight[submit(item)] = item
+                fut = submit(item)
+                inflight[fut] = item
+                fut.add_done_callback(finished.put)
 
         fill()
         try:
             while inflight:
-                done, _ = wait(inflight, timeout=self.settings.cancel_check_interval, return_when=FIRST_COMPLETED)
+                try:
+                    done = [finished.get(timeout=self.settings.cancel_check_interval)]
+                except queue.Empty:
+                    done = []
+                while not finished.empty():
+                    done.append(finished.get_nowait())
                 for fut in done:
                     item = inflight.pop(fut)
                     exc = fut.exception()

@@ -22,6 +22,7 @@ _programs: dict[str, tuple[Any, BaseException | None]] = {}  # import-path progr
 _building: dict[str, threading.Lock] = {}
 _executors: dict[str, ThreadPoolExecutor] = {}
 _loop: list[asyncio.AbstractEventLoop] = []  # the process's one event loop for async items
+_handoff: list[Any] = []  # its LoopHandoff (workers/loop_handoff.py)
 
 
 def reset() -> None:
@@ -33,6 +34,7 @@ def reset() -> None:
             ex.shutdown(wait=False, cancel_futures=True)
         _executors.clear()
         _loop.clear()  # a forked child has no thread running its parent's loop
+        _handoff.clear()
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
@@ -44,6 +46,17 @@ def event_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="tidyq-async-items", daemon=True).start()
             _loop.append(loop)
         return _loop[0]
+
+
+def loop_handoff():
+    """Batched submission of coroutines to ``event_loop()`` (workers/loop_handoff.py)."""
+    from workers.loop_handoff import LoopHandoff
+
+    loop = event_loop()
+    with _lock:
+        if not _handoff or _handoff[0].loop is not loop:
+            _handoff[:] = [LoopHandoff(loop)]
+        return _handoff[0]
 
 
 def get_wrapper(backend: str, model: str | None, fallbacks: tuple[Target, ...] = ()):

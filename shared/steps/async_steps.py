@@ -15,9 +15,10 @@ on the loop: ~0.1-0.3 ms each on loopback, cheaper than a thread hop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from dspy import lm15
 from dspy.lm15 import Request, Response
@@ -25,6 +26,7 @@ from dspy.lm15 import Request, Response
 from shared.breaker import BreakerStep
 from shared.steps import stats
 from shared.steps.cache import CacheStep
+from shared.steps.coalesce import Coalescer
 from shared.steps.metrics import MetricsStep
 from shared.steps.ratelimit import RateLimitStep
 from shared.steps.retry import RetryStep, RetryTally
@@ -54,11 +56,18 @@ class AsyncMetrics:
 
 
 class AsyncCache:
+    """Memory tier first; the shared tier's lookups of one loop turn share one round trip."""
+
     def __init__(self, step: CacheStep):
         self.step = step
+        # a memory-only cache (the mock's) has no round trip to share
+        self.reads = Coalescer(step.from_shared_many) if hasattr(step.shared, "get_many") else None
 
     async def __call__(self, request: Request, call_next: AsyncCallNext) -> Response:
-        key, response = self.step.find(request)
+        key, response = self.step.find_in_memory(request)
+        if response is None:
+            found = await self.reads.get(key) if self.reads else self.step.from_shared_many([key])[0]
+            response = self.step.counted(found)
         if response is not None:
             return response
         return self.step.keep(key, await call_next(request))
@@ -132,10 +141,10 @@ def to_async(step: Any) -> AsyncStep:
 
 
 def _bind(step: AsyncStep, call_next: AsyncCallNext) -> AsyncCallNext:
-    async def call(request: Request) -> Response:
-        return await step(request, call_next)
-
-    return call
+    """``step`` with its next call bound. A partial, not a wrapping coroutine: every await in the
+    chain is a frame that each resumption passes through, and hundreds of calls in flight resume
+    often (the wrapper frames were ~5% of the event loop's time)."""
+    return functools.partial(cast(Any, step), call_next=call_next)
 
 
 class AsyncStepEngine:

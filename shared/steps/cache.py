@@ -113,6 +113,14 @@ class RedisTier:
             return None
         return value.decode() if isinstance(value, bytes) else value
 
+    def get_many(self, names: list[str]) -> list[str | None]:
+        """One MGET for many entries (the async path's lookups, shared/steps/coalesce.py)."""
+        try:
+            values = self.redis.mget([keys.cache_entry(name) for name in names])
+        except Exception:
+            return [None] * len(names)
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
     def put(self, key: str, value: str) -> None:
         self.put_many([(key, value)])
 
@@ -264,15 +272,29 @@ class CacheStep:
 
     def find(self, request: Request) -> tuple[str, Response | None]:
         """The request's key and its cached response (memory, then the shared tier), counted."""
-        key = cache_key(self.backend, request)
-        response = self.memory.get(key, self.config.ttl_seconds)
+        key, response = self.find_in_memory(request)
         if response is None:
-            response = self._from_shared(key)
+            response = self.counted(self._from_shared(key))
+        return key, response
+
+    def find_in_memory(self, request: Request) -> tuple[str, Response | None]:
+        """The request's key and its response from the memory tier (counted), without a round trip."""
+        key = cache_key(self.backend, request)
+        return key, self.counted(self.memory.get(key, self.config.ttl_seconds))
+
+    def counted(self, response: Response | None) -> Response | None:
         if response is not None:
             collector = stats.current()
             if collector is not None:
                 collector.cache_hits += 1
-        return key, response
+        return response
+
+    def from_shared_many(self, names: list[str]) -> list[Response | None]:
+        """Many shared-tier entries in one round trip (a tier without ``get_many``: one by one)."""
+        get_many = getattr(self.shared, "get_many", None)
+        if get_many is None:
+            return [self._from_shared(name) for name in names]
+        return [self._decoded(name, value) for name, value in zip(names, get_many(names), strict=True)]
 
     def keep(self, key: str, response: Response) -> Response:
         """A finished answer into both tiers (the shared one written in the background)."""
@@ -287,7 +309,9 @@ class CacheStep:
         return self.memory.get(key, self.config.ttl_seconds) or self._from_shared(key)
 
     def _from_shared(self, key: str) -> Response | None:
-        value = self.shared.get(key)
+        return self._decoded(key, self.shared.get(key))
+
+    def _decoded(self, key: str, value: str | None) -> Response | None:
         if value is None:
             return None
         try:

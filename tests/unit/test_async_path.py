@@ -7,11 +7,12 @@ import asyncio
 import json
 
 import dspy
+import pydantic
 
 from shared import BackendType, CacheConfig, RetryConfig, UnifiedConfig, UnifiedDSPyWrapper
 from shared.config import Target
 from shared.steps.retry import RetryStep
-from shared.wrapper import has_own_aforward
+from shared.wrapper import has_own_aforward, parsed_signature
 from tests.fakes.openai_server import OpenAIFake, expected_outputs
 
 MODEL = "openai/gpt-4o-mini"
@@ -46,6 +47,23 @@ def test_which_programs_run_their_own_async_forward():
     assert has_own_aforward(dspy.ChainOfThought("q -> a"))
     assert not has_own_aforward(MyCoT("q -> a"))
     assert not has_own_aforward(TwoStep())
+
+
+def test_a_signature_string_is_parsed_once_unless_it_names_its_own_types():
+    # a worker builds a module per async slot: the parse (a pydantic model) must not repeat
+    assert parsed_signature("question -> answer") is parsed_signature("question -> answer")
+    assert parsed_signature("q: list[str] -> a: int") is parsed_signature("q: list[str] -> a: int")
+    assert parsed_signature("q -> a").fields.keys() == dspy.Signature("q -> a").fields.keys()
+
+    def parsed_with_own_doc(label):
+        class Doc(pydantic.BaseModel):  # DSPy finds a type named in the string in the caller's frames
+            text: str = label
+
+        return Doc, parsed_signature("doc: Doc -> answer")
+
+    (first_doc, first), (second_doc, second) = parsed_with_own_doc("a"), parsed_with_own_doc("b")
+    assert first.input_fields["doc"].annotation is first_doc
+    assert second.input_fields["doc"].annotation is second_doc
 
 
 def test_async_results_equal_the_sync_path_for_predict_and_a_users_module(openai_fake):

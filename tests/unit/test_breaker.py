@@ -136,6 +136,41 @@ def test_a_run_of_failures_opens_it_whatever_the_rate(client):
     assert b.record(b.acquire(), "fail") == "open"
 
 
+def _record_calls(client) -> int:
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def test_successes_of_a_closed_breaker_are_reported_in_batches(client):
+    b = make(client, "direct:openai/batched", ok_batch_seconds=0.2)
+    b.record(b.acquire(), "ok")  # the first report tells this process the breaker is closed
+    before = _record_calls(client)
+    for _ in range(200):
+        assert b.record(b.acquire(), "ok") == "closed"
+    assert _record_calls(client) - before == 0  # no round trip per success
+    time.sleep(0.35)  # the batch is reported when its interval has passed, with no further call needed
+    assert _record_calls(client) - before == 1
+    assert breaker_status(client, b.target, b.settings)["window"]["calls"] == 201
+
+
+def test_an_acquire_that_finds_it_closed_spares_the_next_ones_their_round_trip(client):
+    b = make(client, "direct:openai/acquired")
+    b.acquire()  # nothing known yet: asks Redis, which says closed
+    before = _record_calls(client)
+    permits = [b.acquire() for _ in range(100)]  # the attempts a chunk starts at once, before any report
+    assert _record_calls(client) == before and not any(p.probe_id for p in permits)
+
+
+def test_a_failure_reports_the_batched_successes_before_it(client):
+    b = make(client, "direct:openai/ordered", consecutive_failures=3, failure_rate=0.9, ok_batch_seconds=30.0)
+    b.record(b.acquire(), "ok")
+    fail(b, 2)
+    b.record(b.acquire(), "ok")  # batched, but it breaks the run: the next failure reports it first
+    assert b.record(b.acquire(), "fail") == "closed"
+    st = breaker_status(client, b.target, b.settings)
+    assert st["window"]["calls"] == 5 and st["window"]["failures"] == 3
+
+
 def test_sliding_window_forgets_old_failures(client):
     b = make(client, window_seconds=0.5, buckets=5)
     fail(b, 3)
