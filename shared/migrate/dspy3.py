@@ -183,12 +183,15 @@ class Dspy3Rules(Rule):
         try:
             if starred:
                 raise Unsupported("*args/**kwargs cannot be mapped to dspy.LM's arguments")
+            notes: list[str] = []
             arguments = lm_arguments(client, [code(a.value) for a in positional],
-                                     {k: code(a.value) for k, a in keywords.items()})
+                                     {k: code(a.value) for k, a in keywords.items()}, notes)
         except Unsupported as exc:
             self.m.report(original.func, f"dspy.{client}(...) -> dspy.LM('{CLIENTS[client].provider}/<model>'): {exc}")
             return None
         self.m.mark(original.func)
+        for note in notes:
+            self.m.note(original.func, note)
         return cst.parse_expression(f"{self.m.dspy('LM')}({arguments})")
 
 
