@@ -13,6 +13,8 @@ Each is written from what dspy 2.5.43 did (its source is not copied):
 - ``Clarifai(model=URL, api_key=None, **kwargs)``: 2.x's Clarifai client as a ``dspy.LM`` on
   litellm's ``clarifai/`` provider, with 2.x's defaults (temperature 0.0 and max_tokens 150 unless
   ``inference_params`` give them);
+- ``inspect_history(lm, n=1, skip=0)``: 2.x's legacy clients' ``lm.inspect_history(n, skip)``: the
+  ``n`` calls before the last ``skip`` ones (DSPy 3's ``inspect_history`` has no ``skip``);
 - ``cache_turn_on``: 2.x's flag (``DSP_CACHEBOOL`` not "false"); as in 2.x, ``DSP_CACHEBOOL=false``
   turns DSPy's LM cache off when this module is imported.
 
@@ -31,6 +33,16 @@ if not cache_turn_on:
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
 
 HINT = "\n\t\t(secret hint: {})"
+
+
+def inspect_history(lm: Any, n: int = 1, skip: int = 0, **kwargs: Any) -> None:
+    """Prints ``lm``'s ``n`` calls before its last ``skip`` (2.x's ``inspect_history(n, skip)``), in
+    DSPy 3's format; other keywords (``file=``) go to DSPy's printer. 2.x also folded consecutive calls
+    with the same prompt into one; DSPy 3's history keeps each."""
+    from dspy.utils.inspect_history import pretty_print_history
+
+    history = list(getattr(lm, "history", []) or [])
+    pretty_print_history(history[:len(history) - skip] if skip > 0 else history, n, **kwargs)
 
 
 class ChainOfThoughtWithHint(dspy.Module):

@@ -53,9 +53,11 @@ class Unsupported(Exception):
     """A call this table cannot turn into dspy.LM faithfully; the message says why."""
 
 
-def lm_arguments(name: str, positional: list[str], keywords: dict[str, str], notes: list[str] | None = None) -> str:
+def lm_arguments(name: str, positional: list[str], keywords: dict[str, str], notes: list[str] | None = None,
+                 constants: dict[str, str] | None = None) -> str:
     """The argument list (source text) of the dspy.LM call for ``name(*positional, **keywords)``,
-    arguments given as source text; what the rewrite changes besides is appended to ``notes``.
+    arguments given as source text; what the rewrite changes besides is appended to ``notes``;
+    ``constants`` are the file's module-level names bound once to a literal (name -> source text).
     Raises Unsupported."""
     client = CLIENTS[name]
     if len(positional) > len(client.params):
@@ -79,7 +81,7 @@ def lm_arguments(name: str, positional: list[str], keywords: dict[str, str], not
         if "port" not in given:
             raise Unsupported("port is not given")
         url, port = given.pop("url", repr(client.default_url)), given.pop("port")
-        url, port = _first_server(name, url, port, notes if notes is not None else [])
+        url, port = _first_server(name, url, port, notes if notes is not None else [], constants or {})
         given["api_base"] = _api_base(url, port)
         # 2.x's HF clients sent no credential to the self-hosted server; dspy.LM would need one (or send
         # OPENAI_API_KEY, meant for OpenAI, to that server)
@@ -110,14 +112,20 @@ def _prefixed(provider: str, model: str) -> str:
     return _quoted(f"{provider}/{literal}") if literal is not None else f'"{provider}/" + {model}'
 
 
-def _first_server(name: str, url: str, port: str, notes: list[str]) -> tuple[str, str]:
+def _value(text: str, constants: dict[str, str]) -> object:
+    """The literal value of source ``text`` (or of the module constant it names), else None."""
+    try:
+        return ast.literal_eval(constants.get(text, text))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _first_server(name: str, url: str, port: str, notes: list[str], constants: dict[str, str]) -> tuple[str, str]:
     """2.x's HF clients took several servers: HFClientTGI a list of ports (each request went to one of
     them at random), HFClientVLLM a list of full URLs (port unused). dspy.LM has one api_base: the
-    first, with a note. Returns (url, port) source text, port "" when the URL already has one."""
-    try:
-        ports, urls = ast.literal_eval(port), ast.literal_eval(url)
-    except (ValueError, SyntaxError):
-        return url, port
+    first, with a note. The list may be written in the call or be a module constant
+    (``ports = [...]``). Returns (url, port) source text, port "" when the URL already has one."""
+    ports, urls = _value(port, constants), _value(url, constants)
     if isinstance(urls, (list, tuple)) and urls and all(isinstance(u, str) for u in urls):
         notes.append(f"{name}'s url list {list(urls)}: dspy.LM sends every request to the first, "
                      f"{urls[0]} (2.x spread them over the list)")
