@@ -6,14 +6,18 @@ shared.dspy2_compat and shared.dspy2_retrievers.
 """
 
 from shared.dspy2_compat import (
-                                 ChainOfThoughtWithHint,
-                                 Clarifai,
-                                 Evaluate,
-                                 cache_turn_on,
-                                 clarifai_model,
-                                 inspect_history,
+    KNN,
+    ChainOfThoughtWithHint,
+    Clarifai,
+    Evaluate,
+    KNNFewShot,
+    cache_turn_on,
+    clarifai_model,
+    inspect_history,
+    sentence_transformers_vectorizer,
 )
 from shared.dspy2_retrievers import ClarifaiRM, FastEmbedVectorizer, OpenAIVectorizer, Pyserini, QdrantRM
 
-__all__ = ["ChainOfThoughtWithHint", "Clarifai", "ClarifaiRM", "Evaluate", "FastEmbedVectorizer", "OpenAIVectorizer",
-           "Pyserini", "QdrantRM", "cache_turn_on", "clarifai_model", "inspect_history"]
+__all__ = ["ChainOfThoughtWithHint", "Clarifai", "ClarifaiRM", "Evaluate", "FastEmbedVectorizer", "KNN", "KNNFewShot",
+           "OpenAIVectorizer", "Pyserini", "QdrantRM", "cache_turn_on", "clarifai_model", "inspect_history",
+           "sentence_transformers_vectorizer"]

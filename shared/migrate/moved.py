@@ -31,6 +31,9 @@ for _name, _qnames in (
     ("Pyserini", ("dspy", "dsp")),
     ("Clarifai", ("dspy",)),
     ("cache_turn_on", ("dsp.modules.cache_utils",)),
+    # 2.x defaulted the vectorizer to sentence-transformers; DSPy 3's requires one
+    ("KNNFewShot", ("dspy", "dspy.teleprompt", "dspy.teleprompt.knn_fewshot")),
+    ("KNN", ("dspy", "dspy.predict", "dspy.predict.knn")),
 ):
     for _module in _qnames:
         MOVED[f"{_module}.{_name}"] = _name
