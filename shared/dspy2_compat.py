@@ -13,6 +13,11 @@ Each is written from what dspy 2.5.43 did (its source is not copied):
 - ``Clarifai(model=URL, api_key=None, **kwargs)``: 2.x's Clarifai client as a ``dspy.LM`` on
   litellm's ``clarifai/`` provider, with 2.x's defaults (temperature 0.0 and max_tokens 150 unless
   ``inference_params`` give them);
+- ``inspect_history(lm, n=1, skip=0)``: 2.x's legacy clients' ``lm.inspect_history(n, skip)``: the
+  ``n`` calls before the last ``skip`` ones (DSPy 3's ``inspect_history`` has no ``skip``);
+- ``KNNFewShot(k, trainset, vectorizer=None, **bootstrap_args)`` / ``KNN(k, trainset, vectorizer=None)``:
+  DSPy 3's, with 2.x's default vectorizer when none is given: sentence-transformers' all-MiniLM-L6-v2
+  (``sentence_transformers_vectorizer``; an ImportError naming the pip package without it);
 - ``cache_turn_on``: 2.x's flag (``DSP_CACHEBOOL`` not "false"); as in 2.x, ``DSP_CACHEBOOL=false``
   turns DSPy's LM cache off when this module is imported.
 
@@ -31,6 +36,46 @@ if not cache_turn_on:
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
 
 HINT = "\n\t\t(secret hint: {})"
+
+
+def sentence_transformers_vectorizer(model: str = "all-MiniLM-L6-v2", batch_size: int = 256,
+                                     normalize_embeddings: bool = False) -> dspy.Embedder:
+    """2.x's default KNN vectorizer (dsp.SentenceTransformersVectorizer) as a dspy.Embedder."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ImportError("2.x's default KNN vectorizer needs sentence-transformers: "
+                          "pip install sentence-transformers") from None
+    encoder = SentenceTransformer(model)
+
+    def encode(texts: list[str]) -> Any:
+        return encoder.encode(texts, batch_size=batch_size, normalize_embeddings=normalize_embeddings)
+
+    return dspy.Embedder(encode)
+
+
+class KNNFewShot(dspy.KNNFewShot):
+    """dspy.KNNFewShot whose vectorizer defaults to 2.x's (sentence-transformers, all-MiniLM-L6-v2)."""
+
+    def __init__(self, k: int, trainset: list, vectorizer: Any = None, **few_shot_bootstrap_args: Any):
+        super().__init__(k, trainset, vectorizer or sentence_transformers_vectorizer(), **few_shot_bootstrap_args)
+
+
+class KNN(dspy.KNN):
+    """dspy.KNN whose vectorizer defaults to 2.x's (sentence-transformers, all-MiniLM-L6-v2)."""
+
+    def __init__(self, k: int, trainset: list, vectorizer: Any = None):
+        super().__init__(k, trainset, vectorizer or sentence_transformers_vectorizer())
+
+
+def inspect_history(lm: Any, n: int = 1, skip: int = 0, **kwargs: Any) -> None:
+    """Prints ``lm``'s ``n`` calls before its last ``skip`` (2.x's ``inspect_history(n, skip)``), in
+    DSPy 3's format; other keywords (``file=``) go to DSPy's printer. 2.x also folded consecutive calls
+    with the same prompt into one; DSPy 3's history keeps each."""
+    from dspy.utils.inspect_history import pretty_print_history
+
+    history = list(getattr(lm, "history", []) or [])
+    pretty_print_history(history[:len(history) - skip] if skip > 0 else history, n, **kwargs)
 
 
 class ChainOfThoughtWithHint(dspy.Module):

@@ -5,8 +5,19 @@ What ``tidyq migrate`` rewrites those 2.x names to (see docs/migrate.md); the im
 shared.dspy2_compat and shared.dspy2_retrievers.
 """
 
-from shared.dspy2_compat import ChainOfThoughtWithHint, Clarifai, Evaluate, cache_turn_on, clarifai_model
+from shared.dspy2_compat import (
+    KNN,
+    ChainOfThoughtWithHint,
+    Clarifai,
+    Evaluate,
+    KNNFewShot,
+    cache_turn_on,
+    clarifai_model,
+    inspect_history,
+    sentence_transformers_vectorizer,
+)
 from shared.dspy2_retrievers import ClarifaiRM, FastEmbedVectorizer, OpenAIVectorizer, Pyserini, QdrantRM
 
-__all__ = ["ChainOfThoughtWithHint", "Clarifai", "ClarifaiRM", "Evaluate", "FastEmbedVectorizer", "OpenAIVectorizer",
-           "Pyserini", "QdrantRM", "cache_turn_on", "clarifai_model"]
+__all__ = ["ChainOfThoughtWithHint", "Clarifai", "ClarifaiRM", "Evaluate", "FastEmbedVectorizer", "KNN", "KNNFewShot",
+           "OpenAIVectorizer", "Pyserini", "QdrantRM", "cache_turn_on", "clarifai_model", "inspect_history",
+           "sentence_transformers_vectorizer"]

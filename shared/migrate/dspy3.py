@@ -66,6 +66,24 @@ REPORTED = {
 
 
 class Dspy3Rules(Rule):
+    def __init__(self, m):
+        super().__init__(m)
+        self.constants: dict[str, str] = {}
+
+    def _read_constants(self, module: cst.Module) -> None:
+        """Module-level names assigned once, to a literal (``ports = [7140, 7141]``): what a legacy
+        client's argument holds when it is given by name."""
+        counts: dict[str, int] = {}
+        self.constants = {}
+        for statement in module.body:
+            for small in getattr(statement, "body", []) if isinstance(statement, cst.SimpleStatementLine) else []:
+                if isinstance(small, cst.Assign):
+                    for target in small.targets:
+                        if isinstance(target.target, cst.Name):
+                            counts[target.target.value] = counts.get(target.target.value, 0) + 1
+                            self.constants[target.target.value] = code(small.value)
+        self.constants = {name: value for name, value in self.constants.items() if counts[name] == 1}
+
     def legacy_reason(self, qname: str) -> str | None:
         if qname in RENAMES:
             return f"renamed in DSPy 3 to dspy.{RENAMES[qname]}, but this use cannot be rewritten automatically"
@@ -89,6 +107,7 @@ class Dspy3Rules(Rule):
         return next((RENAMES[q] for q in self.m.qnames(node) if q in RENAMES), None)
 
     def analyze(self, module: cst.Module) -> None:
+        self._read_constants(module)
         rules = self
 
         class _Calls(cst.CSTVisitor):
@@ -183,12 +202,16 @@ class Dspy3Rules(Rule):
         try:
             if starred:
                 raise Unsupported("*args/**kwargs cannot be mapped to dspy.LM's arguments")
+            notes: list[str] = []
             arguments = lm_arguments(client, [code(a.value) for a in positional],
-                                     {k: code(a.value) for k, a in keywords.items()})
+                                     {k: code(a.value) for k, a in keywords.items()}, notes,
+                                     self.constants)
         except Unsupported as exc:
             self.m.report(original.func, f"dspy.{client}(...) -> dspy.LM('{CLIENTS[client].provider}/<model>'): {exc}")
             return None
         self.m.mark(original.func)
+        for note in notes:
+            self.m.note(original.func, note)
         return cst.parse_expression(f"{self.m.dspy('LM')}({arguments})")
 
 

@@ -5,6 +5,7 @@ provider's) unless one was given. Parameter orders and defaults are dspy 2.5.43'
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 
 
@@ -52,9 +53,12 @@ class Unsupported(Exception):
     """A call this table cannot turn into dspy.LM faithfully; the message says why."""
 
 
-def lm_arguments(name: str, positional: list[str], keywords: dict[str, str]) -> str:
+def lm_arguments(name: str, positional: list[str], keywords: dict[str, str], notes: list[str] | None = None,
+                 constants: dict[str, str] | None = None) -> str:
     """The argument list (source text) of the dspy.LM call for ``name(*positional, **keywords)``,
-    arguments given as source text. Raises Unsupported."""
+    arguments given as source text; what the rewrite changes besides is appended to ``notes``;
+    ``constants`` are the file's module-level names bound once to a literal (name -> source text).
+    Raises Unsupported."""
     client = CLIENTS[name]
     if len(positional) > len(client.params):
         raise Unsupported(f"{len(positional)} positional arguments, the 2.x client took {len(client.params)}")
@@ -77,7 +81,11 @@ def lm_arguments(name: str, positional: list[str], keywords: dict[str, str]) -> 
         if "port" not in given:
             raise Unsupported("port is not given")
         url, port = given.pop("url", repr(client.default_url)), given.pop("port")
+        url, port = _first_server(name, url, port, notes if notes is not None else [], constants or {})
         given["api_base"] = _api_base(url, port)
+        # 2.x's HF clients sent no credential to the self-hosted server; dspy.LM would need one (or send
+        # OPENAI_API_KEY, meant for OpenAI, to that server)
+        given.setdefault("api_key", '"no-key"')
     for old, new in RENAMED.items():
         if old in given:
             given[new] = given.pop(old)
@@ -104,9 +112,36 @@ def _prefixed(provider: str, model: str) -> str:
     return _quoted(f"{provider}/{literal}") if literal is not None else f'"{provider}/" + {model}'
 
 
+def _value(text: str, constants: dict[str, str]) -> object:
+    """The literal value of source ``text`` (or of the module constant it names), else None."""
+    try:
+        return ast.literal_eval(constants.get(text, text))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _first_server(name: str, url: str, port: str, notes: list[str], constants: dict[str, str]) -> tuple[str, str]:
+    """2.x's HF clients took several servers: HFClientTGI a list of ports (each request went to one of
+    them at random), HFClientVLLM a list of full URLs (port unused). dspy.LM has one api_base: the
+    first, with a note. The list may be written in the call or be a module constant
+    (``ports = [...]``). Returns (url, port) source text, port "" when the URL already has one."""
+    ports, urls = _value(port, constants), _value(url, constants)
+    if isinstance(urls, (list, tuple)) and urls and all(isinstance(u, str) for u in urls):
+        notes.append(f"{name}'s url list {list(urls)}: dspy.LM sends every request to the first, "
+                     f"{urls[0]} (2.x spread them over the list)")
+        return repr(urls[0]), ""
+    if isinstance(ports, (list, tuple)) and ports and all(isinstance(p, int) for p in ports):
+        notes.append(f"{name}'s port list {list(ports)}: dspy.LM sends every request to the first, "
+                     f"port {ports[0]} (2.x picked one of them at random for each request)")
+        return url, str(ports[0])
+    return url, port
+
+
 def _api_base(url: str, port: str) -> str:
     """2.x's HF clients called f"{url}:{port}"; their OpenAI-compatible API is under /v1."""
     url_literal = _literal(url)
+    if url_literal is not None and not port:
+        return _quoted(f"{url_literal.rstrip('/')}/v1")
     if url_literal is not None and port.isdigit():
         return _quoted(f"{url_literal}:{port}/v1")
     return f'f"{{{url}}}:{{{port}}}/v1"' if '"' not in url + port else f'{url} + ":" + str({port}) + "/v1"'

@@ -6,6 +6,7 @@ shared/dspy2_compat.py and shared/dspy2_retrievers.py): every reference and impo
     from dsp.modules.cache_utils import cache_turn_on -> from tidyq.dspy2 import cache_turn_on
     dspy.Clarifai(model=URL, ...)                     -> Clarifai(model=URL, ...)   (a dspy.LM)
     Evaluate(..., return_outputs=True)                -> the same, Evaluate from tidyq.dspy2
+    lm.inspect_history(n=1, skip=2)                   -> inspect_history(lm, n=1, skip=2)
 
 Evaluate moves only in a file that passes 2.x's ``return_outputs=`` / ``return_all_scores=``
 somewhere (to the constructor or to a call of the evaluator); such a keyword in a file that never
@@ -30,12 +31,15 @@ for _name, _qnames in (
     ("Pyserini", ("dspy", "dsp")),
     ("Clarifai", ("dspy",)),
     ("cache_turn_on", ("dsp.modules.cache_utils",)),
+    # 2.x defaulted the vectorizer to sentence-transformers; DSPy 3's requires one
+    ("KNNFewShot", ("dspy", "dspy.teleprompt", "dspy.teleprompt.knn_fewshot")),
+    ("KNN", ("dspy", "dspy.predict", "dspy.predict.knn")),
 ):
     for _module in _qnames:
         MOVED[f"{_module}.{_name}"] = _name
 MOVED["dsp.modules.pyserini.PyseriniRetriever"] = MOVED["dsp.PyseriniRetriever"] = "Pyserini"
 MOVED["dsp.modules.clarifai.ClarifaiLLM"] = "Clarifai"
-PROVIDED = tuple(sorted({*MOVED.values(), "Evaluate"}))
+PROVIDED = tuple(sorted({*MOVED.values(), "Evaluate", "inspect_history"}))
 EVALUATE = {"dspy.Evaluate", "dspy.evaluate.Evaluate", "dspy.evaluate.evaluate.Evaluate"}
 EVALUATE_KWARGS = ("return_outputs", "return_all_scores")
 KEEPS_2X_EVALUATE = EVALUATE | {f"{RUNTIME}.Evaluate"}  # a file migrated before builds tidyq.dspy2's
@@ -65,6 +69,17 @@ class MovedRules(RuntimeRule):
             return f"removed in DSPy 3 (tidyq.dspy2.{moved_name(qname)} keeps it), and this use could not be " \
                    "rewritten"
         return None
+
+    def leave_call(self, original: cst.Call, updated: cst.Call):
+        """``x.inspect_history(..., skip=k)``: 2.x's legacy clients took ``skip``; no DSPy 3 one does."""
+        func = updated.func
+        if not (isinstance(func, cst.Attribute) and func.attr.value == "inspect_history") or \
+                not any(a.keyword is not None and a.keyword.value == "skip" for a in updated.args) or \
+                any(a.star for a in updated.args):
+            return None
+        self.m.mark(original.func)
+        args = [cst.Arg(func.value, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), *updated.args]
+        return updated.with_changes(func=self.runtime_ref("inspect_history"), args=args)
 
     def analyze(self, module: cst.Module) -> None:
         rules = self

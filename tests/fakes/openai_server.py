@@ -1,8 +1,11 @@
 """A stand-in for the OpenAI chat completions API on 127.0.0.1.
 
 Serves POST /v1/chat/completions, /chat/completions and any path ending in /chat/completions
-(so a root URL works as litellm ``api_base`` and as the openai client's ``base_url``), and
-``.../embeddings`` (a deterministic vector per input text, see ``fake_embedding``). Answers
+(so a root URL works as litellm ``api_base`` and as the openai client's ``base_url``),
+``.../embeddings`` (a deterministic vector per input text, see ``fake_embedding``), and the legacy
+text completions ``.../completions`` (``{"prompt": ...}`` in, ``choices[].text`` out: what
+``dspy.LM(..., model_type="text")`` calls, e.g. DSPy 2.x's ``dspy.OpenAI()`` migrated to
+``gpt-3.5-turbo-instruct``). Answers
 are real OpenAI JSON whose content DSPy's ChatAdapter/JSONAdapter parses (see answers.py);
 errors are OpenAI error JSON. Scripting and counters: http_fake.FakeProvider.
 
@@ -16,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.fakes.answers import expected_outputs, expected_text, reply_for_messages
+from tests.fakes.answers import expected_outputs, expected_text, parse_field_list, reply_for_messages
 from tests.fakes.http_fake import FakeProvider, _json_reply, _Reply, estimate_tokens, run_cli
 
 __all__ = ["OpenAIFake", "openai_messages", "openai_reply", "expected_outputs", "expected_text", "fake_embedding"]
@@ -50,6 +53,24 @@ def _embeddings(path: str) -> bool:
     return path.rstrip("/").endswith("/embeddings")
 
 
+def _text_completion(path: str) -> bool:
+    path = path.rstrip("/")
+    return path.endswith("/completions") and not path.endswith("/chat/completions")
+
+
+def text_prompt_messages(prompt: str) -> list[dict[str, str]]:
+    """The chat messages a text-completion prompt was built from, as far as the answers need them.
+
+    DSPy's text mode joins its messages' contents with blank lines and ends with "BEGIN RESPONSE:";
+    the last request starts at the last header of the first input field named in the system part."""
+    prompt = prompt.removesuffix("BEGIN RESPONSE:").rstrip()
+    inputs = list(parse_field_list(prompt, "Your input fields are:"))
+    start = prompt.rfind(f"[[ ## {inputs[0]} ## ]]") if inputs else -1
+    if start <= 0:
+        return [{"role": "user", "content": prompt}]
+    return [{"role": "system", "content": prompt[:start]}, {"role": "user", "content": prompt[start:]}]
+
+
 def fake_embedding(text: str, size: int = 8) -> list[float]:
     """The stand-in's embedding of ``text``: letter counts folded into ``size`` slots, normalised
     (texts sharing words point the same way, so a nearest-neighbour search behaves)."""
@@ -62,7 +83,10 @@ def fake_embedding(text: str, size: int = 8) -> list[float]:
 
 
 def openai_reply(request: dict) -> str:
-    """The fake's default answer text for an OpenAI chat request (what a test can recompute)."""
+    """The fake's default answer text for an OpenAI chat (or text completion) request (what a test can
+    recompute)."""
+    if "messages" not in request and isinstance(request.get("prompt"), str):
+        return reply_for_messages(text_prompt_messages(request["prompt"]))
     response_format = request.get("response_format") or {}
     json_mode = True if response_format.get("type") in ("json_object", "json_schema") else None
     return reply_for_messages(openai_messages(request), json_mode=json_mode)
@@ -79,7 +103,7 @@ class OpenAIFake(FakeProvider):
         return f"{self.url}/v1"
 
     def route(self, method: str, path: str) -> bool:
-        return method == "POST" and path.rstrip("/").endswith(("/chat/completions", "/embeddings"))
+        return method == "POST" and path.rstrip("/").endswith(("/completions", "/embeddings"))
 
     def validate(self, path: str, request: Any) -> _Reply | None:
         if not isinstance(request, dict):
@@ -88,6 +112,11 @@ class OpenAIFake(FakeProvider):
             return self.error(400, "you must provide a model parameter")
         if _embeddings(path):
             return None if isinstance(request.get("input"), (str, list)) else self.error(400, "'input' is required")
+        if _text_completion(path):
+            prompt = request.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1:
+                prompt = request["prompt"] = prompt[0]
+            return None if isinstance(prompt, str) else self.error(400, "'prompt' must be a string")
         if not isinstance(request.get("messages"), list) or not request["messages"]:
             return self.error(400, "'messages' must be a non-empty array")
         return None
@@ -115,13 +144,20 @@ class OpenAIFake(FakeProvider):
                                      "data": [{"object": "embedding", "index": i, "embedding": fake_embedding(str(t))}
                                               for i, t in enumerate(texts)],
                                      "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
-        prompt_tokens = estimate_tokens("".join(m["content"] for m in openai_messages(request)))
+        prompt_tokens = estimate_tokens(str(request.get("prompt") or "") +
+                                        "".join(m["content"] for m in openai_messages(request)))
         completion_tokens = estimate_tokens(content)
         model = str(request.get("model") or "fake-model")
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         n = max(1, int(request.get("n") or 1))
         headers = {"x-request-id": f"req_{uuid.uuid4().hex[:24]}", "openai-processing-ms": str(latency_ms)}
+        if _text_completion(path):
+            return _json_reply(200, {
+                "id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": i, "text": content, "logprobs": None, "finish_reason": "stop"} for i in range(n)],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens * n,
+                          "total_tokens": prompt_tokens + completion_tokens * n}}, headers)
         if request.get("stream"):
             return self._stream(ident, created, model, content, n, prompt_tokens, completion_tokens, headers)
         payload = {

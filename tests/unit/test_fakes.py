@@ -77,12 +77,25 @@ def test_openai_client_parses_answer_and_usage(openai_fake):
 
 @pytest.mark.parametrize("path,status", [("/v1/chat/completions", 200), ("/chat/completions", 200),
                                          ("/openai/deployments/x/chat/completions", 200),
-                                         ("/v1/completions", 404)])
+                                         ("/v1/completions", 400), ("/v1/responses", 404)])
 def test_openai_paths(openai_fake, path, status):
     resp = httpx.post(openai_fake.url + path, json={"model": "m", "messages": CHAT}, timeout=5)
-    assert resp.status_code == status
-    if status == 404:
+    assert resp.status_code == status  # /v1/completions is the text API: it takes a prompt, not messages
+    if status >= 400:
         assert resp.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_openai_text_completions_answer_dspy_text_prompts(openai_fake):
+    import uuid
+
+    lm = dspy.LM("openai/gpt-3.5-turbo-instruct", model_type="text", api_base=openai_fake.base_url, api_key="k",
+                 cache=False)
+    question = f"What is {uuid.uuid4().hex[:6]}?"
+    with dspy.context(lm=lm):
+        pred = dspy.Predict("question -> answer")(question=question)
+    body = openai_fake.requests[-1].body
+    assert openai_fake.requests[-1].path.endswith("/completions") and "prompt" in body and "messages" not in body
+    assert pred.answer == expected_outputs({"question": question}, ["answer"])["answer"]
 
 
 def test_openai_rejects_malformed_requests(openai_fake):

@@ -4,6 +4,7 @@ tidyq.assertions / tidyq.dspy2), checked by importing it; and the codemod's own 
 from __future__ import annotations
 
 import importlib
+import uuid
 
 import dspy
 import pytest
@@ -93,3 +94,41 @@ def test_the_dspy_3_names_tidyq_dspy2_and_the_finetune_rewrite_use_exist():
     assert "clarifai" in litellm.provider_list
     assert issubclass(tidyq.dspy2.Evaluate, dspy.Evaluate) and callable(dspy.configure_cache)
     assert callable(dspy.Embedder) and callable(dspy.Retrieve)
+
+
+def test_hf_client_tgi_with_a_port_list_talks_to_its_first_server(openai_fake):
+    # examples/skycamp2023.ipynb (2.5.43): HFClientTGI took a list of ports and sent each request to one
+    # of them; the rewrite once wrote the list itself into the URL ("http://host:[7140, 7141]/v1").
+    from shared.migrate.transform import migrate_source
+
+    source = ("import dspy\n"
+              f"llama = dspy.HFClientTGI(model='meta-llama/Llama-2-13b-chat-hf', port=[{openai_fake.port}, 9],"
+              " url='http://127.0.0.1', max_tokens=150)\n")
+    notes: list = []
+    new, findings = migrate_source(source, "skycamp.py", notes=notes)
+    assert findings == [] and f'api_base="http://127.0.0.1:{openai_fake.port}/v1"' in new, new
+    assert any(f"port list [{openai_fake.port}, 9]" in n.message and n.line == 2 for n in notes), notes
+    scope: dict = {}
+    exec(compile(new, "skycamp.py", "exec"), scope)  # noqa: S102 - the migrated program, run as it is
+    assert scope["llama"](f"hello {uuid.uuid4()}")[0] and openai_fake.request_count == 1
+    assert openai_fake.requests[-1].body["temperature"] == 0.0
+
+
+def test_a_port_list_held_by_a_module_constant_is_read_from_it():
+    # examples/qa/hotpot/multihop_finetune.ipynb: ports = [7140, ...]; dspy.HFClientTGI(..., port=ports, ...)
+    from shared.migrate.transform import migrate_source
+
+    source = ("import dspy\nports = [7140, 7141]\n"
+              "llama = dspy.HFClientTGI(model='meta-llama/Llama-2-13b-chat-hf', port=ports, url='http://future-hgx-1')\n")
+    notes: list = []
+    new, _ = migrate_source(source, "multihop.py", notes=notes)
+    assert 'api_base="http://future-hgx-1:7140/v1"' in new and "port list [7140, 7141]" in str(notes), new
+    assert "ports = [7140, 7141]" in new
+
+
+def test_hf_client_vllm_with_a_url_list_uses_the_first_url():
+    notes: list[str] = []
+    arguments = lm_arguments("HFClientVLLM", ['"m"'], {"port": "8000", "url": '["http://a:1", "http://b:2"]'}, notes)
+    assert 'api_base="http://a:1/v1"' in arguments and "http://a:1" in notes[0]
+    variables = lm_arguments("HFClientVLLM", ["name"], {"port": "port", "url": "url"}, notes)
+    assert 'api_base=f"{url}:{port}/v1"' in variables and 'api_key="no-key"' in variables

@@ -140,3 +140,23 @@ def test_2_4s_bootstrap_finetune_compile_settings_are_reported():
     assert [(f.line, f.message.split(":")[0]) for f in findings] == [(6, f"{prefix} (not **kwargs)"),
                                                                      (8, f"{prefix} (not target)")]
     assert new.count("# tidyq-migrate: BootstrapFinetune.compile") == 2
+
+
+def test_inspect_history_with_2x_skip_moves_to_tidyq_dspy2_and_prints_the_earlier_call(openai_fake, capsys):
+    # examples/skycamp2023.ipynb (2.5.43): llama.inspect_history(n=1, skip=2) on a legacy client; DSPy 3's
+    # inspect_history has no skip (TypeError: unexpected keyword argument 'skip')
+    import uuid
+
+    from shared.migrate.transform import migrate_source
+
+    tag = uuid.uuid4().hex[:8]
+    source = ("import dspy\n"
+              f"llama = dspy.OpenAI(model='gpt-4o-mini', api_base='{openai_fake.base_url}', api_key='k')\n"
+              f"for word in ['first', 'second', 'third']:\n    llama(f'{{word}} {tag}')\n"
+              "llama.inspect_history(n=1, skip=2)\n")
+    new, findings = migrate_source(source, "skycamp.py")
+    assert findings == [] and "inspect_history(llama, n=1, skip=2)" in new and "from tidyq.dspy2 import" in new, new
+    exec(compile(new, "skycamp.py", "exec"), {})  # noqa: S102 - the migrated program, run as it is
+    printed = capsys.readouterr().out
+    assert f"first {tag}" in printed and f"second {tag}" not in printed and f"third {tag}" not in printed
+    assert openai_fake.request_count == 3

@@ -158,3 +158,46 @@ def test_dsp_imports_move_or_are_reported():
                             "import dspy.retrieve\nx = deduplicate([1])\n")
     assert "from dspy.dsp.utils import deduplicate\n" in new
     assert sorted(f.message.split(":")[0] for f in findings) == ["import of dsp", "import of dsp.modules"]
+
+
+
+def test_knn_fewshot_moves_to_tidyq_dspy2_which_keeps_2x_default_vectorizer(openai_fake, monkeypatch):
+    # examples/knn.ipynb and multi-input-output (2.5.43): KNNFewShot(7, trainset) without vectorizer=;
+    # DSPy 3's requires one (TypeError at run); 2.x built sentence-transformers' all-MiniLM-L6-v2
+    import sys
+    import types
+
+    import dspy
+
+    with pytest.raises(TypeError, match="vectorizer"):
+        dspy.KNNFewShot(7, [])
+    source = "import dspy\nfrom dspy.teleprompt import KNNFewShot\nknn = KNNFewShot(2, trainset)\n"
+    new, findings = migrate_source(source, "knn.py")
+    assert findings == [] and "from tidyq.dspy2 import KNNFewShot" in new, new
+    trainset = [dspy.Example(question=q, answer=a).with_inputs("question")
+                for q, a in [("red apple", "fruit"), ("blue sky", "air"), ("green leaf", "plant")]]
+    scope: dict = {"trainset": trainset}
+    with pytest.raises(ImportError, match="pip install sentence-transformers"):
+        exec(compile(new, "knn.py", "exec"), dict(scope))  # noqa: S102 - the migrated program
+    loaded: list[str] = []
+
+    class SentenceTransformer:  # the package's API, vectors from the OpenAI stand-in's embedding
+        def __init__(self, name):
+            loaded.append(name)
+
+        def encode(self, texts, batch_size=32, normalize_embeddings=False):
+            import numpy as np
+
+            from tests.fakes.openai_server import fake_embedding
+            return np.array([fake_embedding(t) for t in texts], dtype="float32")
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers",
+                        types.SimpleNamespace(SentenceTransformer=SentenceTransformer))
+    exec(compile(new, "knn.py", "exec"), scope)  # noqa: S102 - the migrated program
+    assert loaded == ["all-MiniLM-L6-v2"]
+    student = dspy.Predict("question -> answer")
+    with dspy.context(lm=dspy.LM("openai/gpt-4o-mini", api_base=openai_fake.base_url, api_key="k", cache=False)):
+        compiled = scope["knn"].compile(student)
+        assert compiled(question="red apples").answer
+    prompt = str(openai_fake.requests[-1].body["messages"])
+    assert "red apple" in prompt  # the nearest training example became the demo

@@ -31,8 +31,10 @@ def notebook_as_script(text: str) -> str:
     return "\n".join(f"# %%\n{source.rstrip()}\n" for source in sources)
 
 
-def export(clone: Path, out: Path) -> list[Path]:
-    """Writes every manifest entry into ``out`` (flat names); returns the files written."""
+def export(clone: Path, out: Path, *, keep_paths: bool = False) -> list[Path]:
+    """Writes every manifest entry into ``out`` (flat names; with ``keep_paths``, at its path in the
+    repository, a notebook as ``.py``, so that files importing their neighbours find them); returns
+    the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for entry in entries():
@@ -40,7 +42,8 @@ def export(clone: Path, out: Path) -> list[Path]:
                               check=True, capture_output=True, text=True).stdout
         if entry["path"].endswith(".ipynb"):
             text = notebook_as_script(text)
-        target = out / entry["file"]
+        target = out / (str(Path(entry["path"]).with_suffix(".py")) if keep_paths else entry["file"])
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         written.append(target)
     return written
