@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from producers import Client
+from shared import keys
 from shared.cost import prices_for
 from tests.fakes.answers import expected_outputs
 from tests.fakes.http_fake import estimate_tokens
@@ -143,7 +144,10 @@ def test_tenant_daily_budget_ends_its_jobs_and_refuses_new_ones(redis_url, start
         assert 0 < st["counts"]["succeeded"] < 200
         budgets_now = tenant_budgets(Client().store.r, get_settings())
 
-        def settled():  # items in flight at the ceiling still land (and are charged) after the job ended
+        def settled():  # items in flight at the ceiling still land (and are charged) after the job ended:
+            # wait for its last chunk to stop running, then the spend must equal the job's cost
+            if Client().store.r.scard(keys.job_running_chunks(job.id)):
+                return None
             report, cost = budgets_now.report("acme")[0], job.status()["cost_usd"]
             return report if report["spent_usd"] == pytest.approx(cost, rel=1e-6) else None
 
