@@ -4,10 +4,16 @@ Helpers' fixture modules are registered in ``pytest_plugins`` below.
 """
 
 import os
+import signal
 
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# A suite started in the background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and
+# every process it starts would too: the tests that press Ctrl-C on a CLI (demo, queues --interval)
+# would then wait for an interrupt that never comes. Ctrl-C means Ctrl-C here, however pytest was started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("DSPY_CACHEDIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "tidyq-test-dspy-cache"))
 
 from shared.redis_server import RedisServer  # noqa: E402
