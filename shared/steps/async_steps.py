@@ -24,6 +24,7 @@ from dspy import lm15
 from dspy.lm15 import Request, Response
 
 from shared.breaker import BreakerStep
+from shared.errors import error_type_name
 from shared.steps import stats
 from shared.steps.cache import CacheStep
 from shared.steps.coalesce import Coalescer
@@ -49,7 +50,7 @@ class AsyncMetrics:
                 response = await call_next(request)
                 return response
             except Exception as exc:
-                error = type(exc).__name__
+                error = error_type_name(exc)  # the same name as the sync step's (one error vocabulary)
                 raise
             finally:
                 self.step.record(outer, call, start, response, error)
