@@ -101,9 +101,9 @@ class ResultBuffer:
     """Results are written in small batches (one Lua call each): per-item writes would cost a
     Redis round trip per item, yet readers still see progress every ``interval`` seconds."""
 
-    def __init__(self, store: JobStore, job_id: str, max_items: int, interval: float, ttl_seconds: int | None = None,
+    def __init__(self, store: JobStore, job_id: str, max_items: int, interval: float,
                  cache: ChunkCache | None = None):
-        self.store, self.job_id, self.ttl_seconds = store, job_id, ttl_seconds
+        self.store, self.job_id = store, job_id
         self.cache = cache or ChunkCache()  # the item cache's entries go with the results they came from
         self.max_items, self.interval = max(1, max_items), interval
         self.pending: list[tuple[ItemResult, dict | None]] = []
@@ -205,7 +205,7 @@ class ChunkRunner:
         # so workers see the ceiling (summed by the record script) as soon as it is crossed
         budgeted = spec.max_cost_usd is not None or spec.tenant is not None
         buffer = ResultBuffer(self.store, spec.id, 1 if budgeted else self.settings.results_flush_items,
-                              self.settings.results_flush_interval, spec.ttl_seconds, cache)
+                              self.settings.results_flush_interval, cache)
         state = StateWatch(self.store, spec.id, 0.0 if budgeted else self.settings.cancel_check_interval)
         watch: StateWatch | BudgetGate = state
         if budgeted:
