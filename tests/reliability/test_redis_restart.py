@@ -52,7 +52,8 @@ def test_redis_restart_mid_job_loses_nothing(shipped_redis, worker_on, openai_fa
     by_id = {r["custom_id"]: r for r in results}
     for row in inputs:
         assert by_id[row["custom_id"]]["outputs"] == expected_outputs(row["inputs"], ["answer"])
-    dead = [f"worker {i} (exit {w.process.poll() if w.process else None}):\n{w.log_tail(60)}" for i, w in enumerate(workers) if not w.alive()]
+    dead = [f"worker {i} (exit {w.process.poll() if w.process else None}):\n{w.log_tail(60)}"
+            for i, w in enumerate(workers) if not w.alive()]
     assert not dead, "\n\n".join(dead)  # the log, since pytest prunes old tmp dirs
 
     # new work after the restart: the same producer and the same workers still serve it
