@@ -64,6 +64,9 @@ def app_config(settings: Settings) -> dict[str, Any]:
         task_soft_time_limit=max(1, int(settings.task_time_limit * 0.9)),
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
+        # a Redis restarted under load can answer one command with an error reply (a ResponseError, a
+        # kombu "channel error") before it is whole; Celery's default then shuts the worker down
+        broker_channel_error_retry=True,
         worker_soft_shutdown_timeout=settings.worker_soft_shutdown_timeout,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
