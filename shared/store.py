@@ -37,7 +37,6 @@ from shared import keys
 from shared.errors import BadInput
 from shared.jobs import TERMINAL_STATES, Counts, Item, ItemResult, JobSpec, JobState, JobStatus, iso
 from shared.ledger import DONE_FRAGMENT, queue_sent
-from shared.pending_reply import PendingReply
 
 
 class JobNotFound(BadInput):
@@ -343,33 +342,6 @@ def wake_up(sub: Any, channel: str, pause: float) -> WakeUp | None:
             return None
 
 
-class PendingStart:
-    """A chunk's start script on its way (JobStore.start_chunk_soon); ``reply()`` gives what
-    ``start_chunk`` returns, making the ordinary call when the early one failed (it is idempotent)."""
-
-    def __init__(self, store: JobStore, job_id: str, chunk_id: str, custom_ids: list[str]):
-        self.store, self.job_id, self.chunk_id, self.custom_ids = store, job_id, chunk_id, custom_ids
-        script_keys, args = _start_call(job_id, chunk_id, custom_ids)
-        self._sent = PendingReply(store.r, "EVALSHA", store._chunk_start.sha, len(script_keys), *script_keys, *args)
-
-    def reply(self) -> tuple[str, set[str]]:
-        raw = self._sent.reply()
-        if raw is None:
-            return self.store.start_chunk(self.job_id, self.chunk_id, self.custom_ids)
-        return _started(raw)
-
-
-def _start_call(job_id: str, chunk_id: str, custom_ids: list[str]) -> tuple[list[str], list[str]]:
-    """The start script's keys and arguments (_CHUNK_START)."""
-    return ([keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id)],
-            [chunk_id, repr(time.time()), *custom_ids])
-
-
-def _started(reply: list) -> tuple[str, set[str]]:
-    """The start script's reply: (gate, the ids already stored)."""
-    return _s(reply[0]), {_s(cid) for cid in reply[1:]}
-
-
 class JobStore:
     """Redis operations on jobs. Cheap to build; holds a redis client (its pool is shared)."""
 
@@ -435,13 +407,9 @@ class JobStore:
     def start_chunk(self, job_id: str, chunk_id: str, custom_ids: list[str]) -> tuple[str, set[str]]:
         """:meth:`chunk_start` and :meth:`existing_results` in one round trip: ('run', the ids of
         ``custom_ids`` that already have a result) or (the job's state, empty set)."""
-        script_keys, args = _start_call(job_id, chunk_id, custom_ids)
-        return _started(self._chunk_start(keys=script_keys, args=args))
-
-    def start_chunk_soon(self, job_id: str, chunk_id: str, custom_ids: list[str]) -> PendingStart:
-        """:meth:`start_chunk` sent now, its answer read by ``PendingStart.reply()`` (the worker runs a
-        one-item job's item meanwhile, shared/pending_reply.py)."""
-        return PendingStart(self, job_id, chunk_id, custom_ids)
+        reply = self._chunk_start(keys=[keys.job(job_id), keys.job_running_chunks(job_id), keys.job_results(job_id)],
+                                  args=[chunk_id, repr(time.time()), *custom_ids])
+        return _s(reply[0]), {_s(cid) for cid in reply[1:]}
 
     def chunk_end(self, job_id: str, chunk_id: str, task_id: str | None = None) -> str:
         """The chunk stopped running (a cancelling job may end here). With ``task_id`` its ledger entry

@@ -36,7 +36,6 @@ from shared.telemetry import get_logger
 from workers import async_items, metrics_publisher, runtime
 from workers.budget_gate import BudgetGate
 from workers.item_cache import ChunkCache
-from workers.item_cache import enabled as item_cache_enabled
 from workers.items import (
     check_item,
     error_message,
@@ -162,23 +161,6 @@ def run_item(spec: JobSpec, item: Item, max_item_bytes: int) -> ItemResult:
     return item_succeeded(spec, item, module, outputs, call, started, served)
 
 
-def runs_while_starting(spec: JobSpec, payload: ChunkPayload, settings: Settings) -> bool:
-    """A one-item job's item runs while its chunk's start script is on the way (a single predict's
-    round trip, issue 19). When the start refuses (the job was cancelled or ended meanwhile) the
-    result is dropped: at most one needless provider call, never a result for an ended job. Not for
-    a job with a budget (its gate decides before the call), nor one the item cache may answer."""
-    return (spec.total == 1 and len(payload.items) == 1 and spec.max_cost_usd is None and spec.tenant is None
-            and not item_cache_enabled(spec, settings))
-
-
-def run_captured(spec: JobSpec, item: Item, max_item_bytes: int) -> tuple[ItemResult | None, BaseException | None]:
-    """:func:`run_item`'s result, or what it raised (re-raised where the chunk handles its items)."""
-    try:
-        return run_item(spec, item, max_item_bytes), None
-    except BaseException as exc:
-        return None, exc
-
-
 def prebuild_programs(spec: JobSpec, items: list[Item]) -> None:
     """Build the chunk's program(s) in this thread before its items fan out to the thread pool.
     A user's module may call ``dspy.configure`` at import (DSPy's own adapter examples do), which
@@ -210,25 +192,14 @@ class ChunkRunner:
         spec = payload.job
         log = get_logger(job_id=spec.id, backend=spec.backend, chunk=chunk_id)
         # one round trip: the chunk starts and learns which items a redelivered copy already stored
-        ids = [cid for it in payload.items for cid in all_ids(it)]
-        ran: dict[str, tuple[ItemResult | None, BaseException | None]] = {}
-        if runs_while_starting(spec, payload, self.settings):
-            pending = self.store.start_chunk_soon(spec.id, chunk_id, ids)
-            ran[payload.items[0].custom_id] = run_captured(spec, payload.items[0], self.settings.max_item_bytes)
-            gate, done_ids = pending.reply()
-        else:
-            gate, done_ids = self.store.start_chunk(spec.id, chunk_id, ids)
+        gate, done_ids = self.store.start_chunk(spec.id, chunk_id, [cid for it in payload.items for cid in all_ids(it)])
         if gate != "run":
-            if ran:  # the job was cancelled or ended meanwhile: its result is dropped, and its numbers
-                tracking.take(spec.id)
-            log.info("chunk_skipped", job_state=gate, items=len(payload.items), discarded=len(ran))
+            log.info("chunk_skipped", job_state=gate, items=len(payload.items))
             return ChunkOutcome(gate=gate)
         outcome = ChunkOutcome(gate="run")
         # the job's MLflow run exists (RUNNING) from its first chunk on, created off this thread
         tracking.start_job_soon(spec.id, self.store.r, self.settings)
         todo = [it for it in payload.items if not done_ids.issuperset(all_ids(it))]
-        if ran and not todo:  # an earlier copy stored it: this run's numbers are not counted twice
-            tracking.take(spec.id)
         cache = ChunkCache.for_items(spec, todo, self.settings).read(self.store.r)  # one MGET (workers/item_cache.py)
         # a job with --max-cost writes every result at once and re-reads its state before every item,
         # so workers see the ceiling (summed by the record script) as soon as it is crossed
@@ -274,7 +245,7 @@ class ChunkRunner:
         try:
             to_run = cache.answer(todo, handle)  # hits are results now, before any DSPy work; the rest run
             if runtime.concurrency_for(spec.backend) <= 1 or len(to_run) <= 1:
-                self._run_inline(spec, to_run, handle, watch, ran)
+                self._run_inline(spec, to_run, handle, watch)
             else:
                 prebuild_programs(spec, to_run)
                 self._run_threaded(spec, to_run, handle, watch)
@@ -317,21 +288,13 @@ class ChunkRunner:
             model=spec.model))]
         self.store.record_results(spec.id, results)
 
-    def _run_inline(self, spec, todo, handle, watch, ran=None) -> None:
-        """``ran``: items that already ran (custom_id -> (result, exception)), see runs_while_starting."""
+    def _run_inline(self, spec, todo, handle, watch) -> None:
         limit = self.settings.max_item_bytes
         for item in todo:
-            done = ran.pop(item.custom_id, None) if ran else None
-            if done is None and watch.stopped():
+            if watch.stopped():
                 return
             try:
-                if done is None:
-                    result = run_item(spec, item, limit)
-                elif done[1] is not None:
-                    raise done[1]
-                else:
-                    result = done[0]
-                handle(item, result, None)
+                handle(item, run_item(spec, item, limit), None)
             except BaseException as exc:
                 if is_pass_through(exc):
                     raise

@@ -162,35 +162,3 @@ def test_the_last_results_end_the_chunk_in_the_same_call(store):
     assert store.record_results("rt8", [ok("c")], end=("1", "an-older-copy")) == 1
     assert store.status("rt8").status is JobState.COMPLETED  # its last result completed the job first
     assert ledger.outstanding("rt8") == 1  # an older copy's end leaves the live copy's entry
-
-
-def test_a_start_sent_early_answers_as_the_ordinary_one_and_hands_its_connection_back(store):
-    make_job(store, "rt9", total=3)
-    store.record_results("rt9", [ok("b")])
-    store.start_chunk("other", "0", [])  # the script is loaded
-    pool = store.r.connection_pool
-    store.r.config_resetstat()
-    pending = store.start_chunk_soon("rt9", "0", ["a", "b", "c"])
-    assert len(pool._in_use_connections) == 1  # held until the reply is read
-    assert pending.reply() == ("run", {"b"})
-    assert calls(store.r)["evalsha"] == 1 and not pool._in_use_connections
-    assert store.status("rt9").status is JobState.RUNNING
-    store.cancel("rt9")
-    assert store.start_chunk_soon("rt9", "1", ["a"]).reply() == ("cancelling", set())
-
-
-def test_a_start_sent_early_is_made_again_when_redis_forgot_the_script_or_its_reply_was_lost(store, redis_url):
-    make_job(store, "rt10", total=2)
-    store.r.script_flush()
-    assert store.start_chunk_soon("rt10", "0", ["a"]).reply() == ("run", set())  # NOSCRIPT: loaded, run again
-    assert store.r.smembers(keys.job_running_chunks("rt10")) == {b"0"}
-    other = redis.Redis.from_url(redis_url)
-    other.execute_command("CLIENT", "PAUSE", 300, "ALL")  # the early start waits ...
-    connections = int(other.info("stats")["total_connections_received"])
-    pending = store.start_chunk_soon("rt10", "1", ["b"])
-    # ... and when the pause ends it runs, but its connection is killed before the reply goes out
-    other.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-    assert pending.reply() == ("run", set())  # made again the ordinary way (the start is idempotent)
-    assert int(other.info("stats")["total_connections_received"]) > connections  # on a new connection
-    assert store.r.smembers(keys.job_running_chunks("rt10")) == {b"0", b"1"}
-    assert not store.r.connection_pool._in_use_connections

@@ -168,38 +168,3 @@ def test_a_chunk_ends_with_its_last_results_in_three_script_calls(worker_env, mo
     assert int(store.r.info("commandstats")["cmdstat_evalsha"]["calls"]) == 3
     assert store.status(job_id).status is JobState.COMPLETED
     assert ChunkLedger(store.r).outstanding(job_id) == 0 and store.r.scard(keys.job_running_chunks(job_id)) == 0
-
-
-def test_a_one_item_job_costs_two_script_calls_its_start_read_after_the_item_ran(worker_env):
-    from shared import keys
-    from shared.ledger import ChunkLedger, chunk_task_id
-
-    store = tasks.job_store()
-    for _ in range(2):  # the first warms (scripts loaded, wrapper built); the second is counted
-        payload = chunk(store, 1)
-        job_id, task_id = payload["job"]["id"], chunk_task_id(payload["job"]["id"], 0)
-        ChunkLedger(store.r).sent(job_id, 0, task_id, "predict.mock", json.dumps(payload), 600)
-        store.r.config_resetstat()
-        assert tasks.run_chunk.apply(args=[payload], task_id=task_id).get()["recorded"] == 1
-    ran = {name[len("cmdstat_"):]: int(v["calls"]) for name, v in store.r.info("commandstats").items()}
-    assert ran["evalsha"] == 2 and "sadd" in ran  # the start (running set, state) and the record with the end
-    st = store.status(job_id)
-    assert st.status is JobState.COMPLETED and st.timestamps["started"] and st.counts.succeeded == 1
-    assert ChunkLedger(store.r).outstanding(job_id) == 0 and store.r.scard(keys.job_running_chunks(job_id)) == 0
-
-
-def test_a_one_item_job_cancelled_before_its_chunk_ran_gets_no_result(worker_env):
-    """Its item runs while the start is on the way; the start refuses, so the result is dropped."""
-    from shared import keys, tracking
-    from shared.ledger import ChunkLedger, chunk_task_id
-
-    store = tasks.job_store()
-    payload = chunk(store, 1)
-    job_id, task_id = payload["job"]["id"], chunk_task_id(payload["job"]["id"], 0)
-    ChunkLedger(store.r).sent(job_id, 0, task_id, "predict.mock", json.dumps(payload), 600)
-    assert store.cancel(job_id) is JobState.CANCELLED
-    summary = tasks.run_chunk.apply(args=[payload], task_id=task_id).get()
-    assert summary["stopped"] == "cancelled" and summary["recorded"] == 0
-    assert store.r.hlen(keys.job_results(job_id)) == 0 and store.status(job_id).status is JobState.CANCELLED
-    assert not store.r.hgetall(keys.job_tracking(job_id)) and tracking.take(job_id) == {}  # nor its numbers
-    assert ChunkLedger(store.r).outstanding(job_id) == 0
