@@ -4,10 +4,10 @@ succeed, the attempts stay within the retry budget, the global rate limit (a Red
 shared by every worker process) holds at the stand-in, and the pure 429 storm takes at most twice
 the time of a storm-free run of the same size measured just before it (rate limits are not failures:
 they never open the breaker). The second test measures the same 429 storm at the true shipped
-defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After takes the target's short
-pause (shared/steps/target_backoff.py: RetryConfig.rate_limit_base_delay while at most half of the
-target's attempts are refused). The third shows the other side: against a stand-in with a real
-limit that answers bare 429s the fleet runs near the limit without hammering it."""
+defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After is retried at once while at
+most half of the target's attempts are refused (shared/steps/target_backoff.py), and waits the target's
+pause above that. The third shows the other side: against a stand-in with a real limit that answers
+bare 429s the fleet runs near the limit without hammering it."""
 
 import json
 import statistics
@@ -155,7 +155,7 @@ LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket ho
 @pytest.mark.slow
 @pytest.mark.parametrize("pinned", [False, True], ids=["learned_cap", "pinned_cap_8"])
 def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, pinned):
-    """The other side of the short rate-limit pause: a provider that really is at its limit and says
+    """The other side of retrying a random storm's 429s at once: a provider that really is at its limit and says
     nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap),
     then a cap pinned at 8 per process as in the storm test above, where only the retry's per-target
     backoff slows the fleet. The fleet must run near the limit without hammering it."""
