@@ -15,6 +15,10 @@ of a worker that died frees itself after ``probe_lease_seconds``).
 
 The window is a ring of ``buckets`` counters (e:i epoch, s:i successes, f:i failures) in the
 breaker's hash, so its size is fixed whatever the call rate. Settings: ``Settings.breaker_*``.
+Successes are reported in batches (``ok_batch_seconds``), so a run of failures is judged only once
+every process's successes from before it are in: at once when no other process may hold any (the
+script records who was last told the breaker is closed), else ``ok_batch_seconds`` later (six hung
+calls timing out together in four processes, between the others' successes, opened it for 15 s).
 
 The step sits inside the retry step (metrics -> cache -> retry -> breaker -> rate limit ->
 backend): every attempt is gated, so once the breaker is open a retry does not reach the
