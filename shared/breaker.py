@@ -15,6 +15,10 @@ of a worker that died frees itself after ``probe_lease_seconds``).
 
 The window is a ring of ``buckets`` counters (e:i epoch, s:i successes, f:i failures) in the
 breaker's hash, so its size is fixed whatever the call rate. Settings: ``Settings.breaker_*``.
+Successes are reported in batches (``ok_batch_seconds``), so a run of failures is judged only once
+every process's successes from before it are in: at once when no other process may hold any (the
+script records who was last told the breaker is closed), else ``ok_batch_seconds`` later (six hung
+calls timing out together in four processes, between the others' successes, opened it for 15 s).
 
 The step sits inside the retry step (metrics -> cache -> retry -> breaker -> rate limit ->
 backend): every attempt is gated, so once the breaker is open a retry does not reach the
@@ -46,13 +50,33 @@ from shared.telemetry import get_logger
 STATES = ("closed", "half_open", "open")
 STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}  # the Prometheus gauge's values
 
-# KEYS: hash, probes ; ARGV: probe_id, open_seconds, max_probes, lease, busy_retry, ttl
+# Who may hold successes not reported yet (CircuitBreaker.record batches them while the process knows the
+# breaker is closed): the one reporter given that knowledge within its span, or '*' for several.
+# ARGV of the caller: reporter, span; KEYS[1] the hash.
+_MEMO = """
+local function grant_memo(now, reporter, span)
+  local by = redis.call('HGET', KEYS[1], 'memo_by')
+  local till = tonumber(redis.call('HGET', KEYS[1], 'memo_until') or '0')
+  if by and by ~= reporter and till > now then by = '*' else by = reporter end
+  redis.call('HSET', KEYS[1], 'memo_by', by, 'memo_until', tostring(now + tonumber(span)))
+end
+local function alone(now, reporter)
+  local till = tonumber(redis.call('HGET', KEYS[1], 'memo_until') or '0')
+  return till <= now or redis.call('HGET', KEYS[1], 'memo_by') == reporter
+end
+"""
+
+# KEYS: hash, probes ; ARGV: probe_id, open_seconds, max_probes, lease, busy_retry, ttl, reporter, memo span
 # -> {decision ('allow'|'probe'|'reject'), state, retry_at, transition}
-_ACQUIRE = """
+_ACQUIRE = _MEMO + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local st = redis.call('HGET', KEYS[1], 'state')
-if not st or st == 'closed' then return {'allow', 'closed', '0', ''} end
+if not st or st == 'closed' then
+  grant_memo(now, ARGV[7], ARGV[8])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+  return {'allow', 'closed', '0', ''}
+end
 local transition = ''
 if st == 'open' then
   local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
@@ -74,16 +98,42 @@ end
 return {'reject', 'half_open', tostring(now + tonumber(ARGV[5])), transition}
 """
 
-# KEYS: hash, probes ; ARGV: outcome ('ok'|'fail'|'neutral'), probe_id, window, buckets, min_calls,
-# failure_rate, open_seconds, max_open_seconds, close_after, ttl, consecutive_failures, count (of 'ok's)
-# -> {state, transition, open_until}
-_RECORD = """
+# KEYS: hash, probes ; ARGV: outcome ('ok'|'fail'|'neutral'|'confirm'), probe_id, window, buckets, min_calls,
+# failure_rate, open_seconds, max_open_seconds, close_after, ttl, consecutive_failures, count (of 'ok's),
+# reporter, lag (ok_batch_seconds), memo span
+# -> {state, transition, open_until, confirm_in (seconds until a run of failures may open it; 0: none pending)}
+_RECORD = _MEMO + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local outcome, probe = ARGV[1], ARGV[2]
 local window, nb = tonumber(ARGV[3]), tonumber(ARGV[4])
+local run_of, lag = tonumber(ARGV[11]), tonumber(ARGV[14])
 local st = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local transition = ''
+local confirm_in = 0
+local function done()
+  if st == 'closed' then grant_memo(now, ARGV[13], ARGV[15]) end
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[10]))
+  return {st, transition, redis.call('HGET', KEYS[1], 'open_until') or '0', tostring(confirm_in)}
+end
+local function open_it()
+  redis.call('HSET', KEYS[1], 'state', 'open', 'since', tostring(now), 'reopens', 1,
+             'open_until', tostring(now + tonumber(ARGV[7])))
+  redis.call('HDEL', KEYS[1], 'run_full_at')
+  redis.call('HINCRBY', KEYS[1], 'tr:closed>open', 1)
+  st, transition = 'open', 'closed>open'
+end
+-- a run of failures opens it once the successes that could break it are in: every process reports
+-- its batched successes within lag, so with other processes batching the run must be lag old
+local function run_complete()
+  local consec = tonumber(redis.call('HGET', KEYS[1], 'consec') or '0')
+  if run_of <= 0 or consec < run_of then return false end
+  local full = tonumber(redis.call('HGET', KEYS[1], 'run_full_at') or '0')
+  if full == 0 then full = now; redis.call('HSET', KEYS[1], 'run_full_at', tostring(now)) end
+  if lag <= 0 or now - full >= lag or alone(now, ARGV[13]) then return true end
+  confirm_in = lag - (now - full)
+  return false
+end
 local function clear_ring()
   for i = 0, nb - 1 do redis.call('HDEL', KEYS[1], 'e:' .. i, 's:' .. i, 'f:' .. i) end
 end
@@ -93,6 +143,7 @@ if probe ~= '' then
     if redis.call('HINCRBY', KEYS[1], 'probe_ok', 1) >= tonumber(ARGV[9]) then
       clear_ring()
       redis.call('HSET', KEYS[1], 'state', 'closed', 'since', tostring(now), 'reopens', 0, 'consec', 0)
+      redis.call('HDEL', KEYS[1], 'run_full_at')
       redis.call('HINCRBY', KEYS[1], 'tr:half_open>closed', 1)
       redis.call('DEL', KEYS[2])
       st, transition = 'closed', 'half_open>closed'
@@ -105,10 +156,13 @@ if probe ~= '' then
     redis.call('DEL', KEYS[2])
     st, transition = 'open', 'half_open>open'
   end
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[10]))
-  return {st, transition, redis.call('HGET', KEYS[1], 'open_until') or '0'}
+  return done()
 end
-if outcome == 'neutral' then return {st, '', redis.call('HGET', KEYS[1], 'open_until') or '0'} end
+if outcome == 'neutral' then return done() end
+if outcome == 'confirm' then
+  if st == 'closed' and run_complete() then open_it() end
+  return done()
+end
 local epoch = math.floor(now * nb / window)
 local idx = epoch % nb
 if tonumber(redis.call('HGET', KEYS[1], 'e:' .. idx) or '-1') ~= epoch then
@@ -117,10 +171,10 @@ end
 if outcome == 'ok' then
   redis.call('HINCRBY', KEYS[1], 's:' .. idx, tonumber(ARGV[12] or '1'))
   redis.call('HSET', KEYS[1], 'consec', 0)
+  redis.call('HDEL', KEYS[1], 'run_full_at')
 else
   redis.call('HINCRBY', KEYS[1], 'f:' .. idx, 1)
-  local consec = redis.call('HINCRBY', KEYS[1], 'consec', 1)
-  local trip = tonumber(ARGV[11]) > 0 and consec >= tonumber(ARGV[11])
+  redis.call('HINCRBY', KEYS[1], 'consec', 1)
   if st == 'closed' then
     local fields = {}
     for i = 0, nb - 1 do
@@ -134,16 +188,12 @@ else
         ok = ok + tonumber(v[3 * i + 2] or '0'); bad = bad + tonumber(v[3 * i + 3] or '0')
       end
     end
-    if trip or (ok + bad >= tonumber(ARGV[5]) and bad / (ok + bad) >= tonumber(ARGV[6])) then
-      redis.call('HSET', KEYS[1], 'state', 'open', 'since', tostring(now), 'reopens', 1,
-                 'open_until', tostring(now + tonumber(ARGV[7])))
-      redis.call('HINCRBY', KEYS[1], 'tr:closed>open', 1)
-      st, transition = 'open', 'closed>open'
+    if run_complete() or (ok + bad >= tonumber(ARGV[5]) and bad / (ok + bad) >= tonumber(ARGV[6])) then
+      open_it()
     end
   end
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[10]))
-return {st, transition, redis.call('HGET', KEYS[1], 'open_until') or '0'}
+return done()
 """
 
 
@@ -258,6 +308,8 @@ class CircuitBreaker:
         self._ok_lock = threading.Lock()
         self._pending_ok = 0  # successes not yet reported (see record)
         self._ok_timer: threading.Timer | None = None
+        self.reporter = uuid.uuid4().hex[:16]  # this breaker object in this process (see _MEMO)
+        self._confirm_timer: threading.Timer | None = None
         self.log = get_logger(target=target)
 
     # ---- the call path -------------------------------------------------------------------
@@ -286,7 +338,7 @@ class CircuitBreaker:
             decision, state, retry_at, transition = (_text(x) for x in self._acquire(
                 keys=[self.key, self.probes_key],
                 args=[probe_id, s.open_seconds, s.half_open_probes, s.probe_lease_seconds, s.busy_retry_seconds,
-                      s.ttl_seconds]))
+                      s.ttl_seconds, self.reporter, self._memo_span()]))
         except Exception as exc:  # Redis trouble must not turn a working provider into a failure
             self._redis_down(exc)
             return Permit()
@@ -336,17 +388,31 @@ class CircuitBreaker:
                 self._ok_timer.daemon = True
                 self._ok_timer.start()
 
+    def _confirm(self) -> None:
+        """A run of failures that was complete but too young to open the breaker (other processes
+        may still hold successes that break it): once they are reported, open it if none did."""
+        with self._ok_lock:
+            self._confirm_timer = None
+        self.flush()
+        self._report(Permit(), "confirm", 1)
+
+    def _memo_span(self) -> float:
+        """How long after this grant a process may still report successes it holds (with slack)."""
+        return self.settings.closed_memo_seconds + self.settings.ok_batch_seconds + 0.05
+
     def _report(self, permit: Permit, outcome: str, count: int) -> str | None:
         s = self.settings
         try:
-            state, transition, open_until = (_text(x) for x in self._record(
+            state, transition, open_until, confirm_in = (_text(x) for x in self._record(
                 keys=[self.key, self.probes_key],
                 args=[outcome, permit.probe_id, s.window_seconds, s.buckets, s.min_calls, s.failure_rate,
                       s.open_seconds, s.max_open_seconds, s.close_after, s.ttl_seconds, s.consecutive_failures,
-                      count]))
+                      count, self.reporter, s.ok_batch_seconds, self._memo_span()]))
         except Exception as exc:
             self._redis_down(exc)
             return None
+        if float(confirm_in) > 0:
+            self._confirm_later(float(confirm_in))
         if transition:
             self._transitioned(transition)
         self._closed_until = time.time() + s.closed_memo_seconds if state == "closed" else 0.0
@@ -355,6 +421,14 @@ class CircuitBreaker:
             self._memo = (min(at, time.time() + s.local_memo_seconds), state, at)
         self.last_open_until = float(open_until or 0)
         return state
+
+    def _confirm_later(self, seconds: float) -> None:
+        with self._ok_lock:
+            if self._confirm_timer is not None:
+                return
+            self._confirm_timer = threading.Timer(seconds + 0.01, self._confirm)
+            self._confirm_timer.daemon = True
+            self._confirm_timer.start()
 
     # ---- helpers -------------------------------------------------------------------------
     def _register(self) -> None:

@@ -50,9 +50,10 @@ class RetryConfig:
     delay(n) = min(max_delay, base_delay * backoff_factor**n) +/- jitter (a fraction of it), for failures
     (5xx, timeouts, connection errors). A rate-limit answer that names no wait (no Retry-After, no
     x-ratelimit reset, no global limiter pacing the backend) waits "full jitter" uniform(0, ceiling),
-    where the ceiling is the target's, not the item's: rate_limit_base_delay while the target refuses at
-    most half of its recent attempts, rising with that share above it up to rate_limit_max_delay
-    (shared/steps/target_backoff.py; the ceiling itself when jitter is 0). A Retry-After or an
+    where the ceiling is the target's, not the item's: none while the target refuses at most half of its
+    recent attempts (random refusals, retried at once), rate_limit_base_delay just above that, rising
+    with the share up to rate_limit_max_delay (shared/steps/target_backoff.py; the ceiling itself when
+    jitter is 0). A Retry-After or an
     x-ratelimit reset is honoured exactly.
     A wait longer than ``max_inline_wait`` (a large Retry-After) is not slept in the worker:
     the item is handed back to the queue with a countdown.
@@ -69,8 +70,9 @@ class RetryConfig:
     # 20, not 10: the pause is the target's and grows only above a half refused, so at a real limit
     # an item meets 10 refusals in a row about once in 200 (0.6**10) and went to the queue for 5+ s
     max_rate_limit_retries: int = 20
-    # a 429 says "slow down a little", not "down": a short, jittered pause (25 ms on average) that grows
-    # only while the target refuses most attempts (at most 5 s), not the failure schedule's 1 s, 2 s ...
+    # a 429 says "slow down a little", not "down": no pause while at most half are refused, then a short
+    # jittered one (from 50 ms) that grows while the target refuses most attempts (at most 5 s), not the
+    # failure schedule's 1 s, 2 s ...
     rate_limit_base_delay: float = 0.05
     rate_limit_max_delay: float = 5.0
 

@@ -6,8 +6,8 @@ not failures: they have their own budget (``max_rate_limit_retries``), and when 
 limit paces the backend the retry waits for the limiter's next slot rather than a backoff that
 would only idle the worker (the limiter has dropped its burst on the 429: shared/steps/ratelimit.py).
 Without a limiter, a 429 that names no wait (no Retry-After, no x-ratelimit reset) takes the
-target's own short backoff (shared/steps/target_backoff.py: tens of ms while the target refuses
-at most half of the attempts, growing only while it refuses more), neither the failure schedule
+target's own backoff (shared/steps/target_backoff.py: none while the target refuses at most half
+of the attempts, from tens of ms growing only while it refuses more), neither the failure schedule
 (1 s doubling: a 30% 429 storm took 20x longer) nor a per-item chain (0.2 s doubling: 14x).
 DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.

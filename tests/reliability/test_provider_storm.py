@@ -4,12 +4,13 @@ succeed, the attempts stay within the retry budget, the global rate limit (a Red
 shared by every worker process) holds at the stand-in, and the pure 429 storm takes at most twice
 the time of a storm-free run of the same size measured just before it (rate limits are not failures:
 they never open the breaker). The second test measures the same 429 storm at the true shipped
-defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After takes the target's short
-pause (shared/steps/target_backoff.py: RetryConfig.rate_limit_base_delay while at most half of the
-target's attempts are refused). The third shows the other side: against a stand-in with a real
-limit that answers bare 429s the fleet runs near the limit without hammering it."""
+defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After is retried at once while at
+most half of the target's attempts are refused (shared/steps/target_backoff.py), and waits the target's
+pause above that. The third shows the other side: against a stand-in with a real limit that answers
+bare 429s the fleet runs near the limit without hammering it."""
 
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -97,10 +98,15 @@ def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worke
         assert phase["max_window"] <= 1.1, phase["rps"]
 
 
+PAIRS = 3  # storm-free and storm jobs alternate: a load swing of the shared machine hits both sides
+
+
 @pytest.mark.slow
 def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, start_worker, openai_fake, figures):
     """No TIDYQ_RATE_LIMITS (shipped: {}), shipped breaker and retry settings: 200 items storm-free,
-    then the same 200 with 30% 429 without Retry-After, timed against each other in this run."""
+    then the same 200 with 30% 429 without Retry-After, ``PAIRS`` times in turn, timed against each
+    other in this run (the median of each side: one sub-second job on two shared cores swings by
+    up to 2x with the other engineers' load, which one pair alone would read as the storm's)."""
     openai_fake.set_latency(0.03)
     env = direct_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=8, TIDYQ_REQUEST_TIMEOUT=2)
     for _ in range(2):
@@ -109,8 +115,10 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     shipped = RetryConfig()
     budget = shipped.max_retries + shipped.max_rate_limit_retries + 1
     report: dict[str, object] = {}
-    seconds = {}
-    for phase, rate in (("warm_up", 0.0), ("storm_free", 0.0), ("429_only", 0.3)):
+    seconds: dict[str, float] = {}
+    phases = [("warm_up", 0.0)] + [(f"{kind}_{i}", rate) for i in range(1, PAIRS + 1)
+                                   for kind, rate in (("storm_free", 0.0), ("429_only", 0.3))]
+    for phase, rate in phases:
         openai_fake.reset_counters()
         openai_fake.set_failure_rate(rate, (429,), seed=7)
         results = run_exact(client, rows(N, f"shipped_{phase}"), seconds, phase)
@@ -127,16 +135,18 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
         assert max(attempts) <= budget and calls <= N * budget
         if rate:
             assert statuses.get(429, 0) > 0.15 * calls  # the storm really happened
-    ratio = round(seconds["429_only"] / seconds["storm_free"], 2)
+    free = [seconds[f"storm_free_{i}"] for i in range(1, PAIRS + 1)]
+    storm = [seconds[f"429_only_{i}"] for i in range(1, PAIRS + 1)]
+    ratio = round(statistics.median(storm) / statistics.median(free), 2)
+    report["pair_ratios"] = [round(b / a, 2) for a, b in zip(free, storm, strict=True)]
     report["ratio_429_storm_to_storm_free"] = ratio
     figures("provider_storm_shipped_defaults", report)
-    # Goal 2x; asserted 3x because 2x is not met in every run on 2 shared cores: a 429 that names no wait
-    # now takes the target's short pause (shared/steps/target_backoff.py), so what is left is the storm's
-    # 1.49 calls per item (the run is CPU-bound: the first 95% of the calls take ~1.5-2x the storm-free
-    # run's) plus the tail of the unluckiest items (5-9 attempts in a row, ~0.1-0.3 s). Measured after the
-    # change: 1.54, 1.57, 1.62, 1.74, 2.07, 2.23x (storm 1.22-1.95 s against 0.56-1.2 s storm-free); the
-    # per-item chain before it: 13-17x (storm 6.3-10 s); the failure schedule before that ~86x.
-    assert ratio <= 3.0, seconds
+    # The issue's 2x. A 429 that names no wait is retried at once while the target refuses at most half
+    # of its attempts (shared/steps/target_backoff.py), so what is left is the storm's 1.49 calls per item
+    # and each chunk waiting for its unluckiest item's attempts one after another (a simulation of this
+    # fleet's chunks puts that at ~1.6x). Measured: see docs/reliability.md section 3; the uniform(0, 50 ms)
+    # pause before: 1.54-2.23x (2 of 8 over 2x); the per-item chain before that: 13-17x.
+    assert ratio <= 2.0, seconds
 
 
 LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
@@ -145,7 +155,7 @@ LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket ho
 @pytest.mark.slow
 @pytest.mark.parametrize("pinned", [False, True], ids=["learned_cap", "pinned_cap_8"])
 def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, pinned):
-    """The other side of the short rate-limit pause: a provider that really is at its limit and says
+    """The other side of retrying a random storm's 429s at once: a provider that really is at its limit and says
     nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap),
     then a cap pinned at 8 per process as in the storm test above, where only the retry's per-target
     backoff slows the fleet. The fleet must run near the limit without hammering it."""

@@ -13,6 +13,7 @@ from shared import keys
 from shared.breaker import (
     BreakerSettings,
     CircuitBreaker,
+    Permit,
     breaker_states,
     breaker_status,
     counters,
@@ -169,6 +170,41 @@ def test_a_failure_reports_the_batched_successes_before_it(client):
     assert b.record(b.acquire(), "fail") == "closed"
     st = breaker_status(client, b.target, b.settings)
     assert st["window"]["calls"] == 5 and st["window"]["failures"] == 3
+
+
+RUN_ONLY = dict(consecutive_failures=5, failure_rate=0.99, min_calls=1000, ok_batch_seconds=0.2)  # the run rule alone
+
+
+def test_failures_of_several_processes_between_their_batched_successes_are_no_run(client):
+    """Six hung calls time out together in four processes while the others' calls succeed in between:
+    no run of five in real time. The successes are batched (reported up to ok_batch_seconds late), so
+    the failures reached Redis first and opened the breaker (the storm test's 13-15 s gap)."""
+    fleet = [make(client, "direct:openai/interleaved", **RUN_ONLY) for _ in range(4)]
+    for b in fleet:
+        b.acquire()  # each learns the breaker is closed: its successes are batched from now on
+    for i in range(6):
+        fleet[i % 2].record(Permit(), "ok")  # held for the next batch
+        assert fleet[2 + i % 2].record(Permit(), "fail") == "closed"
+    time.sleep(0.5)  # the batches are in, and the run they broke no longer opens anything
+    st = breaker_status(client, fleet[0].target, fleet[0].settings)
+    assert st["state"] == "closed" and st["window"] == {**st["window"], "calls": 12, "failures": 6}
+
+
+def test_a_run_of_failures_across_processes_opens_it_once_no_success_can_break_it(client):
+    """A real outage seen by four processes: the run is complete at the fifth failure, and the breaker
+    opens ok_batch_seconds later, when no process can hold an unreported success any more, without
+    waiting for another call."""
+    settings = {**RUN_ONLY, "open_seconds": 5.0, "max_open_seconds": 10.0}
+    fleet = [make(client, "direct:openai/outage", **settings) for _ in range(4)]
+    for b in fleet:
+        b.acquire()
+    states = [fleet[i % 4].record(Permit(), "fail") for i in range(5)]
+    assert states == ["closed"] * 5  # other processes might still report successes from before it
+    time.sleep(0.35)
+    assert breaker_status(client, fleet[0].target, fleet[0].settings)["state"] == "open"
+    time.sleep(fleet[1].settings.closed_memo_seconds)  # what the others knew of it expires: they ask
+    with pytest.raises(BreakerOpen):
+        fleet[1].acquire()
 
 
 def test_sliding_window_forgets_old_failures(client):
