@@ -128,9 +128,12 @@ def as_module(program: Any) -> dspy.Module:
 class UnifiedDSPyModule:
     """A DSPy module bound to a wrapper: ``predict(**inputs) -> dspy.Prediction``."""
 
-    def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module):
+    def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module, *, keep_history: bool = True):
         self.wrapper = wrapper
         self.module = module
+        # DSPy's LM history (a dict per call, up to 10,000 kept) is for a person's inspect_history; a
+        # worker running a plain signature never reads it (about 8% of a mock item's CPU)
+        self.keep_history = keep_history
         predictors = module.predictors() if hasattr(module, "predictors") else []
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
         # any other module: its forward() parameters (shared/program_io.py)
@@ -189,6 +192,8 @@ class UnifiedDSPyModule:
         """This call's DSPy settings: our LM, the stats collector, and, unless the user chose an
         adapter, ChatAdapter with its per-signature prompt parts memoised (shared/memo_adapter.py)."""
         settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call}
+        if not self.keep_history:
+            settings["disable_history"] = True
         if dspy.settings.adapter is None:
             settings["adapter"] = default_adapter
         return settings
@@ -236,8 +241,10 @@ class UnifiedDSPyWrapper:
         self.lm = dspy.LM(self.model, engine=self.engine, async_engine=self.async_engine, cache=False, num_retries=0,
                           **lm_kwargs)
 
-    def create_module(self, program: Any) -> UnifiedDSPyModule:
-        return UnifiedDSPyModule(self, as_module(program))
+    def create_module(self, program: Any, *, keep_history: bool = True) -> UnifiedDSPyModule:
+        """``keep_history=False``: DSPy records no LM history for its calls (workers, for programs
+        given as a signature: no user code there could read it)."""
+        return UnifiedDSPyModule(self, as_module(program), keep_history=keep_history)
 
     def get_info(self) -> dict[str, Any]:
         """What this wrapper talks to and how, read from its routes (the first is its own target)."""

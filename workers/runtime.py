@@ -123,7 +123,8 @@ def get_module(backend: str, model: str | None, signature: str | None, program: 
         prototype = load_program(program) if program else None
         module = prototype.deepcopy() if prototype is not None else signature
         with _lock:
-            m = _modules.setdefault(key, wrapper.create_module(module))
+            # a signature has no user code that could read DSPy's LM history: keep none
+            m = _modules.setdefault(key, wrapper.create_module(module, keep_history=prototype is not None))
     return m
 
 

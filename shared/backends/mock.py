@@ -9,6 +9,7 @@ It answers in the format the prompt asks for: ChatAdapter's field markers or a J
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,11 +24,18 @@ WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
 
 def output_fields(system: str) -> list[tuple[str, str]]:
     """[(name, type)] of the output section of a DSPy adapter system prompt."""
+    return list(_output_fields(system))
+
+
+@functools.lru_cache(maxsize=256)
+def _output_fields(system: str) -> tuple[tuple[str, str], ...]:
+    """Parsed once per system prompt: every item of a signature has the same one."""
     _, sep, rest = system.partition("Your output fields are:")
     if not sep:
-        return [("answer", "str")]
+        return (("answer", "str"),)
     section = rest.split("All interactions will be structured", 1)[0]
-    return [(m.group("name"), m.group("type").strip()) for m in FIELD_LINE.finditer(section)] or [("answer", "str")]
+    found = tuple((m.group("name"), m.group("type").strip()) for m in FIELD_LINE.finditer(section))
+    return found or (("answer", "str"),)
 
 
 def input_values(user_text: str) -> dict[str, str]:
@@ -58,7 +66,7 @@ def mock_value(type_text: str, digest: bytes, inputs: dict[str, str], name: str)
 
 def mock_outputs(system: str, user_text: str, seed: int | None = None) -> dict:
     inputs = input_values(user_text)
-    fields = output_fields(system)
+    fields = _output_fields(system)
     out = {}
     for name, type_text in fields:
         digest = hashlib.sha256(f"{name}\x00{seed}\x00{user_text}".encode()).digest()

@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Protocol
 
+import orjson
 from dspy._vendor.lm15.serde import request_to_dict, response_from_dict, response_to_dict
 from dspy.lm15 import Request, Response
 
@@ -28,11 +29,18 @@ from shared.config import CacheConfig
 from shared.steps import stats
 from shared.steps.base import CallNext
 
+_KEY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
 
 def cache_key(backend: str, request: Request) -> str:
-    body = json.dumps({"backend": backend, "request": request_to_dict(request)}, sort_keys=True,
-                      separators=(",", ":"), default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
+    """sha256 of the canonical request with sorted keys. orjson, not json: the stdlib encoder was
+    half of the key's cost and the key about 7% of a mock item's CPU (orjson is ~10x faster)."""
+    body = {"backend": backend, "request": request_to_dict(request)}
+    try:
+        data = orjson.dumps(body, option=_KEY_OPTIONS, default=str)
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an int beyond 64 bits: the stdlib takes any
+        data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 class Tier(Protocol):

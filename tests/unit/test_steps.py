@@ -204,6 +204,22 @@ def test_cache_key_covers_model_messages_and_generation_parameters():
     assert base != cache_key("direct", request("a", seed=3))
 
 
+def test_cache_key_is_the_sorted_canonical_request_hashed_and_takes_what_orjson_refuses():
+    import hashlib
+    import json
+
+    from dspy._vendor.lm15.serde import request_to_dict
+
+    def stdlib_hash(backend, req):  # the key's definition, with the stdlib encoder
+        body = json.dumps({"backend": backend, "request": request_to_dict(req)}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    assert cache_key("direct", request("a", temperature=0.5)) == stdlib_hash("direct", request("a", temperature=0.5))
+    huge = request("a", seed=2**70)  # beyond orjson's 64-bit integers: the stdlib encodes it
+    assert cache_key("direct", huge) == stdlib_hash("direct", huge) != cache_key("direct", request("a", seed=3))
+
+
 def test_memory_tier_evicts_least_recently_used():
     tier = MemoryTier(max_items=2, max_bytes=10**6)
     tier.put("a", response("1"))

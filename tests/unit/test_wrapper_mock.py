@@ -182,3 +182,36 @@ def test_validation_regenerates_until_a_check_passes():
     pred = qa.predict(question=question)
     assert "bravo" in pred.answer
     assert len(seen) >= 2 and "bravo" not in seen[0]
+
+
+def test_a_module_without_history_answers_the_same_and_leaves_dspy_history_alone(mock_wrapper):
+    kept = mock_wrapper.create_module("question -> answer")
+    bare = mock_wrapper.create_module("question -> answer", keep_history=False)
+    before = len(mock_wrapper.lm.history)
+    with_history = kept.predict(question="first")
+    assert len(mock_wrapper.lm.history) == before + 1
+    assert bare.predict(question="second").answer != with_history.answer
+    assert len(mock_wrapper.lm.history) == before + 1  # nothing recorded for the worker's module
+    assert bare.predict(question="first").toDict() == with_history.toDict()
+
+
+def test_workers_keep_no_history_for_a_signature_but_do_for_a_users_program(monkeypatch):
+    from workers import runtime
+
+    monkeypatch.setenv("TIDYQ_PROGRAM_PACKAGES", "tests")
+    runtime.reset()
+    try:
+        assert runtime.get_module("mock", None, "question -> answer", None).keep_history is False
+        program = runtime.get_module("mock", None, None, "tests.unit.test_wrapper_mock:TwoStep")
+        assert program.keep_history is True  # a user's forward() may read it
+    finally:
+        runtime.reset()
+
+
+class TwoStep(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = dspy.Predict("question -> answer")
+
+    def forward(self, question):
+        return self.first(question=question)
