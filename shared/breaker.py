@@ -380,6 +380,15 @@ class CircuitBreaker:
         if count:
             self._report(Permit(), "ok", count)
 
+    def close(self) -> None:
+        """Report what this process holds and stop its timers: an engine closed with successes
+        still batched would report them later, into whatever the breaker's hash has become."""
+        with self._ok_lock:
+            confirm, self._confirm_timer = self._confirm_timer, None
+        if confirm is not None:
+            confirm.cancel()
+        self.flush()
+
     def _count_ok(self) -> None:
         with self._ok_lock:
             self._pending_ok += 1
@@ -474,6 +483,9 @@ class BreakerStep:
             raise
         self.breaker.record(permit, "ok")
         return response
+
+    def close(self) -> None:
+        self.breaker.close()
 
     def enter(self):
         """A permit for one attempt, or BreakerOpen (the attempt the retry step counted is undone)."""

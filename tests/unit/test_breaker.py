@@ -154,6 +154,17 @@ def test_successes_of_a_closed_breaker_are_reported_in_batches(client):
     assert breaker_status(client, b.target, b.settings)["window"]["calls"] == 201
 
 
+def test_closing_a_breaker_reports_its_batched_successes_at_once(client):
+    b = make(client, "direct:openai/closed-early", ok_batch_seconds=30.0)
+    b.record(b.acquire(), "ok")
+    for _ in range(7):
+        b.record(b.acquire(), "ok")
+    assert breaker_status(client, b.target, b.settings)["window"]["calls"] <= 1  # the 7 still batched
+    b.close()  # an engine closed (a test, a worker shutting down) holds nothing back for later
+    assert breaker_status(client, b.target, b.settings)["window"]["calls"] == 8
+    assert b._ok_timer is None
+
+
 def test_an_acquire_that_finds_it_closed_spares_the_next_ones_their_round_trip(client):
     b = make(client, "direct:openai/acquired")
     b.acquire()  # nothing known yet: asks Redis, which says closed
