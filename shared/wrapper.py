@@ -128,9 +128,13 @@ def as_module(program: Any) -> dspy.Module:
 class UnifiedDSPyModule:
     """A DSPy module bound to a wrapper: ``predict(**inputs) -> dspy.Prediction``."""
 
-    def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module):
+    def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module, *, keep_history: bool = True):
         self.wrapper = wrapper
         self.module = module
+        # DSPy's per-call history (lm.history, its process-wide list): a worker turns it off, as
+        # nobody there reads it, it would keep other jobs' prompts in memory, and building each
+        # entry (a uuid, a timestamp, a copy of the messages) is ~3% of a call's CPU
+        self._history_settings = {} if keep_history else {"disable_history": True}
         predictors = module.predictors() if hasattr(module, "predictors") else []
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
         # any other module: its forward() parameters (shared/program_io.py)
@@ -188,7 +192,7 @@ class UnifiedDSPyModule:
     def _settings(self, call: stats.CallStats) -> dict[str, Any]:
         """This call's DSPy settings: our LM, the stats collector, and, unless the user chose an
         adapter, ChatAdapter with its per-signature prompt parts memoised (shared/memo_adapter.py)."""
-        settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call}
+        settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call, **self._history_settings}
         if dspy.settings.adapter is None:
             settings["adapter"] = default_adapter
         return settings
@@ -236,8 +240,8 @@ class UnifiedDSPyWrapper:
         self.lm = dspy.LM(self.model, engine=self.engine, async_engine=self.async_engine, cache=False, num_retries=0,
                           **lm_kwargs)
 
-    def create_module(self, program: Any) -> UnifiedDSPyModule:
-        return UnifiedDSPyModule(self, as_module(program))
+    def create_module(self, program: Any, *, keep_history: bool = True) -> UnifiedDSPyModule:
+        return UnifiedDSPyModule(self, as_module(program), keep_history=keep_history)
 
     def get_info(self) -> dict[str, Any]:
         """What this wrapper talks to and how, read from its routes (the first is its own target)."""
