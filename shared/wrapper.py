@@ -131,9 +131,10 @@ class UnifiedDSPyModule:
     def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module, *, keep_history: bool = True):
         self.wrapper = wrapper
         self.module = module
-        # DSPy's LM history (a dict per call, up to 10,000 kept) is for a person's inspect_history; a
-        # worker running a plain signature never reads it (about 8% of a mock item's CPU)
-        self.keep_history = keep_history
+        # DSPy's per-call history (lm.history, its process-wide list): a worker turns it off, as
+        # nobody there reads it, it would keep other jobs' prompts in memory, and building each
+        # entry (a uuid, a timestamp, a copy of the messages) is ~3% of a call's CPU
+        self._history_settings = {} if keep_history else {"disable_history": True}
         predictors = module.predictors() if hasattr(module, "predictors") else []
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
         # any other module: its forward() parameters (shared/program_io.py)
@@ -191,9 +192,7 @@ class UnifiedDSPyModule:
     def _settings(self, call: stats.CallStats) -> dict[str, Any]:
         """This call's DSPy settings: our LM, the stats collector, and, unless the user chose an
         adapter, ChatAdapter with its per-signature prompt parts memoised (shared/memo_adapter.py)."""
-        settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call}
-        if not self.keep_history:
-            settings["disable_history"] = True
+        settings: dict[str, Any] = {"lm": self.wrapper.lm, stats.STATS_SETTING: call, **self._history_settings}
         if dspy.settings.adapter is None:
             settings["adapter"] = default_adapter
         return settings

@@ -39,10 +39,14 @@ def reset() -> None:
 
 def event_loop() -> asyncio.AbstractEventLoop:
     """The process's event loop, run forever by a daemon thread: every chunk of this process
-    submits its async items here, so one loop holds all of the process's calls in flight."""
+    submits its async items here, so one loop holds all of the process's calls in flight. Its
+    default executor runs two of DSPy's per-call hops inline (workers/loop_executor.py)."""
     with _lock:
         if not _loop:
+            from workers.loop_executor import LoopExecutor
+
             loop = asyncio.new_event_loop()
+            loop.set_default_executor(LoopExecutor(thread_name_prefix="asyncio"))
             threading.Thread(target=loop.run_forever, name="tidyq-async-items", daemon=True).start()
             _loop.append(loop)
         return _loop[0]
@@ -113,7 +117,8 @@ def get_module(backend: str, model: str | None, signature: str | None, program: 
     copied once per thread: DSPy modules (users' ones above all) may keep state between calls,
     so threads of a chunk never share one instance (a copy costs about one mock call, once).
     ``copy_key``: which copy, when the caller is not one thread per item (workers/async_items.py
-    hands each coroutine in flight a slot of its own)."""
+    hands each coroutine in flight a slot of its own). Without DSPy's call history: nobody reads
+    it in a worker, and it would keep every job's prompts in the process."""
     owner = threading.get_ident() if copy_key is None else copy_key
     key = (backend, model, signature or "", program or "", *fallbacks, owner)
     with _lock:

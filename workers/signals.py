@@ -10,6 +10,7 @@ import os
 
 from celery import signals
 
+from shared.config import get_settings
 from shared.telemetry import configure_logging, get_logger
 
 
@@ -31,6 +32,9 @@ def _on_process_init(sender=None, **_):
 
     runtime.reset()
     tracking.warm_up()  # the first chunk of a job creates its MLflow run: have the client ready
+    from workers.gc_tuning import tune_gc
+
+    tune_gc(get_settings().gc_gen0_threshold)  # last: what was imported above is frozen too
 
 
 def _consumed_queues(consumer) -> list[str]:

@@ -15,19 +15,8 @@ from shared.metrics import MetricsRegistry
 from shared.metrics import registry as default_registry
 from shared.steps import stats
 from shared.steps.base import CallNext
+from shared.steps.pricing import estimate_cost
 from shared.telemetry import get_logger
-
-
-def estimate_cost(response: Response, provider: str | None, model: str) -> float | None:
-    if provider is None:
-        return None
-    try:
-        from dspy.clients.costs import estimate_cost as dspy_estimate
-
-        cost, _ = dspy_estimate(response, provider=provider, requested_model=model)
-        return cost
-    except Exception:
-        return None
 
 
 class MetricsStep:
