@@ -131,9 +131,10 @@ class UnifiedDSPyModule:
     def __init__(self, wrapper: UnifiedDSPyWrapper, module: dspy.Module, *, keep_history: bool = True):
         self.wrapper = wrapper
         self.module = module
-        # DSPy's per-call history (lm.history, its process-wide list): a worker turns it off, as
+        # DSPy's per-call history (lm.history, its process-wide list): a worker turns it off for a signature, as
         # nobody there reads it, it would keep other jobs' prompts in memory, and building each
         # entry (a uuid, a timestamp, a copy of the messages) is ~3% of a call's CPU
+        self.keep_history = keep_history
         self._history_settings = {} if keep_history else {"disable_history": True}
         predictors = module.predictors() if hasattr(module, "predictors") else []
         self.signature = predictors[0].signature if len(predictors) == 1 and module is predictors[0] else None
