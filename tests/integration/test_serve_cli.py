@@ -11,25 +11,13 @@ import urllib.error
 import urllib.request
 
 from tests.integration.serve_process import PASSWORD, TIDYQ, USER, Serve
+from tests.processes import run_at_once
 
 
 def run_serves(*cases: tuple[tuple[str, ...], dict[str, str]]) -> list[subprocess.CompletedProcess]:
-    """`tidyq serve ARGS` with ENV for each (ARGS, ENV) case, all at once (each one is mostly its imports)."""
-    procs = []
-    for args, env in cases:
-        environ = {k: v for k, v in os.environ.items() if k != "TIDYQ_UI_AUTH"} | env
-        procs.append(subprocess.Popen([TIDYQ, "serve", *args], env=environ, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    outs = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=60)
-            assert "Traceback" not in stderr, stderr
-            outs.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
-    finally:
-        for proc in procs:
-            proc.kill()
-    return outs
+    """`tidyq serve ARGS` with ENV for each (ARGS, ENV) case, all at once."""
+    base = {k: v for k, v in os.environ.items() if k != "TIDYQ_UI_AUTH"}
+    return run_at_once([([TIDYQ, "serve", *args], base | env) for args, env in cases])
 
 
 def test_serve_refuses_to_start_without_authentication_or_with_bad_options(redis_url):
