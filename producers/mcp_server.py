@@ -66,6 +66,8 @@ Fallback = Annotated[list[str] | None, Field(description="Targets tried after th
                                                          "'BACKEND:MODEL'.")]
 IdempotencyKey = Annotated[str | None, Field(max_length=256, description="Resubmitting with the same key returns "
                                                                          "the first job instead of a new one.")]
+ItemCache = Annotated[bool, Field(description="false: run every item; none is answered from (or written to) the "
+                                              "item-level result cache (a repeat of the same inputs costs a call).")]
 
 
 def wait_field(default: float, what: str) -> Any:
@@ -302,6 +304,7 @@ class TidyqTools:
         fallback: Fallback = None,
         wait_seconds: Annotated[float, wait_field(45.0, "the answer")] = 45.0,
         idempotency_key: IdempotencyKey = None,
+        item_cache: ItemCache = True,
         ctx: Context | None = None,
     ) -> PredictResult:
         """Run a DSPy program on one input and return its outputs.
@@ -311,7 +314,8 @@ class TidyqTools:
         with the job_id: then call job_status(job_id, wait_seconds=50) and job_results(job_id).
         """
         job = await self._run(self.client.submit_predict, signature, inputs, backend=backend, model=model,
-                              program=program, fallbacks=fallback or None, idempotency_key=idempotency_key)
+                              program=program, fallbacks=fallback or None, idempotency_key=idempotency_key,
+                              item_cache=item_cache)
         await self._progress(ctx, 0, 1, f"job {job.id} queued")
         status = await self._follow(ctx, job, wait_seconds)
         state = JobState(status["status"])
@@ -343,6 +347,7 @@ class TidyqTools:
                                                                              "server setting).")] = None,
         idempotency_key: IdempotencyKey = None,
         wait_seconds: Annotated[float, wait_field(0.0, "the batch to finish")] = 0.0,
+        item_cache: ItemCache = True,
         ctx: Context | None = None,
     ) -> Submitted:
         """Submit many inputs as one batch job and return its job_id at once.
@@ -354,7 +359,7 @@ class TidyqTools:
         if (rows is None) == (path is None):
             raise ToolError("give exactly one of rows (inline inputs) or path (a JSONL file under the server's root)")
         kwargs = dict(backend=backend, model=model, program=program, fallbacks=fallback or None,
-                      idempotency_key=idempotency_key, chunk_size=chunk_size)
+                      idempotency_key=idempotency_key, chunk_size=chunk_size, item_cache=item_cache)
         if rows is not None:
             if not rows:
                 raise ToolError("rows: no items; give at least one {'inputs': {...}}")

@@ -7,7 +7,9 @@ item's answer, so a second run of a job (or a twin in another job) is one MGET p
 - program identity: the signature string, a registered version (``models:/NAME/N`` and the MLflow
   run it was registered from), or for ``pkg.module:Name`` a hash of its package's source and its
   JSON state (workers/item_cache.py computes it);
-- the target ``backend:model`` (resolved: the worker's default model counts);
+- the target ``backend:model`` (resolved: the worker's default model counts) and its endpoint
+  (``api_base``, ``gateway_url``, normalised by ``endpoint_identity``; never a credential): one model
+  name served by two hosts is two targets;
 - generation settings: the LM's kwargs (temperature, max_tokens, n, ...), the adapter, DSPy's version;
 - the inputs, whatever their key order.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from shared import keys
 from shared.dedupe import inputs_digest
@@ -28,6 +31,27 @@ from shared.jobs import ItemResult
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def endpoint_identity(url: str | None) -> str | None:
+    """An endpoint URL as the cache key sees it: scheme and host lower-cased, the default port and
+    trailing slashes dropped; user info, query and fragment left out (they may carry a key)."""
+    if not url or not url.strip():
+        return None
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port number: keep the URL's own text for it
+        port = None
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def scope_digest(program: str, target: str, generation: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import redis
 
 from shared import tracking
 from shared.config import Settings, get_settings
-from shared.item_cache import canonical_json, entry, hit, item_key, scope_digest
+from shared.item_cache import canonical_json, endpoint_identity, entry, hit, item_key, scope_digest
 from shared.jobs import Item, ItemResult, JobSpec
 from shared.program_uri import is_import_path
 from shared.telemetry import get_logger
@@ -89,8 +89,12 @@ def code_identity(uri: str) -> str:
     return _remembered(("code", uri), compute)
 
 
+_ENDPOINT_FIELD = {"direct": "api_base", "gateway": "gateway_url"}  # what else serves the same model name
+
+
 def generation(spec: JobSpec) -> tuple[str, dict[str, Any]]:
-    """The job's own target, resolved (backend:model), and what shapes its calls: the LM's kwargs,
+    """The job's own target, resolved (backend:model), and what shapes its calls: the endpoint it is
+    served from (a direct target's api_base, a gateway's URL; never a credential), the LM's kwargs,
     the adapter DSPy is configured with (ChatAdapter by default) and DSPy's version."""
     import dspy
 
@@ -99,8 +103,12 @@ def generation(spec: JobSpec) -> tuple[str, dict[str, Any]]:
     wrapper = runtime.get_wrapper(spec.backend, spec.model, tuple(spec.fallback))
     adapter = type(default_adapter())  # DSPy's configured adapter, else its default ChatAdapter
     adapter_name = f"{adapter.__module__}.{adapter.__qualname__}"
-    return f"{spec.backend}:{wrapper.model or ''}", {"lm": dict(wrapper.lm.kwargs), "adapter": adapter_name,
-                                                    "dspy": dspy.__version__}
+    shaping: dict[str, Any] = {"lm": dict(wrapper.lm.kwargs), "adapter": adapter_name, "dspy": dspy.__version__}
+    field = _ENDPOINT_FIELD.get(spec.backend)
+    endpoint = endpoint_identity(getattr(wrapper.config, field, None)) if field else None
+    if field and endpoint is not None:  # only when set: the keys of a target without one stay as they were
+        shaping[field] = endpoint
+    return f"{spec.backend}:{wrapper.model or ''}", shaping
 
 
 class ChunkCache:

@@ -62,6 +62,7 @@ class MlflowGateway:
     fake: OpenAIFake
     process: subprocess.Popen | None = None
     directory: Path | None = None
+    log_name: str = "mlflow-server.log"  # two servers on one store directory keep two logs
     startup_seconds: float = 0.0
     endpoint_setup_seconds: float = 0.0
     ids: dict[str, str] = field(default_factory=dict)
@@ -80,7 +81,7 @@ class MlflowGateway:
 
     @property
     def log_path(self) -> Path | None:
-        return self.directory / "mlflow-server.log" if self.directory else None
+        return self.directory / self.log_name if self.directory else None
 
     def log_tail(self, chars: int = 3000) -> str:
         path = self.log_path
@@ -141,11 +142,12 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_mlflow_gateway(fake: OpenAIFake, directory: Path, *, timeout: float = START_TIMEOUT,
-                         endpoint: str = ENDPOINT_NAME) -> MlflowGateway:
+                         endpoint: str = ENDPOINT_NAME, log_name: str = "mlflow-server.log") -> MlflowGateway:
     """Start ``mlflow server`` (sqlite in ``directory``) and create ``endpoint`` -> ``fake``."""
     directory.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    gateway = MlflowGateway(url=f"http://127.0.0.1:{port}", endpoint=endpoint, fake=fake, directory=directory)
+    gateway = MlflowGateway(url=f"http://127.0.0.1:{port}", endpoint=endpoint, fake=fake, directory=directory,
+                            log_name=log_name)
     args = [sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
             "--default-artifact-root", str(directory / "artifacts"),

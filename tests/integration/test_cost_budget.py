@@ -19,6 +19,7 @@ from tests.fakes.answers import expected_outputs
 from tests.fakes.http_fake import estimate_tokens
 from tests.fakes.openai_server import openai_messages, openai_reply
 from tests.integration.question_rows import question_rows
+from tests.processes import run_at_once
 from tests.waiting import wait_for
 
 SIG = "question -> answer"
@@ -105,9 +106,12 @@ def test_max_cost_stops_a_live_job_within_one_chunk(redis_url, start_worker, ope
 def test_cli_estimate_prints_json_and_enqueues_nothing(redis_url, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows(20, distinct=16)))
-    out = subprocess.run([sys.executable, "-m", "producers.cli", "batch", str(path), "-s", SIG, "-b", "direct",
-                          "-m", MODEL, "--estimate"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TIDYQ_REDIS_URL": redis_url})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"inputs": {"question": "ok"}}\n{"inputs": {"quest": "typo"}}\n')
+    cli = [sys.executable, "-m", "producers.cli", "batch"]
+    env = {**os.environ, "TIDYQ_REDIS_URL": redis_url}
+    out, refused = run_at_once([([*cli, str(path), "-s", SIG, "-b", "direct", "-m", MODEL, "--estimate"], env),
+                                ([*cli, str(bad), "-s", SIG, "-b", "mock", "--estimate"], env)], timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["items"] == 20 and report["sent_items"] == 16 and report["duplicates_folded"] == 4
@@ -116,13 +120,8 @@ def test_cli_estimate_prints_json_and_enqueues_nothing(redis_url, tmp_path):
     assert report["economy_cost_usd"] == pytest.approx(report["cost_usd"] / 2, rel=0.01)
     assert Client().store.list_jobs() == []  # nothing was enqueued
 
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"inputs": {"question": "ok"}}\n{"inputs": {"quest": "typo"}}\n')
-    out = subprocess.run([sys.executable, "-m", "producers.cli", "batch", str(bad), "-s", SIG, "-b", "mock",
-                          "--estimate"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TIDYQ_REDIS_URL": redis_url})
-    assert out.returncode == 2 and f"{bad}:2" in out.stderr and "inputs.quest" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert refused.returncode == 2 and f"{bad}:2" in refused.stderr and "inputs.quest" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_tenant_daily_budget_ends_its_jobs_and_refuses_new_ones(redis_url, start_worker, openai_fake):

@@ -73,10 +73,14 @@ def test_causes_are_one_redacted_line():
 
 
 LIST = """
-import sys, time
+import os, sys, time
+import mlflow, shared.registry  # the slow imports, before the barrier
 from producers.mcp_server import registered_programs
 from shared.config import Settings
-while time.time() < float(sys.argv[2]):
+ready = sys.argv[2]
+open(os.path.join(ready, str(os.getpid())), "w").close()
+give_up = time.monotonic() + 120  # a sibling that died at import must not hang this one
+while len(os.listdir(ready)) < int(sys.argv[3]) and time.monotonic() < give_up:  # a barrier: all imported MLflow
     time.sleep(0.005)
 print(registered_programs(Settings(mlflow_tracking_uri=sys.argv[1])).model_dump_json())
 """
@@ -86,12 +90,11 @@ print(registered_programs(Settings(mlflow_tracking_uri=sys.argv[1])).model_dump_
 def test_list_programs_on_a_fresh_sqlite_store_from_three_processes_at_once(tmp_path, redis_url):
     """The race MLflow leaves open (its tracking and registry stores migrate a fresh database without
     a lock): three processes start listing at the same instant on a store nobody created yet."""
-    import time
-
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    start_at = str(time.time() + 8)  # after every interpreter has imported MLflow
+    ready = tmp_path / "ready"  # each process drops a file there once imported; all go when three are in
+    ready.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT), TIDYQ_REDIS_URL=redis_url)
-    procs = [subprocess.Popen([sys.executable, "-c", LIST, uri, start_at], env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", LIST, uri, str(ready), "3"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):

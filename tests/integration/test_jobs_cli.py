@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from producers.client import Client
+from tests.processes import run_at_once
 from tests.waiting import wait_for
 
 TIDYQ = os.path.join(os.path.dirname(sys.executable), "tidyq")
@@ -20,6 +21,12 @@ def cli(redis_url: str, *args: str, timeout: float = 60) -> subprocess.Completed
     out = subprocess.run([TIDYQ, *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in out.stderr, out.stderr
     return out
+
+
+def clis(redis_url: str, *commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """``cli`` for each command, all run at once; in order."""
+    env = dict(os.environ, TIDYQ_REDIS_URL=redis_url, COLUMNS="80")
+    return run_at_once([([TIDYQ, *args], env) for args in commands])
 
 
 def rows(n: int, bad_every: int = 0) -> list[dict]:
@@ -37,7 +44,11 @@ def test_jobs_lists_recent_jobs_with_full_ids_counts_and_filters(redis_url, star
     assert mixed.wait(timeout=60)["counts"] == {"total": 60, "succeeded": 45, "failed": 15}
     queued = client.submit_batch(rows(5), SIG, backend="direct", model="openai/gpt-4o-mini")  # no direct worker
 
-    out = cli(redis_url, "jobs")
+    out, completed, newest, running_or_cancelled, predicts, running, bad, train, zero = clis(
+        redis_url, ["jobs"], ["jobs", "--json", "--status", "completed"], ["jobs", "--json", "--limit", "1"],
+        ["jobs", "--json", "--status", "running,cancelled"], ["jobs", "--json", "--kind", "predict"],
+        ["jobs", "--status", "running"], ["jobs", "--status", "finished"], ["jobs", "--kind", "train"],
+        ["jobs", "--limit", "0"])
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["ID", "KIND", "STATUS"]
@@ -48,19 +59,18 @@ def test_jobs_lists_recent_jobs_with_full_ids_counts_and_filters(redis_url, star
     assert by_id[queued.id][-1] == "direct:openai/gpt-4o-mini"
     assert float(by_id[mixed.id][5].replace(",", "")) > 0  # items/s of a finished job
 
-    data = json.loads(cli(redis_url, "jobs", "--json", "--status", "completed").stdout)
+    data = json.loads(completed.stdout)
     assert [j["id"] for j in data] == [mixed.id, clean.id]
     assert data[0]["error_types"] == {"BadInput": 15} and data[0]["failed"] == 15
     assert data[0]["items_per_second"] > 0 and data[0]["started_at"] <= data[0]["finished_at"]
-    assert [j["id"] for j in json.loads(cli(redis_url, "jobs", "--json", "--limit", "1").stdout)] == [queued.id]
-    assert json.loads(cli(redis_url, "jobs", "--json", "--status", "running,cancelled").stdout) == []
-    assert json.loads(cli(redis_url, "jobs", "--json", "--kind", "predict").stdout) == []
-    assert cli(redis_url, "jobs", "--status", "running").stderr.strip() == "tidyq: no jobs in state running"
+    assert [j["id"] for j in json.loads(newest.stdout)] == [queued.id]
+    assert json.loads(running_or_cancelled.stdout) == []
+    assert json.loads(predicts.stdout) == []
+    assert running.stderr.strip() == "tidyq: no jobs in state running"
 
-    bad = cli(redis_url, "jobs", "--status", "finished")
     assert bad.returncode == 2 and "--status: unknown status 'finished'" in bad.stderr
-    assert cli(redis_url, "jobs", "--kind", "train").returncode == 2
-    assert cli(redis_url, "jobs", "--limit", "0").returncode == 2
+    assert train.returncode == 2
+    assert zero.returncode == 2
 
 
 def test_queues_once_never_cuts_a_running_job_id_in_an_80_column_pipe(redis_url, start_worker, openai_fake):

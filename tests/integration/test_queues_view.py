@@ -95,11 +95,34 @@ def _window_total(redis_url: str) -> int:
     return sum(n for (q, _), n in counts.items() if q == "predict.mock")
 
 
+def redis_commands(r: redis.Redis) -> int:
+    """Commands the server ran, but this test's own INFO calls."""
+    return sum(v["calls"] for k, v in r.info("commandstats").items() if k != "cmdstat_info")
+
+
+def wait_for_refreshes(r: redis.Redis, proc: subprocess.Popen, count: int, timeout: float = 60) -> None:
+    """Until Redis saw ``count`` bursts of commands (a snapshot each) with quiet between them: the
+    first snapshot is taken before the live view starts, the next ones by its refresh loop."""
+    deadline = time.monotonic() + timeout
+    bursts, last, quiet, changed_at = 0, redis_commands(r), True, time.monotonic()
+    while bursts < count:
+        assert time.monotonic() < deadline, f"saw {bursts} of {count} refreshes"
+        assert proc.poll() is None, proc.communicate()[1]
+        now = redis_commands(r)
+        if now != last:
+            bursts += quiet
+            last, quiet, changed_at = now, False, time.monotonic()
+        elif time.monotonic() - changed_at >= 0.15:  # the refresh interval is 0.3 s
+            quiet = True
+        time.sleep(0.02)
+
+
 def test_live_view_refreshes_until_interrupted(redis_url):
+    r = redis.Redis.from_url(redis_url)
     proc = subprocess.Popen([TIDYQ, "queues", "--interval", "0.3"], env=dict(os.environ, TIDYQ_REDIS_URL=redis_url),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(6)  # the CLI's imports take a few seconds, then a few refreshes
+        wait_for_refreshes(r, proc, count=4)  # the CLI's imports take a few seconds, then a few refreshes
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:

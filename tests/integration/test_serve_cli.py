@@ -11,28 +11,27 @@ import urllib.error
 import urllib.request
 
 from tests.integration.serve_process import PASSWORD, TIDYQ, USER, Serve
+from tests.processes import run_at_once
 
 
-def run_serve(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "TIDYQ_UI_AUTH"} | env
-    out = subprocess.run([TIDYQ, "serve", *args], env=environ, capture_output=True, text=True, timeout=60)
-    assert "Traceback" not in out.stderr, out.stderr
-    return out
+def run_serves(*cases: tuple[tuple[str, ...], dict[str, str]]) -> list[subprocess.CompletedProcess]:
+    """`tidyq serve ARGS` with ENV for each (ARGS, ENV) case, all at once."""
+    base = {k: v for k, v in os.environ.items() if k != "TIDYQ_UI_AUTH"}
+    return run_at_once([([TIDYQ, "serve", *args], base | env) for args, env in cases])
 
 
 def test_serve_refuses_to_start_without_authentication_or_with_bad_options(redis_url):
-    out = run_serve()
-    assert out.returncode == 2 and "set TIDYQ_UI_AUTH=user:password" in out.stderr
-    out = run_serve(TIDYQ_UI_AUTH="admin")
-    assert out.returncode == 2 and "TIDYQ_UI_AUTH is not user:password" in out.stderr
-    out = run_serve("--log-level", "loud", TIDYQ_UI_AUTH=f"{USER}:{PASSWORD}")
-    assert out.returncode == 2 and "--log-level: unknown level 'loud'" in out.stderr
+    auth = {"TIDYQ_UI_AUTH": f"{USER}:{PASSWORD}"}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = run_serve("--port", str(port), TIDYQ_UI_AUTH=f"{USER}:{PASSWORD}")
-    assert out.returncode == 2 and f"--port: cannot listen on 127.0.0.1:{port}" in out.stderr
+        none, bad_auth, bad_level, busy = run_serves(((), {}), ((), {"TIDYQ_UI_AUTH": "admin"}),
+                                                     (("--log-level", "loud"), auth), (("--port", str(port)), auth))
+    assert none.returncode == 2 and "set TIDYQ_UI_AUTH=user:password" in none.stderr
+    assert bad_auth.returncode == 2 and "TIDYQ_UI_AUTH is not user:password" in bad_auth.stderr
+    assert bad_level.returncode == 2 and "--log-level: unknown level 'loud'" in bad_level.stderr
+    assert busy.returncode == 2 and f"--port: cannot listen on 127.0.0.1:{port}" in busy.stderr
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.workers import stop_all
 from tests.waiting import wait_for  # noqa: F401  (re-exported to the reliability tests)
 
 SIG = "question -> answer"
@@ -159,5 +160,4 @@ def worker_on(tmp_path):
         return w.start(timeout=timeout)
 
     yield start
-    for w in started:
-        w.close()
+    stop_all(started, timeout=20)  # LocalWorker.stop's own default warm-shutdown wait

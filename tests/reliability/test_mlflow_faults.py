@@ -5,6 +5,8 @@ and registers nothing half-written."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
@@ -28,9 +30,19 @@ def optimize(client: Client, name: str):
 def test_mlflow_server_down_during_a_batch_and_during_an_optimize_job(redis_url, start_worker, openai_fake,
                                                                       tmp_path, figures):
     server = start_mlflow_gateway(openai_fake, tmp_path / "mlflow")
+    env = direct_env(openai_fake, TIDYQ_MLFLOW_TRACKING_URI=server.tracking_uri, TIDYQ_MLFLOW_REQUEST_TIMEOUT=2,
+                     TIDYQ_CONCURRENCY_DIRECT=4, TIDYQ_OPTIMIZE_HEARTBEAT_SECONDS=1)
+    again: dict = {}
+
+    def start_again() -> None:
+        """The server the optimize job starts with (same store, new port) and the optimize worker on
+        it: their slow starts overlap the batch part, whose worker knows only the first server."""
+        again["server"] = start_mlflow_gateway(openai_fake, tmp_path / "mlflow", endpoint="again", log_name="again.log")
+        start_worker(queues=["optimize"], concurrency=1, env=env | {"TIDYQ_MLFLOW_TRACKING_URI": again["server"].url})
+
+    starting = threading.Thread(target=start_again)
+    starting.start()
     try:
-        env = direct_env(openai_fake, TIDYQ_MLFLOW_TRACKING_URI=server.tracking_uri, TIDYQ_MLFLOW_REQUEST_TIMEOUT=2,
-                         TIDYQ_CONCURRENCY_DIRECT=4, TIDYQ_OPTIMIZE_HEARTBEAT_SECONDS=1)
         start_worker(queues=["predict.direct"], concurrency=2, env=env)
         client = Client()
         r = redis.Redis.from_url(redis_url)
@@ -45,9 +57,8 @@ def test_mlflow_server_down_during_a_batch_and_during_an_optimize_job(redis_url,
         assert r.hget(keys.job(job.id), "mlflow_run_id") is None  # its run could not be written: no claim of one
 
         # an optimize job: MLflow is back at the start, gone while the optimizer runs
-        server = start_mlflow_gateway(openai_fake, tmp_path / "mlflow", endpoint="again")  # same store, new port
-        env["TIDYQ_MLFLOW_TRACKING_URI"] = server.tracking_uri
-        start_worker(queues=["optimize"], concurrency=1, env=env)
+        starting.join(timeout=180)
+        server = again["server"]
         openai_fake.set_responder(icl_reply)
         openai_fake.set_latency(0.2)  # the optimizer takes a few seconds
         opt = optimize(client, "down")
@@ -62,7 +73,9 @@ def test_mlflow_server_down_during_a_batch_and_during_an_optimize_job(redis_url,
         assert [m.name for m in store.search_registered_models()] == []  # nothing half-registered
         figures("mlflow_down", {"batch_items": 400, "optimize_error": st["error"][:200]})
     finally:
-        server.stop()
+        starting.join(timeout=180)
+        for each in [server, *again.values()]:  # stop() is idempotent
+            each.stop()
 
 
 @pytest.mark.slow

@@ -188,3 +188,41 @@ def test_an_import_path_programs_identity_follows_its_source_and_its_saved_state
     finally:
         runtime.reset()
         item_cache.forget_identities()
+
+
+def test_endpoints_are_normalised_and_never_keep_a_credential():
+    from shared.item_cache import endpoint_identity
+
+    same = "https://llm.example.com/v1"
+    for spelling in ("HTTPS://LLM.Example.com:443/v1/", " https://llm.example.com/v1 ",
+                     "https://user:sk-secret@llm.example.com/v1?api-key=sk-secret#x"):
+        assert endpoint_identity(spelling) == same
+    assert endpoint_identity("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    assert endpoint_identity("http://[::1]:8000/v1/") == "http://[::1]:8000/v1"
+    assert endpoint_identity(None) is None and endpoint_identity("  ") is None
+
+
+def test_one_model_name_at_two_api_bases_is_two_scopes_and_the_api_key_is_not_in_the_key(monkeypatch):
+    """The worker's real wrapper (workers/runtime.py) built from TIDYQ_API_BASE / TIDYQ_API_KEY."""
+    from workers import runtime
+
+    items = [Item(custom_id="a", inputs={"question": "What is 2+2?"})]
+    job = spec(model="openai/gpt-4o-mini")
+
+    def key_at(api_base: str | None, api_key: str = "sk-one") -> str:
+        if api_base is None:
+            monkeypatch.delenv("TIDYQ_API_BASE", raising=False)
+        else:
+            monkeypatch.setenv("TIDYQ_API_BASE", api_base)
+        monkeypatch.setenv("TIDYQ_API_KEY", api_key)
+        runtime.reset()  # a worker process is built from one environment: start again
+        return ChunkCache.for_items(job, items, Settings()).keys["a"]
+
+    try:
+        first = key_at("http://10.0.0.1:8000/v1")
+        assert key_at("http://10.0.0.2:8000/v1") != first  # another host: another scope
+        assert key_at("HTTP://10.0.0.1:8000/v1/") == first  # the same endpoint spelled otherwise
+        assert key_at("http://10.0.0.1:8000/v1", api_key="sk-two") == first  # credentials are not in it
+        assert key_at(None) not in (first, key_at("http://10.0.0.2:8000/v1"))
+    finally:
+        runtime.reset()

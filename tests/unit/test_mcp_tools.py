@@ -178,3 +178,22 @@ def test_job_states_map_onto_mcp_task_states():
         assert task.task_id == "j1" and task.status == task_state
         assert task.ttl == 60_000 and "3/4 items done (1 failed)" in task.status_message
         assert task.last_updated_at == base["timestamps"]["started"]
+
+
+def test_predict_and_submit_batch_carry_the_item_cache_opt_out_into_the_job(redis_url):
+    from shared.store import JobStore
+
+    rows = [{"custom_id": "a", "inputs": {"question": "x"}}]
+    results = _calls(redis_url, [
+        ("predict", {"signature": QA, "inputs": {"question": "x"}, "backend": "direct", "wait_seconds": 0,
+                     "item_cache": False}),
+        ("predict", {"signature": QA, "inputs": {"question": "y"}, "backend": "direct", "wait_seconds": 0}),
+        ("submit_batch", {"signature": QA, "backend": "direct", "rows": rows, "item_cache": False}),
+        ("submit_batch", {"signature": QA, "backend": "direct", "rows": rows}),
+    ])
+    store = JobStore.from_url(redis_url)
+    flags = []
+    for result in results:
+        assert not result.is_error, result.content
+        flags.append(store.spec(result.structured_content["job_id"]).item_cache)
+    assert flags == [False, True, False, True]

@@ -62,13 +62,20 @@ def _prompt(request) -> str:
 
 def test_migrated_programs_run_with_2x_assertion_semantics(migrated, openai_fake, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDYQ_", "OPENAI_"))}
-    env.update(OPENAI_API_BASE=openai_fake.base_url, PYTHONPATH=str(ROOT), DSPY_CACHEDIR=str(tmp_path / "cache"),
-               LITELLM_LOCAL_MODEL_COST_MAP="True")
+    env.update(OPENAI_API_BASE=openai_fake.base_url, PYTHONPATH=str(ROOT), LITELLM_LOCAL_MODEL_COST_MAP="True")
+    # each program in its own clean interpreter (and DSPy cache), all at once: their start-up is most of the time
+    procs = {name: subprocess.Popen([sys.executable, str(migrated / name)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                    env=env | {"DSPY_CACHEDIR": str(tmp_path / "cache" / name)}) for name in EXPECTED}
+    try:
+        outputs = {name: proc.communicate(timeout=180) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
     for name, expected in EXPECTED.items():
-        proc = subprocess.run([sys.executable, str(migrated / name)], capture_output=True, text=True, timeout=180,
-                              env=env, cwd=tmp_path)
-        assert proc.returncode == 0, (name, proc.stderr[-3000:])
-        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        stdout, stderr = outputs[name]
+        assert procs[name].returncode == 0, (name, stderr[-3000:])
+        lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
         assert [{k: v for k, v in line.items() if k != "program"} for line in lines] == expected, name
     requests = [r for r in openai_fake.requests if isinstance(r.body, dict)]
     prompts = [_prompt(r) for r in requests]
