@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ConfigDict, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.environ import EnvMemo
 from shared.errors import BadTarget, ConfigurationError
 
 
@@ -296,10 +297,7 @@ class Settings(BaseSettings):
 _settings_cache: tuple[tuple, Settings] | None = None
 
 
-def get_settings() -> Settings:
-    """The current Settings, rebuilt only when a TIDYQ_* variable changed: building them costs
-    ~10 ms (pydantic-settings reads and validates the environment), too much per chunk or item,
-    while tests and workers still see an environment change at once."""
+def _current_settings() -> Settings:
     global _settings_cache
     key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TIDYQ_")))
     cached = _settings_cache
@@ -308,6 +306,17 @@ def get_settings() -> Settings:
     settings = Settings()
     _settings_cache = (key, settings)
     return settings
+
+
+_settings_memo = EnvMemo(_current_settings)
+
+
+def get_settings() -> Settings:
+    """The current Settings, rebuilt only when a TIDYQ_* variable changed: building them costs
+    ~10 ms (pydantic-settings reads and validates the environment), too much per chunk or item,
+    while tests and workers still see an environment change at once. Read several times per
+    chunk, so an unchanged environment is one comparison (shared/environ.py)."""
+    return _settings_memo.get()
 
 
 def _mask(value: str | None) -> str | None:

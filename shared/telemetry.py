@@ -7,13 +7,17 @@ secret never reaches a log even when it sits inside a message string.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
+
+from shared.environ import EnvMemo
 
 SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|secret|password|token|authorization|credential|session[_-]?token)", re.I)
 SECRET_ENV_NAMES = ("TIDYQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY",
@@ -23,8 +27,7 @@ URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):
 MASK = "***"
 
 
-def known_secret_values() -> list[str]:
-    """Secret values present in this process's environment (long enough to be worth masking)."""
+def _scan_secret_values() -> tuple[str, ...]:
     values = []
     for name, value in os.environ.items():
         if not value or len(value) < 6:
@@ -35,22 +38,37 @@ def known_secret_values() -> list[str]:
         m = URL_PASSWORD.search(os.environ.get(name, ""))
         if m and len(m.group("pw")) >= 4:
             values.append(m.group("pw"))
-    return sorted(set(values), key=len, reverse=True)
+    return tuple(sorted(set(values), key=len, reverse=True))
 
 
-def redact_text(text: str, secrets: list[str] | None = None) -> str:
-    text = URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
-    for value in secrets if secrets is not None else known_secret_values():
+_secret_values = EnvMemo(_scan_secret_values)  # every log line is redacted: scan the environment once
+
+
+def known_secret_values() -> list[str]:
+    """Secret values present in this process's environment (long enough to be worth masking)."""
+    return list(_secret_values.get())
+
+
+def redact_text(text: str, secrets: Sequence[str] | None = None) -> str:
+    if "@" in text and "://" in text:  # what URL_PASSWORD needs; most log values have neither
+        text = URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    for value in secrets if secrets is not None else _secret_values.get():
         if value in text:
             text = text.replace(value, MASK)
     return text
 
 
-def redact(value: Any, secrets: list[str] | None = None, _key: str = "") -> Any:
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Log lines repeat a few dozen key names: match each against the pattern once."""
+    return SECRET_KEY_PATTERN.search(key) is not None
+
+
+def redact(value: Any, secrets: Sequence[str] | None = None, _key: str = "") -> Any:
     """A copy of ``value`` with secrets masked: by key name, by known value, in URLs."""
     if secrets is None:
-        secrets = known_secret_values()
-    if _key and SECRET_KEY_PATTERN.search(_key) and value not in (None, "", MASK):
+        secrets = _secret_values.get()
+    if _key and _secret_key(_key) and value not in (None, "", MASK):
         return MASK
     if isinstance(value, str):
         return redact_text(value, secrets)
