@@ -217,3 +217,10 @@ def concurrency(target_id: str) -> str:
 def concurrency_index() -> str:
     """Set of target ids that have a concurrency entry (for `tidyq queues` and the metrics)."""
     return f"{PREFIX}:concurrency-targets"
+
+
+def refusal_slot(target_id: str, slot: int) -> str:
+    """Hash {a: attempts, r: refused (429s)} of one target in one 100 ms wall-clock slot, summed over
+    every worker process; expires after seconds (shared/fleet_refusals.py: does the fleet's refused
+    share rise with its attempt rate?)."""
+    return f"{PREFIX}:concurrency:{{{target_id}}}:refusals:{slot}"

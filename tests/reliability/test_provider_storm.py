@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from producers import Client
+from shared.concurrency import fleet_summary
 from shared.config import RetryConfig
 from tests.fakes.answers import expected_outputs
 from tests.reliability.conftest import SIG, direct_env, rows, wait_for
@@ -98,11 +100,16 @@ def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worke
 
 
 @pytest.mark.slow
-def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, start_worker, openai_fake, figures):
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned_cap_8", "learned_cap"])
+def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, start_worker, openai_fake, figures,
+                                                                   pinned):
     """No TIDYQ_RATE_LIMITS (shipped: {}), shipped breaker and retry settings: 200 items storm-free,
-    then the same 200 with 30% 429 without Retry-After, timed against each other in this run."""
+    then the same 200 with 30% 429 without Retry-After, timed against each other in this run. First
+    with the cap pinned at 8 per process, then with the learned cap (no TIDYQ_CONCURRENCY_DIRECT:
+    the real shipped default, on the async path), which must not read a random storm as a limit."""
     openai_fake.set_latency(0.03)
-    env = direct_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=8, TIDYQ_REQUEST_TIMEOUT=2)
+    extra = {"TIDYQ_CONCURRENCY_DIRECT": 8} if pinned else {}
+    env = direct_env(openai_fake, TIDYQ_REQUEST_TIMEOUT=2, **extra)
     for _ in range(2):
         start_worker(queues=["predict.direct"], concurrency=2, env=env)
     client = Client()
@@ -113,7 +120,7 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     for phase, rate in (("warm_up", 0.0), ("storm_free", 0.0), ("429_only", 0.3)):
         openai_fake.reset_counters()
         openai_fake.set_failure_rate(rate, (429,), seed=7)
-        results = run_exact(client, rows(N, f"shipped_{phase}"), seconds, phase)
+        results = run_exact(client, rows(N, f"shipped_{'pinned' if pinned else 'learned'}_{phase}"), seconds, phase)
         attempts = [r["attempts"] for r in results]
         calls = openai_fake.request_count
         statuses = openai_fake.status_counts
@@ -129,14 +136,16 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
             assert statuses.get(429, 0) > 0.15 * calls  # the storm really happened
     ratio = round(seconds["429_only"] / seconds["storm_free"], 2)
     report["ratio_429_storm_to_storm_free"] = ratio
-    figures("provider_storm_shipped_defaults", report)
+    if not pinned:  # the fleet's learned caps at the end (what `tidyq queues` shows)
+        report["fleet_caps"] = fleet_summary(redis.Redis.from_url(redis_url))
+    figures(f"provider_storm_shipped_defaults_{'pinned_8' if pinned else 'learned'}", report)
     # Goal 2x; asserted 3x because 2x is not met in every run on 2 shared cores: a 429 that names no wait
     # now takes the target's short pause (shared/steps/target_backoff.py), so what is left is the storm's
     # 1.49 calls per item (the run is CPU-bound: the first 95% of the calls take ~1.5-2x the storm-free
     # run's) plus the tail of the unluckiest items (5-9 attempts in a row, ~0.1-0.3 s). Measured after the
     # change: 1.54, 1.57, 1.62, 1.74, 2.07, 2.23x (storm 1.22-1.95 s against 0.56-1.2 s storm-free); the
     # per-item chain before it: 13-17x (storm 6.3-10 s); the failure schedule before that ~86x.
-    assert ratio <= 3.0, seconds
+    assert ratio <= (3.0 if pinned else 2.0), seconds
 
 
 LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
