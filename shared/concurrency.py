@@ -11,8 +11,8 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
   when the 429 names a wait (Retry-After, or x-ratelimit-remaining-requests 0) or when the fleet's
   record says the refused share rises with the fleet's attempt rate (shared/fleet_refusals.py: a
   random storm's share is flat, a real limit's rises), or when more than half the attempts are
-  refused (this process's last ~32, or the fleet's window: the first second of a job at a limit,
-  before there is a slope to see), or when the record is empty (an idle target: the safe side
+  refused (this process's last ~32, or the fleet's last 0.3 s: the first second of a job at a
+  limit, before there is a slope to see, and a burst), or when the record is empty (an idle target: the safe side
   until the fleet has a few dozen attempts).
   Every call waits out the provider's Retry-After or x-ratelimit-reset-requests when
   x-ratelimit-remaining-requests says 0.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import keys
 from shared.errors import RetryLater
-from shared.fleet_refusals import NO_EVIDENCE, FleetRefusals
+from shared.fleet_refusals import NO_EVIDENCE, NOT_OURS_BELOW_SHARE, FleetRefusals
 
 if TYPE_CHECKING:  # the fleet view below is read by `tidyq queues`, which never loads DSPy
     from dspy import lm15
@@ -48,7 +48,6 @@ SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 300
 FRESH_S = 60.0
 SHARE_WEIGHT = 1 / 32  # of one attempt in this process's refused share
-OURS_ABOVE_SHARE = 0.5  # more refused than this is taken as our rate whatever the slope (as in target_backoff)
 
 
 def _first_float(headers: Any, name: str) -> float | None:
@@ -181,7 +180,7 @@ class AdaptiveLimit:
         evidence = self.refusals.verdict
         idle = evidence.kind == "unknown" and evidence.attempts < NO_EVIDENCE  # nothing known: the safe side
         ours = (pause > 0 or idle or evidence.kind == "limit"
-                or max(evidence.share, self.share) > OURS_ABOVE_SHARE)
+                or max(evidence.recent_share, self.share) > NOT_OURS_BELOW_SHARE)
         if ours and now - self.last_decrease >= (self.latency_s or 0.1):
             # what the provider just let through (successes in the last second x latency) is the
             # best estimate of its limit in calls in flight; x0.7 bounds the cut when it is unknown

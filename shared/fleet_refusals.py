@@ -35,8 +35,12 @@ PAIR_RATIO = 1.25  # a pair whose attempts differ less says little about the slo
 MIN_ATTEMPTS = 30  # per pool, before any verdict
 MIN_SPREAD = 1.5  # the busier pool's attempts per slot over the quieter's, for a verdict
 MIN_RISE = 0.1  # share difference a limit shows at the least (beside 2.5 standard errors)
-HOLD_S = WINDOW_SLOTS * SLOT_S
+HOLD_S = {"flat": WINDOW_SLOTS * SLOT_S, "limit": 10 * WINDOW_SLOTS * SLOT_S}
+RECENT_PAIRS_SLOTS = 10  # the last second, tested on its own too
+RECENT_SLOTS = 3  # the refused share "now": the last 0.3 s ...
+MIN_RECENT = 20  # ... when it holds this many attempts (else the window's)
 NO_EVIDENCE = 30  # attempts in the window below which the target counts as idle (nothing known)
+NOT_OURS_BELOW_SHARE = 0.5  # above it refusals count as ours whatever the slope (shared/concurrency.py)
 MIN_REFUSED = 10  # "flat" needs refusals to be flat (no refusals at any rate says nothing)
 
 
@@ -47,6 +51,7 @@ class Verdict:
     kind: str
     share: float = 0.0  # the fleet's refused share in the window
     attempts: int = 0  # the fleet's attempts in the window (few: the target was idle, nothing is known)
+    recent_share: float = 0.0  # the fleet's refused share in the last RECENT_SLOTS (a burst, at once)
     rise: float = 0.0  # busier pool's share minus the quieter's
     spread: float = 0.0  # busier pool's attempts per slot over the quieter's
 
@@ -55,7 +60,20 @@ UNKNOWN = Verdict("unknown")
 
 
 def verdict_of(slots: list[tuple[int, int]]) -> Verdict:
-    """``slots``: (attempts, refused) of consecutive slots, oldest first (0, 0 for an idle one)."""
+    """``slots``: (attempts, refused) of consecutive slots, oldest first (0, 0 for an idle one). A
+    limit seen in the last second alone counts: a burst's pairs are diluted in the whole window."""
+    whole = _paired(slots)
+    if whole.kind != "limit":
+        recent = _paired(slots[-RECENT_PAIRS_SLOTS:])
+        if recent.kind == "limit":
+            whole = replace(recent, share=whole.share, attempts=whole.attempts)
+    last = slots[-RECENT_SLOTS:]
+    last_a = sum(a for a, _ in last)
+    recent_share = sum(r for _, r in last) / last_a if last_a >= MIN_RECENT else whole.share
+    return replace(whole, recent_share=recent_share)
+
+
+def _paired(slots: list[tuple[int, int]]) -> Verdict:
     pools = {"busy": [0, 0, 0], "quiet": [0, 0, 0]}  # attempts, refused, slots
     for (a1, r1), (a2, r2) in zip(slots, slots[1:], strict=False):
         if min(a1, a2) <= 0 or max(a1, a2) < PAIR_RATIO * min(a1, a2):
@@ -101,6 +119,10 @@ class FleetRefusals:
         self._held: Verdict | None = None
         self._held_at = 0.0
 
+    def not_ours(self) -> bool:
+        """The fleet's refusals do not follow its rate and fewer than half are refused now."""
+        return self.verdict.kind == "flat" and self.verdict.recent_share <= NOT_OURS_BELOW_SHARE
+
     def record(self, refused: bool) -> None:
         slot = int(self.clock() / SLOT_S)
         if slot != self._slot:
@@ -112,9 +134,9 @@ class FleetRefusals:
 
     def _flush(self, now_slot: int) -> None:
         done, counts = self._slot, (self._attempts, self._refused)
-        # the slots before the current one, oldest first; the last finished one is complete only
-        # once every process has moved on, so the window ends one slot earlier
-        window = range(now_slot - WINDOW_SLOTS - 1, now_slot - 1)
+        # the slots before the current one, oldest first; the last one may still lack the counts of
+        # a process that has not moved on yet (a burst is seen within one slot, a little short)
+        window = range(now_slot - WINDOW_SLOTS, now_slot)
         try:
             slots = self._exchange(done, counts, window)
         except Exception:  # no evidence never fails a call: the cap then cuts only on headers
@@ -123,12 +145,13 @@ class FleetRefusals:
         self._judge(verdict_of(slots))
 
     def _judge(self, latest: Verdict) -> None:
-        """A conclusive verdict holds until the other one replaces it or for ``HOLD_S``: between
-        a limit's bursts the window often has too few refusals for a verdict of its own."""
+        """A conclusive verdict holds until the other one replaces it or for its hold time: between
+        a limit's bursts the window often has too few refusals for a verdict of its own (a limit
+        is believed for longer: the cap grows back to it, and a late cut is what hammers it)."""
         now = self.clock()
         if latest.kind != "unknown":
             self._held, self._held_at = latest, now
-        elif self._held is not None and now - self._held_at > HOLD_S:
+        elif self._held is not None and now - self._held_at > HOLD_S[self._held.kind]:
             self._held = None
         held = self._held
         self.verdict = replace(held, share=latest.share, attempts=latest.attempts) if held else latest

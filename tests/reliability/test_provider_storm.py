@@ -23,6 +23,7 @@ from tests.fakes.answers import expected_outputs
 from tests.reliability.conftest import SIG, direct_env, rows, wait_for
 
 N = 200  # items per job; two jobs (without, then with Retry-After)
+PAIRS = 3  # storm-free/storm pairs of the learned-cap storm (the median ratio is asserted)
 RPS = 25  # the global limit: 1,500 requests per minute
 HANGS = 6
 
@@ -117,10 +118,16 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     budget = shipped.max_retries + shipped.max_rate_limit_retries + 1
     report: dict[str, object] = {}
     seconds = {}
-    for phase, rate in (("warm_up", 0.0), ("storm_free", 0.0), ("429_only", 0.3)):
+    # the learned cap: three storm-free/storm pairs, the median ratio asserted (one pair's ratio
+    # swings 1.1-2.2x with the other runs on two shared cores: the storm-free run takes 0.3-1 s)
+    pairs = 1 if pinned else PAIRS
+    phases = [("warm_up", 0.0)] + [(f"{name}{f'_{i}' if i else ''}", rate) for i in range(pairs)
+                                   for name, rate in (("storm_free", 0.0), ("429_only", 0.3))]
+    tag = "pinned" if pinned else "learned"
+    for phase, rate in phases:
         openai_fake.reset_counters()
         openai_fake.set_failure_rate(rate, (429,), seed=7)
-        results = run_exact(client, rows(N, f"shipped_{'pinned' if pinned else 'learned'}_{phase}"), seconds, phase)
+        results = run_exact(client, rows(N, f"shipped_{tag}_{phase}"), seconds, phase)
         attempts = [r["attempts"] for r in results]
         calls = openai_fake.request_count
         statuses = openai_fake.status_counts
@@ -134,8 +141,11 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
         assert max(attempts) <= budget and calls <= N * budget
         if rate:
             assert statuses.get(429, 0) > 0.15 * calls  # the storm really happened
-    ratio = round(seconds["429_only"] / seconds["storm_free"], 2)
+    ratios = sorted(round(seconds[f"429_only{f'_{i}' if i else ''}"] / seconds[f"storm_free{f'_{i}' if i else ''}"], 2)
+                    for i in range(pairs))
+    ratio = ratios[len(ratios) // 2]
     report["ratio_429_storm_to_storm_free"] = ratio
+    report["ratios"] = ratios
     if not pinned:  # the fleet's learned caps at the end (what `tidyq queues` shows)
         report["fleet_caps"] = fleet_summary(redis.Redis.from_url(redis_url))
     figures(f"provider_storm_shipped_defaults_{'pinned_8' if pinned else 'learned'}", report)
@@ -145,36 +155,45 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     # run's) plus the tail of the unluckiest items (5-9 attempts in a row, ~0.1-0.3 s). Measured after the
     # change: 1.54, 1.57, 1.62, 1.74, 2.07, 2.23x (storm 1.22-1.95 s against 0.56-1.2 s storm-free); the
     # per-item chain before it: 13-17x (storm 6.3-10 s); the failure schedule before that ~86x.
-    assert ratio <= (3.0 if pinned else 2.0), seconds
+    # Learned cap (the shipped default): the issue's 2x on the median of three pairs. Before the fleet's
+    # record (shared/fleet_refusals.py) the cap collapsed to one call per process: 4.6-6.7x.
+    assert ratio <= (3.0 if pinned else 2.0), (ratios, seconds)
 
 
 LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
 
 
+FLEETS = {"learned_cap": (False, 2, 2), "learned_cap_one_process": (False, 1, 1),
+          "learned_cap_fleet_4x1": (False, 4, 1), "pinned_cap_8": (True, 2, 2)}  # pinned?, workers, processes
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("pinned", [False, True], ids=["learned_cap", "pinned_cap_8"])
-def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, pinned):
+@pytest.mark.parametrize("fleet", list(FLEETS))
+def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, fleet):
     """The other side of the short rate-limit pause: a provider that really is at its limit and says
-    nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap),
-    then a cap pinned at 8 per process as in the storm test above, where only the retry's per-target
-    backoff slows the fleet. The fleet must run near the limit without hammering it."""
+    nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap)
+    with 2 workers x 2 processes, one process alone, and 4 workers x 1 process (the learned cap cuts a
+    bare 429 only on the fleet's evidence, shared/fleet_refusals.py: every process sees it, not just
+    its own share), then a cap pinned at 8 per process as in the storm test above, where only the
+    retry's per-target backoff slows the fleet. The fleet must run near the limit without hammering it."""
+    pinned, workers, processes = FLEETS[fleet]
     openai_fake.set_latency(0.1)
     openai_fake.set_rate_limit(LIMIT_RPS, headers=False)
     extra = {"TIDYQ_CONCURRENCY_DIRECT": 8} if pinned else {}
     env = direct_env(openai_fake, TIDYQ_REQUEST_TIMEOUT=5, **extra)
-    for _ in range(2):
-        start_worker(queues=["predict.direct"], concurrency=2, env=env)
+    for _ in range(workers):
+        start_worker(queues=["predict.direct"], concurrency=processes, env=env)
     client = Client()
     n = 400  # ten seconds' worth at the limit
     seconds: dict[str, float] = {}
-    results = run_exact(client, rows(n, f"limit_{'pinned' if pinned else 'learned'}"), seconds, "limited", n=n)
+    results = run_exact(client, rows(n, f"limit_{fleet}"), seconds, "limited", n=n)
     calls, refused = openai_fake.request_count, openai_fake.status_counts.get(429, 0)
     rps = openai_fake.requests_per_second()
     report = {"items": n, "limit_rps": LIMIT_RPS, "seconds": seconds["limited"],
               "items_per_s": round(n / seconds["limited"], 1), "provider_calls": calls, "refused_429": refused,
               "refused_per_success": round(refused / n, 2), "attempts_max": max(r["attempts"] for r in results),
               "rps": rps}
-    figures(f"real_limit_bare_429_{'pinned_8' if pinned else 'learned'}", report)
+    figures(f"real_limit_bare_429_{fleet}", report)
     assert n / seconds["limited"] >= 0.7 * LIMIT_RPS, report  # near the limit (start-up included)
     # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit (27-74
     # requests/s measured against 40); the refusals are mostly the first second's (4 processes start
