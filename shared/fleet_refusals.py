@@ -87,7 +87,7 @@ def _paired(slots: list[tuple[int, int]]) -> Verdict:
     share = sum(r for _, r in slots) / total_a if total_a else 0.0
     (na, nr, ns), (qa, qr, qs) = pools["busy"], pools["quiet"]
     if na < MIN_ATTEMPTS or qa < MIN_ATTEMPTS:
-        return Verdict("unknown", share, attempts=total_a)
+        return Verdict("unknown", share, total_a)
     spread = (na / ns) / (qa / qs)
     rise = nr / na - qr / qa
     pooled = (nr + qr) / (na + qa)
@@ -99,7 +99,7 @@ def _paired(slots: list[tuple[int, int]]) -> Verdict:
         kind = "flat"
     else:
         kind = "unknown"
-    return Verdict(kind, share, total_a, round(rise, 3), round(spread, 2))
+    return Verdict(kind, share, total_a, rise=round(rise, 3), spread=round(spread, 2))
 
 
 class FleetRefusals:
