@@ -219,8 +219,9 @@ def concurrency_index() -> str:
     return f"{PREFIX}:concurrency-targets"
 
 
-def refusal_slot(target_id: str, slot: int) -> str:
-    """Hash {a: attempts, r: refused (429s)} of one target in one 100 ms wall-clock slot, summed over
-    every worker process; expires after seconds (shared/fleet_refusals.py: does the fleet's refused
-    share rise with its attempt rate?)."""
-    return f"{PREFIX}:concurrency:{{{target_id}}}:refusals:{slot}"
+def refusals(target_id: str) -> str:
+    """Hash "<slot>:a" -> attempts, "<slot>:r" -> refused (429s) of one target per 100 ms wall-clock
+    slot, summed over every worker process; fields older than the window are deleted as it moves,
+    the hash expires after seconds idle (shared/fleet_refusals.py: does the fleet's refused share
+    rise with its attempt rate?)."""
+    return f"{PREFIX}:concurrency:{{{target_id}}}:refusals"

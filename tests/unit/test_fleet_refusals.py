@@ -12,7 +12,7 @@ from dspy import lm15
 
 from shared import keys
 from shared.concurrency import AdaptiveLimit
-from shared.fleet_refusals import SLOT_S, FleetRefusals, verdict_of
+from shared.fleet_refusals import SLOT_S, WINDOW_SLOTS, FleetRefusals, verdict_of
 
 
 def random_storm(rates: list[int], share: float, seed: int = 1) -> list[tuple[int, int]]:
@@ -84,9 +84,14 @@ def test_two_processes_records_add_up_in_redis(redis_url):
     a.record(False)  # moves both on: the last slot is flushed
     b.record(False)
     slot = int(clock.now / SLOT_S) - 1
-    stored = client.hgetall(keys.refusal_slot("direct:openai/m", slot))
-    assert int(stored[b"a"]) == RATES[-1]  # both processes' counts of one slot in one record
-    assert 0 < client.ttl(keys.refusal_slot("direct:openai/m", slot)) <= 10
+    stored = client.hgetall(keys.refusals("direct:openai/m"))
+    assert int(stored[f"{slot}:a".encode()]) == RATES[-1]  # both processes' counts of one slot in one record
+    assert 0 < client.ttl(keys.refusals("direct:openai/m")) <= 10
+    for _ in range(15):  # the window moves on (30 slots): the slots that left it are deleted
+        clock.now += SLOT_S
+        a.record(False)
+    fields = {int(f.split(b":")[0]) for f in client.hkeys(keys.refusals("direct:openai/m"))}
+    assert len(fields) <= WINDOW_SLOTS + 1 and min(fields) >= int(clock.now / SLOT_S) - WINDOW_SLOTS - 1
     assert a.verdict.kind == "limit" and b.verdict.kind == "limit"
 
 
