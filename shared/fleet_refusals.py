@@ -43,7 +43,8 @@ RECENT_SLOTS = 3  # the refused share "now": the last 0.3 s ...
 MIN_RECENT = 20  # ... when it holds this many attempts (else the window's)
 NO_EVIDENCE = 30  # attempts in the window below which the target counts as idle (nothing known)
 NOT_OURS_BELOW_SHARE = 0.5  # above it refusals count as ours whatever the slope (shared/concurrency.py)
-MIN_REFUSED = 10  # "flat" needs refusals to be flat (no refusals at any rate says nothing)
+MIN_REFUSED = 30  # "flat" needs refusals to be flat (a dozen at a limit's edge read flat by chance)
+LIMIT_FIRM_S = WINDOW_SLOTS * SLOT_S  # a limit verdict is not replaced by a flat one this soon
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ class FleetRefusals:
         a limit's bursts the window often has too few refusals for a verdict of its own (a limit
         is believed for longer: the cap grows back to it, and a late cut is what hammers it)."""
         now = self.clock()
-        if latest.kind != "unknown":
+        firm_limit = self._held is not None and self._held.kind == "limit" and now - self._held_at < LIMIT_FIRM_S
+        if latest.kind == "limit" or (latest.kind == "flat" and not firm_limit):
             self._held, self._held_at = latest, now
         elif self._held is not None and now - self._held_at > HOLD_S[self._held.kind]:
             self._held = None
