@@ -121,6 +121,10 @@ def build_async_route_engine(config: UnifiedConfig, backend: Backend, steps: lis
     threads = max(1, int(getattr(settings, f"concurrency_{config.backend.value}", 1)))
     twin = async_backend(backend, max_connections=settings.async_max_inflight, threads=threads)
     gate = AsyncConcurrency(build_limit(config, target, settings))
+    if gate.limit.mode == "learned":  # a retry of a random storm's 429 need not wait (shared/fleet_refusals.py)
+        for step in steps:
+            if isinstance(step, RetryStep):
+                step.backoff.not_ours = gate.limit.refusals.not_ours
     return AsyncStepEngine([*(to_async(s) for s in steps), gate], twin, [*(s.name for s in steps), gate.name])
 
 

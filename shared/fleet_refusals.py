@@ -122,6 +122,10 @@ class FleetRefusals:
         self._held: Verdict | None = None
         self._held_at = 0.0
 
+    def not_ours(self) -> bool:
+        """The fleet's refusals do not follow its rate and fewer than half are refused now."""
+        return self.verdict.kind == "flat" and self.verdict.recent_share <= NOT_OURS_BELOW_SHARE
+
     def record(self, refused: bool) -> None:
         slot = int(self.clock() / SLOT_S)
         if slot != self._slot:

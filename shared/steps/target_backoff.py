@@ -11,7 +11,8 @@ it the ceiling rises geometrically with the share and reaches ``rate_limit_max_d
 ``SATURATED_SHARE``. Without an integrator a random excursion of the share costs a bump as large as
 the excursion, never a wound-up level, and every process sees the same share of a shared limit
 (a per-process experiment, "does slowing down help?", is confounded by the other processes).
-So a random storm of up to ~40% costs tens of ms per retry, and a fleet that really exceeds a limit
+So a random storm of up to ~40% costs tens of ms per retry (a fifth of that once the fleet's record
+says the refusals do not follow our rate, shared/fleet_refusals.py), and a fleet that really exceeds a limit
 slows down until a bit under half its attempts are refused; the learned in-flight cap
 (shared/concurrency.py, the shipped default) then brings refusals down to a few. Updated without a
 lock: a lost update under threads only shifts the average by one attempt.
@@ -20,12 +21,14 @@ lock: a lost update under threads only shifts the average by one attempt.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from shared.config import RetryConfig
 
 WEIGHT = 1 / 32  # of one attempt in the share: the last ~32 attempts count
 TOLERATED_SHARE = 0.5  # above it refusals are taken as caused by our rate (Google SRE's client throttle, K=2)
 SATURATED_SHARE = 0.75  # the pause reaches rate_limit_max_delay here
+NOT_OURS_FRACTION = 0.2  # of rate_limit_base_delay, while the fleet's record says the refusals are not ours
 
 
 class TargetBackoff:
@@ -35,12 +38,17 @@ class TargetBackoff:
         self.config = config
         self.rng = rng or random.Random()
         self.share = 0.0
+        # set at assembly on the async path (shared/engine.py): True while the fleet's record says
+        # the refused share does not rise with our rate (shared/fleet_refusals.py), so waiting helps no one
+        self.not_ours: Callable[[], bool] | None = None
 
     @property
     def ceiling(self) -> float:
         base, top = self.config.rate_limit_base_delay, self.config.rate_limit_max_delay
         excess = (self.share - TOLERATED_SHARE) / (SATURATED_SHARE - TOLERATED_SHARE)
         if excess <= 0 or base <= 0 or top <= base:
+            if self.not_ours is not None and self.not_ours():
+                return min(base, top) * NOT_OURS_FRACTION
             return min(base, top)
         return base * (top / base) ** min(1.0, excess)
 

@@ -100,7 +100,7 @@ def test_a_record_without_redis_is_this_processes_own():
     record = FleetRefusals("direct:m", None, clock=clock)
     feed(record, clock, random_storm(RATES, 0.3))
     record.record(False)
-    assert record.verdict.kind == "flat"
+    assert record.verdict.kind == "flat" and record.not_ours()
 
 
 def refusal(retry_after=None) -> lm15.RateLimitError:
