@@ -6,8 +6,10 @@ the time of a storm-free run of the same size measured just before it (rate limi
 they never open the breaker). The second test measures the same 429 storm at the true shipped
 defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After takes the target's short
 pause (shared/steps/target_backoff.py: RetryConfig.rate_limit_base_delay while at most half of the
-target's attempts are refused). The third shows the other side: against a stand-in with a real
-limit that answers bare 429s the fleet runs near the limit without hammering it."""
+target's attempts are refused), first with the cap pinned, then with the learned cap, which cuts a
+bare 429 only on the fleet's refusal record (shared/fleet_refusals.py). The third shows the other
+side: against a stand-in with a real limit that answers bare 429s the fleet (2x2 processes, one
+process, four one-process workers) runs near the limit without hammering it."""
 
 import json
 import time
@@ -195,9 +197,12 @@ def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worke
               "rps": rps}
     figures(f"real_limit_bare_429_{fleet}", report)
     assert n / seconds["limited"] >= 0.7 * LIMIT_RPS, report  # near the limit (start-up included)
-    # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit (27-74
-    # requests/s measured against 40); the refusals are mostly the first second's (4 processes start
-    # at 32 in flight each). Pinned cap: only the retry's per-target pause slows the fleet; it settles
+    # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit; the
+    # refusals are mostly the first second's (4 processes start at 32 in flight each). Before the fleet's
+    # refusal record: 27-74 requests/s against 40 after the start. With it (docs/reliability.md): 0.51-0.69
+    # refusals per success, but one second above 80/s (81-117) in 9 of 29 runs: the single-second bound
+    # is NOT met in every run (a burst is cut one or two 100 ms slots late).
+    # Pinned cap: only the retry's per-target pause slows the fleet; it settles
     # where a bit over half of the attempts are refused (~1.5 refusals per success, 67-126 requests/s;
     # the per-item chain before it: 0.83 and 32-112/s; retrying at once: hundreds per success).
     steady = rps[2:-1] or [0]
