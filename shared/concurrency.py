@@ -12,10 +12,9 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
   record says the refused share rises with the fleet's attempt rate (shared/fleet_refusals.py: a
   random storm's share is flat, a real limit's rises), or when more than half the attempts are
   refused (this process's last ~32, or the fleet's last 0.3 s: the first second of a job at a
-  limit, before there is a slope to see, and a burst), or when the record is empty (an idle target: the safe side
-  until the fleet has a few dozen attempts).
-  Every call waits out the provider's Retry-After or x-ratelimit-reset-requests when
-  x-ratelimit-remaining-requests says 0.
+  limit, before there is a slope to see, and a burst), or when the record is empty (an idle
+  target: the safe side until the fleet has a few dozen attempts). Every call waits out the
+  provider's Retry-After or x-ratelimit-reset-requests when x-ratelimit-remaining-requests says 0.
 
 The learned cap is published to Redis (shared/keys.py ``concurrency``: one field per worker
 process, read by ``tidyq queues`` and the metrics exporter) and a new worker starts from what the
