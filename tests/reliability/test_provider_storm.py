@@ -200,7 +200,7 @@ def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worke
     # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit; the
     # refusals are mostly the first second's (4 processes start at 32 in flight each). Before the fleet's
     # refusal record: 27-74 requests/s against 40 after the start. With it (docs/reliability.md): 0.51-0.69
-    # refusals per success, but one second above 80/s (81-117) in 9 of 29 runs: the single-second bound
+    # refusals per success, but one second above 80/s (81-117) in 9 of 32 runs: the single-second bound
     # is NOT met in every run (a burst is cut one or two 100 ms slots late).
     # Pinned cap: only the retry's per-target pause slows the fleet; it settles
     # where a bit over half of the attempts are refused (~1.5 refusals per success, 67-126 requests/s;
