@@ -7,9 +7,14 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
   (+10% and +2 so the token bucket, not the cap, is what paces the calls; the bucket keeps 429s away);
 - without one it is learned (AIMD): +1 per success while below the first throttle (slow start:
   doubles per round trip), then +5% per round trip; on a 429 (at most once per round trip) down to
-  90% of what the provider let through in the last 2 s x latency, and at least x0.7,
-  and every call waits out the provider's Retry-After or x-ratelimit-reset-requests when
-  x-ratelimit-remaining-requests says 0.
+  90% of what the provider let through in the last 2 s x latency, and at least x0.7, but only
+  when the 429 names a wait (Retry-After, or x-ratelimit-remaining-requests 0) or when the fleet's
+  record says the refused share rises with the fleet's attempt rate (shared/fleet_refusals.py: a
+  random storm's share is flat, a real limit's rises), or when more than half the attempts are
+  refused (this process's last ~32, or the fleet's last 0.3 s: the first second of a job at a
+  limit, before there is a slope to see, and a burst), or when the record is empty (an idle
+  target: the safe side until the fleet has a few dozen attempts). Every call waits out the
+  provider's Retry-After or x-ratelimit-reset-requests when x-ratelimit-remaining-requests says 0.
 
 The learned cap is published to Redis (shared/keys.py ``concurrency``: one field per worker
 process, read by ``tidyq queues`` and the metrics exporter) and a new worker starts from what the
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import keys
 from shared.errors import RetryLater
+from shared.fleet_refusals import NO_EVIDENCE, NOT_OURS_BELOW_SHARE, FleetRefusals
 
 if TYPE_CHECKING:  # the fleet view below is read by `tidyq queues`, which never loads DSPy
     from dspy import lm15
@@ -40,6 +46,7 @@ PROBE_GROWTH = 0.05  # per success after the first throttle
 SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 300
 FRESH_S = 60.0
+SHARE_WEIGHT = 1 / 32  # of one attempt in this process's refused share
 
 
 def _first_float(headers: Any, name: str) -> float | None:
@@ -92,6 +99,8 @@ class AdaptiveLimit:
         self._waiters: deque[asyncio.Future] = deque()
         self._recent: deque[float] = deque()  # monotonic times of the successes within RATE_WINDOW_S
         self._shared_at = 0.0
+        self.refusals = FleetRefusals(target, redis)  # learned mode: is a bare 429 ours?
+        self.share = 0.0  # refused share of this process's last ~32 attempts (before the fleet's is known)
 
     @property
     def mode(self) -> str:
@@ -139,6 +148,9 @@ class AdaptiveLimit:
     # ---------------------------------------------------------------- feedback
     def on_success(self, latency_s: float) -> None:
         self.successes += 1
+        self.share -= SHARE_WEIGHT * self.share
+        if self.mode == "learned":
+            self.refusals.record(False)
         now = self.clock()
         self._recent.append(now)
         while self._recent and now - self._recent[0] > RATE_WINDOW_S:
@@ -156,11 +168,19 @@ class AdaptiveLimit:
 
     def on_throttle(self, exc: lm15.LM15Error) -> None:
         self.throttles += 1
+        self.share += SHARE_WEIGHT * (1.0 - self.share)
         now = self.clock()
         pause = throttle_pause(exc)
         if pause > 0:
             self.pause_until = max(self.pause_until, now + pause)
-        if self.mode == "learned" and now - self.last_decrease >= (self.latency_s or 0.1):
+        if self.mode != "learned":
+            return self._share()
+        self.refusals.record(True)
+        evidence = self.refusals.verdict
+        idle = evidence.kind == "unknown" and evidence.attempts < NO_EVIDENCE  # nothing known: the safe side
+        ours = (pause > 0 or idle or evidence.kind == "limit"
+                or max(evidence.recent_share, self.share) > NOT_OURS_BELOW_SHARE)
+        if ours and now - self.last_decrease >= (self.latency_s or 0.1):
             # what the provider just let through (successes in the last second x latency) is the
             # best estimate of its limit in calls in flight; x0.7 bounds the cut when it is unknown
             cut = self.limit * DECREASE
@@ -171,7 +191,8 @@ class AdaptiveLimit:
             self.threshold = max(self.floor, cut)
             self.limit = self.threshold
             self.last_decrease = now
-        self._share(force=True)
+            return self._share(force=True)
+        self._share()
 
     def snapshot(self) -> dict:
         return {"limit": round(self.limit, 2), "inflight": self.inflight, "mode": self.mode,

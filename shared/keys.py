@@ -217,3 +217,11 @@ def concurrency(target_id: str) -> str:
 def concurrency_index() -> str:
     """Set of target ids that have a concurrency entry (for `tidyq queues` and the metrics)."""
     return f"{PREFIX}:concurrency-targets"
+
+
+def refusals(target_id: str) -> str:
+    """Hash "<slot>:a" -> attempts, "<slot>:r" -> refused (429s) of one target per 100 ms wall-clock
+    slot, summed over every worker process; fields older than the window are deleted as it moves,
+    the hash expires after seconds idle (shared/fleet_refusals.py: does the fleet's refused share
+    rise with its attempt rate?)."""
+    return f"{PREFIX}:concurrency:{{{target_id}}}:refusals"

@@ -6,8 +6,10 @@ the time of a storm-free run of the same size measured just before it (rate limi
 they never open the breaker). The second test measures the same 429 storm at the true shipped
 defaults, no TIDYQ_RATE_LIMITS at all: there a 429 without Retry-After is retried at once while at
 most half of the target's attempts are refused (shared/steps/target_backoff.py), and waits the target's
-pause above that. The third shows the other side: against a stand-in with a real limit that answers
-bare 429s the fleet runs near the limit without hammering it."""
+pause above that; first with the cap pinned, then with the learned cap, which cuts a bare 429 only on
+the fleet's refusal record (shared/fleet_refusals.py). The third shows the other side: against a
+stand-in with a real limit that answers bare 429s the fleet (2x2 processes, one process, four
+one-process workers) runs near the limit without hammering it."""
 
 import json
 import statistics
@@ -15,8 +17,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from producers import Client
+from shared.concurrency import fleet_summary
 from shared.config import RetryConfig
 from tests.fakes.answers import expected_outputs
 from tests.reliability.conftest import SIG, direct_env, rows, wait_for
@@ -102,13 +106,18 @@ PAIRS = 3  # storm-free and storm jobs alternate: a load swing of the shared mac
 
 
 @pytest.mark.slow
-def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, start_worker, openai_fake, figures):
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned_cap_8", "learned_cap"])
+def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, start_worker, openai_fake, figures,
+                                                                   pinned):
     """No TIDYQ_RATE_LIMITS (shipped: {}), shipped breaker and retry settings: 200 items storm-free,
     then the same 200 with 30% 429 without Retry-After, ``PAIRS`` times in turn, timed against each
     other in this run (the median of each side: one sub-second job on two shared cores swings by
-    up to 2x with the other engineers' load, which one pair alone would read as the storm's)."""
+    up to 2x with the other engineers' load, which one pair alone would read as the storm's). First
+    with the cap pinned at 8 per process, then with the learned cap (no TIDYQ_CONCURRENCY_DIRECT:
+    the real shipped default, on the async path), which must not read a random storm as a limit."""
     openai_fake.set_latency(0.03)
-    env = direct_env(openai_fake, TIDYQ_CONCURRENCY_DIRECT=8, TIDYQ_REQUEST_TIMEOUT=2)
+    extra = {"TIDYQ_CONCURRENCY_DIRECT": 8} if pinned else {}
+    env = direct_env(openai_fake, TIDYQ_REQUEST_TIMEOUT=2, **extra)
     for _ in range(2):
         start_worker(queues=["predict.direct"], concurrency=2, env=env)
     client = Client()
@@ -118,10 +127,11 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     seconds: dict[str, float] = {}
     phases = [("warm_up", 0.0)] + [(f"{kind}_{i}", rate) for i in range(1, PAIRS + 1)
                                    for kind, rate in (("storm_free", 0.0), ("429_only", 0.3))]
+    tag = "pinned" if pinned else "learned"
     for phase, rate in phases:
         openai_fake.reset_counters()
         openai_fake.set_failure_rate(rate, (429,), seed=7)
-        results = run_exact(client, rows(N, f"shipped_{phase}"), seconds, phase)
+        results = run_exact(client, rows(N, f"shipped_{tag}_{phase}"), seconds, phase)
         attempts = [r["attempts"] for r in results]
         calls = openai_fake.request_count
         statuses = openai_fake.status_counts
@@ -140,46 +150,60 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     ratio = round(statistics.median(storm) / statistics.median(free), 2)
     report["pair_ratios"] = [round(b / a, 2) for a, b in zip(free, storm, strict=True)]
     report["ratio_429_storm_to_storm_free"] = ratio
-    figures("provider_storm_shipped_defaults", report)
+    if not pinned:  # the fleet's learned caps at the end (what `tidyq queues` shows)
+        report["fleet_caps"] = fleet_summary(redis.Redis.from_url(redis_url))
+    figures(f"provider_storm_shipped_defaults_{'pinned_8' if pinned else 'learned'}", report)
     # The issue's 2x. A 429 that names no wait is retried at once while the target refuses at most half
     # of its attempts (shared/steps/target_backoff.py), so what is left is the storm's 1.49 calls per item
     # and each chunk waiting for its unluckiest item's attempts one after another (a simulation of this
     # fleet's chunks puts that at ~1.6x). Measured: see docs/reliability.md section 3; the uniform(0, 50 ms)
     # pause before: 1.54-2.23x (2 of 8 over 2x); the per-item chain before that: 13-17x.
-    assert ratio <= 2.0, seconds
+    # Learned cap (the shipped default): before the fleet's record (shared/fleet_refusals.py) the cap
+    # collapsed to one call per process: 4.6-6.7x.
+    assert ratio <= 2.0, (report, seconds)
 
 
 LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
 
 
+FLEETS = {"learned_cap": (False, 2, 2), "learned_cap_one_process": (False, 1, 1),
+          "learned_cap_fleet_4x1": (False, 4, 1), "pinned_cap_8": (True, 2, 2)}  # pinned?, workers, processes
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("pinned", [False, True], ids=["learned_cap", "pinned_cap_8"])
-def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, pinned):
-    """The other side of retrying a random storm's 429s at once: a provider that really is at its limit and says
-    nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap),
-    then a cap pinned at 8 per process as in the storm test above, where only the retry's per-target
-    backoff slows the fleet. The fleet must run near the limit without hammering it."""
+@pytest.mark.parametrize("fleet", list(FLEETS))
+def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worker, openai_fake, figures, fleet):
+    """The other side of the short rate-limit pause: a provider that really is at its limit and says
+    nothing (bare 429s: no Retry-After, no x-ratelimit-*). Shipped settings (the learned in-flight cap)
+    with 2 workers x 2 processes, one process alone, and 4 workers x 1 process (the learned cap cuts a
+    bare 429 only on the fleet's evidence, shared/fleet_refusals.py: every process sees it, not just
+    its own share), then a cap pinned at 8 per process as in the storm test above, where only the
+    retry's per-target backoff slows the fleet. The fleet must run near the limit without hammering it."""
+    pinned, workers, processes = FLEETS[fleet]
     openai_fake.set_latency(0.1)
     openai_fake.set_rate_limit(LIMIT_RPS, headers=False)
     extra = {"TIDYQ_CONCURRENCY_DIRECT": 8} if pinned else {}
     env = direct_env(openai_fake, TIDYQ_REQUEST_TIMEOUT=5, **extra)
-    for _ in range(2):
-        start_worker(queues=["predict.direct"], concurrency=2, env=env)
+    for _ in range(workers):
+        start_worker(queues=["predict.direct"], concurrency=processes, env=env)
     client = Client()
     n = 400  # ten seconds' worth at the limit
     seconds: dict[str, float] = {}
-    results = run_exact(client, rows(n, f"limit_{'pinned' if pinned else 'learned'}"), seconds, "limited", n=n)
+    results = run_exact(client, rows(n, f"limit_{fleet}"), seconds, "limited", n=n)
     calls, refused = openai_fake.request_count, openai_fake.status_counts.get(429, 0)
     rps = openai_fake.requests_per_second()
     report = {"items": n, "limit_rps": LIMIT_RPS, "seconds": seconds["limited"],
               "items_per_s": round(n / seconds["limited"], 1), "provider_calls": calls, "refused_429": refused,
               "refused_per_success": round(refused / n, 2), "attempts_max": max(r["attempts"] for r in results),
               "rps": rps}
-    figures(f"real_limit_bare_429_{'pinned_8' if pinned else 'learned'}", report)
+    figures(f"real_limit_bare_429_{fleet}", report)
     assert n / seconds["limited"] >= 0.7 * LIMIT_RPS, report  # near the limit (start-up included)
-    # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit (27-74
-    # requests/s measured against 40); the refusals are mostly the first second's (4 processes start
-    # at 32 in flight each). Pinned cap: only the retry's per-target pause slows the fleet; it settles
+    # Not hammered. Learned cap (shipped): after the start-up the provider sees about its limit; the
+    # refusals are mostly the first second's (4 processes start at 32 in flight each). Before the fleet's
+    # refusal record: 27-74 requests/s against 40 after the start. With it (docs/reliability.md): 0.51-0.69
+    # refusals per success, but one second above 80/s (81-117) in 9 of 32 runs: the single-second bound
+    # is NOT met in every run (a burst is cut one or two 100 ms slots late).
+    # Pinned cap: only the retry's per-target pause slows the fleet; it settles
     # where a bit over half of the attempts are refused (~1.5 refusals per success, 67-126 requests/s;
     # the per-item chain before it: 0.83 and 32-112/s; retrying at once: hundreds per success).
     steady = rps[2:-1] or [0]
