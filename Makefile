@@ -3,8 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tidyq-installed
 
-# the total coverage of the whole suite, measured 90.27% (issue 17), rounded down; raise it as coverage grows
-COV_FLOOR ?= 92
+# the total coverage of the whole suite, measured 93.49% (fresh-clone run of this stop), rounded down; raise it as coverage grows
+COV_FLOOR ?= 93
 
 .PHONY: setup demo lint test test-fast bench up clean
 

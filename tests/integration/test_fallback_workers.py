@@ -201,8 +201,11 @@ def test_thousand_items_with_the_primary_failing_half_way(workers, fakes, breake
     after_open = requests_after(a, watch.opened_at)
     by_b = sum(r["model"] == "openai/b" for r in results)
     assert after_open <= WORKERS * THREADS + st["probes_total"], (after_open, st)
-    # a hard outage trips the run-of-failures threshold: the in-flight attempts, then only probes
-    assert failing <= RUN + WORKERS * THREADS + st["probes_total"], (failing, st)
+    # a hard outage trips the run-of-failures threshold: the in-flight attempts, then only probes. With
+    # several processes the run opens the breaker ok_batch_seconds (0.2 s) after its last failure, once
+    # no process can still hold a batched success that breaks it (shared/breaker.py): each item slot can
+    # start one more item against A meanwhile (13 measured once against the 12 of an instant open)
+    assert failing <= RUN + 2 * WORKERS * THREADS + st["probes_total"], (failing, st)
     # wall clock on a shared machine is noisy: also the item-seconds the failure added (latency above
     # the healthy run's median), spread over the item slots of the fleet
     median = sorted(r["latency_ms"] for r in base_results)[500] / 1000
