@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from shared import keys
 from shared.errors import RetryLater
 from shared.fleet_refusals import NO_EVIDENCE, NOT_OURS_BELOW_SHARE, FleetRefusals
+from shared.steps.target_backoff import RefusedShare
 
 if TYPE_CHECKING:  # the fleet view below is read by `tidyq queues`, which never loads DSPy
     from dspy import lm15
@@ -46,7 +47,6 @@ PROBE_GROWTH = 0.05  # per success after the first throttle
 SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 300
 FRESH_S = 60.0
-SHARE_WEIGHT = 1 / 32  # of one attempt in this process's refused share
 
 
 def _first_float(headers: Any, name: str) -> float | None:
@@ -100,7 +100,7 @@ class AdaptiveLimit:
         self._recent: deque[float] = deque()  # monotonic times of the successes within RATE_WINDOW_S
         self._shared_at = 0.0
         self.refusals = FleetRefusals(target, redis)  # learned mode: is a bare 429 ours?
-        self.share = 0.0  # refused share of this process's last ~32 attempts (before the fleet's is known)
+        self.share = RefusedShare()  # this process's last ~32 attempts (before the fleet's is known)
 
     @property
     def mode(self) -> str:
@@ -148,7 +148,7 @@ class AdaptiveLimit:
     # ---------------------------------------------------------------- feedback
     def on_success(self, latency_s: float) -> None:
         self.successes += 1
-        self.share -= SHARE_WEIGHT * self.share
+        self.share.succeeded()
         if self.mode == "learned":
             self.refusals.record(False)
         now = self.clock()
@@ -168,7 +168,7 @@ class AdaptiveLimit:
 
     def on_throttle(self, exc: lm15.LM15Error) -> None:
         self.throttles += 1
-        self.share += SHARE_WEIGHT * (1.0 - self.share)
+        self.share.refused()
         now = self.clock()
         pause = throttle_pause(exc)
         if pause > 0:
@@ -179,7 +179,7 @@ class AdaptiveLimit:
         evidence = self.refusals.verdict
         idle = evidence.kind == "unknown" and evidence.attempts < NO_EVIDENCE  # nothing known: the safe side
         ours = (pause > 0 or idle or evidence.kind == "limit"
-                or max(evidence.recent_share, self.share) > NOT_OURS_BELOW_SHARE)
+                or max(evidence.recent_share, self.share.value) > NOT_OURS_BELOW_SHARE)
         if ours and now - self.last_decrease >= (self.latency_s or 0.1):
             # what the provider just let through (successes in the last second x latency) is the
             # best estimate of its limit in calls in flight; x0.7 bounds the cut when it is unknown

@@ -32,13 +32,31 @@ TOLERATED_SHARE = 0.5  # up to it refusals are taken as random, above it as caus
 SATURATED_SHARE = 0.75  # the pause reaches rate_limit_max_delay here
 
 
+class RefusedShare:
+    """The refused share of a target's last ~32 attempts: an exponential average, no window kept
+    (the retry's pause here and the learned cap in shared/concurrency.py both follow it)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def refused(self) -> None:
+        self.value += WEIGHT * (1.0 - self.value)
+
+    def succeeded(self) -> None:
+        self.value -= WEIGHT * self.value
+
+
 class TargetBackoff:
     """Refusal share and pause ceiling of one target in this process."""
 
     def __init__(self, config: RetryConfig, rng: random.Random | None = None):
         self.config = config
         self.rng = rng or random.Random()
-        self.share = 0.0
+        self._share = RefusedShare()
+
+    @property
+    def share(self) -> float:
+        return self._share.value
 
     @property
     def ceiling(self) -> float:
@@ -52,9 +70,9 @@ class TargetBackoff:
 
     def refused(self) -> float:
         """A 429 without a wait of its own: count it and return the pause before this call's retry."""
-        self.share += WEIGHT * (1.0 - self.share)
+        self._share.refused()
         ceiling = self.ceiling
         return self.rng.uniform(0.0, ceiling) if self.config.jitter else ceiling
 
     def succeeded(self) -> None:
-        self.share -= WEIGHT * self.share
+        self._share.succeeded()
