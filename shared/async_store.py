@@ -31,6 +31,7 @@ from shared.store import (
     _status_from_hash,
     collect_listed,
     queue_create_job,
+    queue_list_page,
 )
 
 
@@ -186,9 +187,7 @@ class AsyncJobStore:
                 break
             start += len(ids)
             async with self.r.pipeline(transaction=False) as p:
-                for job_id in ids:
-                    p.hgetall(keys.job(job_id))
-                    p.ttl(keys.job(job_id))
+                queue_list_page(p, ids)
                 replies = await p.execute()
             gone = collect_listed(ids, replies, wanted, kind, out, limit, tenant)
             if gone:

@@ -228,13 +228,17 @@ USAGE_FIELDS = {"lm_calls": "calls", "attempts": "attempts", "retries": "retries
 
 def usage_from_tracking(raw: dict | None) -> dict[str, int | float] | None:
     """The job's LM usage from its tracking aggregate (keys.job_tracking, summed per chunk by
-    shared.tracking): the same numbers its MLflow run and Prometheus count. None before any chunk ran."""
+    shared.tracking): the same numbers its MLflow run and Prometheus count. None before any chunk ran;
+    a field that does not read as a number is left out (one damaged counter must not hide the job)."""
     if not raw:
         return None
     agg = {_s(k): _s(v) for k, v in raw.items()}
     out: dict[str, int | float] = {}
     for name, field in USAGE_FIELDS.items():
-        value = float(agg.get(field) or 0)
+        try:
+            value = float(agg.get(field) or 0)
+        except ValueError:
+            continue
         out[name] = round(value, 6) if name == "cost_usd" else int(value)
     return out
 
@@ -271,16 +275,26 @@ def _status_from_hash(job_id: str, raw: dict, ttl: int | None, outstanding: int 
     )
 
 
+def queue_list_page(pipe, ids: list[str]) -> None:
+    """The reads of one list_jobs page, queued on a (sync or asyncio) pipeline: per job its hash, TTL
+    and tracking aggregate (the usage every status shows), in collect_listed's order."""
+    for job_id in ids:
+        pipe.hgetall(keys.job(job_id))
+        pipe.ttl(keys.job(job_id))
+        pipe.hgetall(keys.job_tracking(job_id))
+
+
 def collect_listed(ids: list[str], replies: list, wanted: set[str] | None, kind: str | None, out: list[JobStatus],
                    limit: int, tenant: str | None = None) -> list[str]:
-    """One page of list_jobs: (HGETALL, TTL) reply pairs -> matching statuses appended to ``out`` (up to
-    ``limit``); returns the ids whose job expired (the caller drops them from the index)."""
+    """One page of list_jobs: (HGETALL, TTL, tracking HGETALL) reply triples (queue_list_page) -> matching
+    statuses, with their usage, appended to ``out`` (up to ``limit``); returns the ids whose job expired
+    (the caller drops them from the index)."""
     gone = []
-    for job_id, raw, ttl in zip(ids, replies[0::2], replies[1::2], strict=True):
+    for job_id, raw, ttl, tracking in zip(ids, replies[0::3], replies[1::3], replies[2::3], strict=True):
         if not raw:
             gone.append(job_id)
             continue
-        st = _status_from_hash(job_id, raw, ttl)
+        st = _status_from_hash(job_id, raw, ttl, tracking=tracking)
         if (wanted is None or st.status.value in wanted) and (kind is None or st.kind == kind) \
                 and (tenant is None or st.tenant == tenant):
             out.append(st)
@@ -523,9 +537,7 @@ class JobStore:
                 break
             start += len(ids)
             with self.r.pipeline(transaction=False) as p:
-                for job_id in ids:
-                    p.hgetall(keys.job(job_id))
-                    p.ttl(keys.job(job_id))
+                queue_list_page(p, ids)
                 replies = p.execute()
             gone = collect_listed(ids, replies, wanted, kind, out, limit)
             if gone:

@@ -166,6 +166,23 @@ def test_list_jobs_newest_first_filtered_and_pruned_of_expired_jobs(store):
         store.list_jobs(statuses=["bogus"])
 
 
+def test_listed_jobs_carry_the_usage_their_status_shows(store):
+    """`tidyq jobs`, GET /jobs and the MCP list read list_jobs: each row shows the job's LM usage
+    (its tracking aggregate), as status() does, and None for a job no chunk has run for yet."""
+    for i in range(2):
+        store.create_job(JobSpec(id=f"u{i}", kind="batch", signature="q -> a", backend="mock", total=1,
+                                 chunk_size=1, ttl_seconds=60, created_at=2000.0 + i))
+    store.r.hset(keys.job_tracking("u1"), mapping={"calls": 3, "attempts": 4, "retries": 1, "input_tokens": 120,
+                                                    "output_tokens": 9, "cost_usd": 0.001234})
+    listed = {s.id: s for s in store.list_jobs()}
+    assert listed["u1"].usage == store.status("u1").usage == {
+        "lm_calls": 3, "attempts": 4, "retries": 1, "input_tokens": 120, "output_tokens": 9, "cost_usd": 0.001234}
+    assert listed["u0"].usage is None
+    store.r.hset(keys.job_tracking("u1"), "cost_usd", "not-a-number")  # one damaged counter hides only itself
+    assert store.list_jobs()[0].usage == {"lm_calls": 3, "attempts": 4, "retries": 1, "input_tokens": 120,
+                                          "output_tokens": 9}
+
+
 def test_create_job_trims_index_entries_past_the_horizon(store):
     store.r.zadd(keys.jobs_index(), {"ancient": 1.0, "recent": time.time() - 3600})
     make_job(store, "fresh")
