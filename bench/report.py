@@ -79,10 +79,10 @@ def rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         out.append(("7. wrapper overhead on the mock (CPU per call)", f"dspy.Predict {o['plain_predict_cpu_ms']} ms",
                     f"wrapper {o['wrapper_cpu_ms']} ms (no cache {o['wrapper_no_cache_cpu_ms']} ms, "
                     f"hit {o['wrapper_cache_hit_cpu_ms']} ms)",
-                    f"+{o['overhead_pct']}% (no cache {o['overhead_no_cache_pct']:+}%)",
+                    f"{o['overhead_pct']:+}% (no cache {o['overhead_no_cache_pct']:+}%)",
                     f"{o['goal']}: {_yes(o['met'])}"))
     if a := _ok(res, "api_load"):
-        out.append((f"8. REST API predict ?wait; {a['concurrent']} concurrent waits on one server process",
+        out.append((f"9. REST API predict ?wait; {a['concurrent']} concurrent waits on one server process",
                     f"Python client p50 {a['client_p50_ms']} ms, p99 {a['client_p99_ms']} ms",
                     f"API p50 {a['api_p50_ms']} ms, p99 {a['api_p99_ms']} ms; {a['concurrent_answered']}/"
                     f"{a['concurrent']} answered in {a['concurrent_seconds']} s, "
