@@ -33,15 +33,17 @@ def folds(program: str | None) -> bool:
     return not parse_program_uri(program).follows_rollout
 
 
-def fold_duplicates(items: Callable[[], Iterator[Item]]) -> tuple[Callable[[], Iterator[Item]], int]:
+def fold_duplicates(items: Callable[[], Iterator[Item]], *,
+                    prefix: Callable[[bytes], int] = prefix64) -> tuple[Callable[[], Iterator[Item]], int]:
     """(a fresh-iterator factory over the unique items, twins attached; how many were folded).
 
     Reads the items like the file check does: once keeping 8 bytes of each digest (shared/hash_log.py),
     and only when some of those repeat once more, keeping the full digest of just those rows; memory
-    then grows with the duplicates, not the file."""
+    then grows with the duplicates, not the file. ``prefix``: digest -> 64-bit value (any function is
+    exact; one that collides only costs that extra read)."""
     prefixes = HashLog()
     for item in items():
-        prefixes.add(prefix64(inputs_digest(item.inputs)))
+        prefixes.add(prefix(inputs_digest(item.inputs)))
     suspects = prefixes.repeated()
     del prefixes
     if not suspects:
@@ -50,7 +52,7 @@ def fold_duplicates(items: Callable[[], Iterator[Item]]) -> tuple[Callable[[], I
     twins: dict[str, list[str]] = {}
     for item in items():
         digest = inputs_digest(item.inputs)
-        if prefix64(digest) not in suspects:
+        if prefix(digest) not in suspects:
             continue
         first = first_of.setdefault(digest, item.custom_id)
         if first != item.custom_id:
