@@ -1,8 +1,8 @@
 """Streaming JSONL: read and check input files line by line, write result files line by line.
 
 A 100k-line file is never held in memory: the producer reads the file twice (pass 1 checks every
-line, pass 2 enqueues), keeping only the custom_ids seen, so bad input is refused before anything
-is enqueued. Every error names the file, the line and the field.
+line, pass 2 enqueues), keeping an 8-byte hash per line to prove the custom_ids unique, so bad
+input is refused before anything is enqueued. Every error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.errors import BadInput
+from shared.hash_log import HashLog, hash64
 from shared.jobs import Item, check_inputs
 
 TOP_LEVEL_KEYS = ("custom_id", "inputs")
@@ -92,7 +93,13 @@ def item_from_row(row: dict, *, where: str, line_no: int | None, input_fields: t
 
 
 class FileCheck:
-    """Pass 1 over an input file: every line checked, custom_ids unique, limits respected."""
+    """Pass 1 over an input file: every line checked, custom_ids unique, limits respected.
+
+    Uniqueness keeps a 64-bit hash per line (shared/hash_log.py), not the ids: when hashes repeat,
+    the lines read so far are read again to compare the real ids, so the first duplicate in file
+    order is still the one reported, also ahead of a later bad line."""
+
+    id_hash = staticmethod(hash64)  # any str -> 64-bit function is exact; a poor one only costs re-reads
 
     def __init__(self, path: str | Path, *, input_fields: tuple[str, ...] | None, signature: str | None,
                  max_items: int, max_item_bytes: int):
@@ -101,22 +108,44 @@ class FileCheck:
         self.max_items, self.max_item_bytes = max_items, max_item_bytes
 
     def run(self) -> int:
-        seen: dict[str, int] = {}
-        count = 0
-        for line_no, text in iter_lines(self.path):
-            where = f"{self.path}:{line_no}"
-            item = parse_item(text, where=where, line_no=line_no, input_fields=self.input_fields,
-                              signature=self.signature, max_item_bytes=self.max_item_bytes)
-            first = seen.setdefault(item.custom_id, line_no)
-            if first != line_no:
-                raise BadInput(f"duplicate custom_id {item.custom_id!r} (first on line {first})",
-                               where=f"{where}: field 'custom_id'")
-            count += 1
-            if count > self.max_items:
-                raise BadInput(f"more than {self.max_items} items (TIDYQ_MAX_ITEMS_PER_JOB)", where=where)
+        ids = HashLog()
+        count = last = 0
+        try:
+            for line_no, text in iter_lines(self.path):
+                item = self._parse(line_no, text)
+                ids.add(self.id_hash(item.custom_id))
+                count, last = count + 1, line_no
+                if count > self.max_items:
+                    raise BadInput(f"more than {self.max_items} items (TIDYQ_MAX_ITEMS_PER_JOB)",
+                                   where=f"{self.path}:{line_no}")
+        except BadInput:
+            self._refuse_duplicates(ids, last)  # an earlier duplicate is the first error in the file
+            raise
         if count == 0:
             raise BadInput("no items (the file is empty)", where=self.path)
+        self._refuse_duplicates(ids, last)
         return count
+
+    def _parse(self, line_no: int, text: str) -> Item:
+        return parse_item(text, where=f"{self.path}:{line_no}", line_no=line_no, input_fields=self.input_fields,
+                          signature=self.signature, max_item_bytes=self.max_item_bytes)
+
+    def _refuse_duplicates(self, ids: HashLog, last: int) -> None:
+        """BadInput at the first line (up to ``last``) whose custom_id an earlier line had."""
+        suspects = ids.repeated()
+        if not suspects:
+            return
+        first_line: dict[str, int] = {}  # only the ids whose hash repeats
+        for line_no, text in iter_lines(self.path):
+            if line_no > last:
+                return
+            cid = self._parse(line_no, text).custom_id
+            if self.id_hash(cid) not in suspects:
+                continue
+            first = first_line.setdefault(cid, line_no)
+            if first != line_no:
+                raise BadInput(f"duplicate custom_id {cid!r} (first on line {first})",
+                               where=f"{self.path}:{line_no}: field 'custom_id'")
 
 
 def iter_items(path: str | Path, *, max_item_bytes: int | None = None) -> Iterator[Item]:

@@ -15,13 +15,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 
+from shared.hash_log import HashLog, prefix64
 from shared.jobs import Item, ItemResult
 from shared.program_uri import is_import_path, parse_program_uri
 
 
 def inputs_digest(inputs: dict) -> bytes:
-    """Equal for equal inputs whatever their key order (16 bytes of sha256: the producer keeps one per
-    distinct row while it folds a file)."""
+    """Equal for equal inputs whatever their key order (16 bytes of sha256)."""
     text = json.dumps(inputs, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).digest()[:16]
 
@@ -33,17 +33,33 @@ def folds(program: str | None) -> bool:
     return not parse_program_uri(program).follows_rollout
 
 
-def fold_duplicates(items: Callable[[], Iterator[Item]]) -> tuple[Callable[[], Iterator[Item]], int]:
+def fold_duplicates(items: Callable[[], Iterator[Item]], *,
+                    prefix: Callable[[bytes], int] = prefix64) -> tuple[Callable[[], Iterator[Item]], int]:
     """(a fresh-iterator factory over the unique items, twins attached; how many were folded).
 
-    Reads the items twice (like the file check): only a digest per distinct input is kept."""
+    Reads the items like the file check does: once keeping 8 bytes of each digest (shared/hash_log.py),
+    and only when some of those repeat once more, keeping the full digest of just those rows; memory
+    then grows with the duplicates, not the file. ``prefix``: digest -> 64-bit value (any function is
+    exact; one that collides only costs that extra read)."""
+    prefixes = HashLog()
+    for item in items():
+        prefixes.add(prefix(inputs_digest(item.inputs)))
+    suspects = prefixes.repeated()
+    del prefixes
+    if not suspects:
+        return items, 0
     first_of: dict[bytes, str] = {}
     twins: dict[str, list[str]] = {}
     for item in items():
-        first = first_of.setdefault(inputs_digest(item.inputs), item.custom_id)
+        digest = inputs_digest(item.inputs)
+        if prefix(digest) not in suspects:
+            continue
+        first = first_of.setdefault(digest, item.custom_id)
         if first != item.custom_id:
             twins.setdefault(first, []).append(item.custom_id)
     folded = {cid for ids in twins.values() for cid in ids}
+    if not folded:  # only 8-byte prefixes collided
+        return items, 0
 
     def unique() -> Iterator[Item]:
         for item in items():

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from producers.jsonl import FileCheck, JsonlWriter, iter_items, parse_item, read_jsonl
+from shared.dedupe import fold_duplicates
 from shared.errors import BadInput
+from shared.hash_log import MASK, HashLog
 
 FIELDS = ("question",)
 SIG = "question -> answer"
@@ -93,6 +95,73 @@ def test_large_file_is_streamed_not_loaded(tmp_path):
         tracemalloc.stop()
     assert n == 30_000
     assert peak < size / 10, (peak, size)  # a few lines at a time, not the file
+
+
+def test_the_first_duplicate_in_file_order_wins_over_a_later_bad_line(tmp_path):
+    lines = [json.dumps({"custom_id": cid, "inputs": {"question": "q"}}) for cid in ("a", "b", "c", "b", "a")]
+    with pytest.raises(BadInput, match=r"in.jsonl:4: field 'custom_id': duplicate custom_id 'b' \(first on line 2\)"):
+        check(write(tmp_path, [*lines, "not json"]))
+    with pytest.raises(BadInput, match="in.jsonl:3: not JSON"):  # the bad line comes first
+        check(write(tmp_path, [*lines[:2], "not json", *lines[2:]]))
+    with pytest.raises(BadInput, match="in.jsonl:4: field 'custom_id': duplicate custom_id 'b'"):
+        check(write(tmp_path, lines), max_items=3)  # line 4 is both over the limit and a duplicate
+    implicit = [json.dumps({"custom_id": "2", "inputs": {"question": "q"}}), json.dumps({"inputs": {"question": "r"}})]
+    with pytest.raises(BadInput, match=r"in.jsonl:2: field 'custom_id': duplicate custom_id '2' \(first on line 1\)"):
+        check(write(tmp_path, implicit))  # a line's number is its id when it has none
+
+
+class EveryIdCollides(FileCheck):
+    """The same hash for every custom_id: the re-read must tell equal ids from equal hashes."""
+
+    id_hash = staticmethod(lambda cid: 7)
+
+
+def test_colliding_hashes_are_settled_by_the_real_ids(tmp_path):
+    rows = [json.dumps({"custom_id": f"id-{i}", "inputs": {"question": str(i)}}) for i in range(50)]
+    opts = dict(input_fields=FIELDS, signature=SIG, max_items=1000, max_item_bytes=10_000)
+    assert EveryIdCollides(write(tmp_path, rows), **opts).run() == 50
+    with pytest.raises(BadInput, match=r"in.jsonl:51: field 'custom_id': duplicate custom_id 'id-7' \(first on line 8"):
+        EveryIdCollides(write(tmp_path, [*rows, rows[7]]), **opts).run()
+    items = [parse_item(r, where="x", line_no=i) for i, r in enumerate([*rows, rows[3].replace("id-3", "z")], 1)]
+    unique, folded = fold_duplicates(lambda: iter(items), prefix=lambda digest: 0)  # every digest collides
+    got = list(unique())
+    assert folded == 1 and len(got) == 50 and got[3].duplicates == ["z"]
+    assert [i.custom_id for i in got] == [f"id-{i}" for i in range(50)]
+    unique, folded = fold_duplicates(lambda: iter(items[:50]), prefix=lambda digest: 0)
+    assert folded == 0 and [i.custom_id for i in unique()] == [f"id-{i}" for i in range(50)]
+
+
+def test_hash_log_names_exactly_the_repeated_values():
+    log = HashLog()
+    values = [0, MASK, 1 << 63, 12345, MASK - 1, 0, 12345, MASK, 99 << 40]
+    for v in values:
+        log.add(v)
+    assert log.repeated() == {0, 12345, MASK} and len(log) == len(values)
+
+
+def retained_per_line(fn, small: int, large: int, tmp_path) -> float:
+    """Traced peak bytes of ``fn(path)`` per extra line between a small and a large file (same run)."""
+    peaks = []
+    for n in (small, large):
+        p = tmp_path / f"rows-{n}.jsonl"
+        with open(p, "w") as fh:
+            for i in range(n):
+                fh.write(json.dumps({"custom_id": f"row-{i}", "inputs": {"question": f"What is {i} plus {i}?"}}) + "\n")
+        tracemalloc.start()
+        try:
+            fn(p)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    return (peaks[1] - peaks[0]) / (large - small)
+
+
+def test_file_check_and_fold_keep_bytes_per_line_not_objects(tmp_path):
+    """A dict of every custom_id (~105 B per line) or digest (~136 B) made the producer grow with the
+    file; the hash log keeps 8 B per line (array growth adds a little)."""
+    per_check = retained_per_line(lambda p: check(p, max_items=100_000), 5_000, 20_000, tmp_path)
+    per_fold = retained_per_line(lambda p: fold_duplicates(lambda: iter_items(p)), 5_000, 20_000, tmp_path)
+    assert per_check < 24 and per_fold < 24, (per_check, per_fold)
 
 
 def test_writer_is_atomic_and_roundtrips(tmp_path):
