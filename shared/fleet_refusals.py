@@ -50,6 +50,10 @@ RECENT_SLOTS = 3  # the refused share "now": the last 0.3 s ...
 MIN_RECENT = 20  # ... when it holds this many attempts (else the window's)
 NO_EVIDENCE = 30  # attempts in the window below which the target counts as idle (nothing known)
 NOT_OURS_BELOW_SHARE = 0.5  # above it refusals count as ours whatever the slope (shared/concurrency.py)
+# ... the fleet's recent share only this many standard errors above it: 20-35 attempts of a 30% storm are
+# more than half refused by chance now and then (the stand-in's seeded storm opens with 11 of 20), and
+# each such cut took the cap from hundreds to 2-3 (what the last 2 s let through)
+OVER_HALF_Z = 2.0
 MIN_REFUSED = 30  # "flat" needs refusals to be flat (a dozen at a limit's edge read flat by chance)
 LIMIT_FIRM_S = WINDOW_SLOTS * SLOT_S  # a limit verdict is not replaced by a flat one this soon
 
@@ -62,8 +66,15 @@ class Verdict:
     share: float = 0.0  # the fleet's refused share in the window
     attempts: int = 0  # the fleet's attempts in the window (few: the target was idle, nothing is known)
     recent_share: float = 0.0  # the fleet's refused share in the last RECENT_SLOTS (a burst, at once)
+    recent_attempts: int = 0  # the attempts that share is of
     rise: float = 0.0  # busier pool's share minus the quieter's
     spread: float = 0.0  # busier pool's attempts per slot over the quieter's
+
+    @property
+    def mostly_refused(self) -> bool:
+        """More than half of the fleet's recent attempts refused, beyond chance (``OVER_HALF_Z``)."""
+        n = self.recent_attempts
+        return n > 0 and self.recent_share > NOT_OURS_BELOW_SHARE + OVER_HALF_Z * math.sqrt(0.25 / n)
 
 
 UNKNOWN = Verdict("unknown")
@@ -79,8 +90,9 @@ def verdict_of(slots: list[tuple[int, int]]) -> Verdict:
             whole = replace(recent, share=whole.share, attempts=whole.attempts)
     last = slots[-RECENT_SLOTS:]
     last_a = sum(a for a, _ in last)
-    recent_share = sum(r for _, r in last) / last_a if last_a >= MIN_RECENT else whole.share
-    return replace(whole, recent_share=recent_share)
+    if last_a >= MIN_RECENT:
+        return replace(whole, recent_share=sum(r for _, r in last) / last_a, recent_attempts=last_a)
+    return replace(whole, recent_share=whole.share, recent_attempts=whole.attempts)
 
 
 def _paired(slots: list[tuple[int, int]]) -> Verdict:

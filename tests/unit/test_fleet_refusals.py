@@ -162,3 +162,14 @@ def test_an_idle_target_and_a_named_wait_still_cut():
     before = storm.limit
     storm.on_throttle(refusal(retry_after=0.5))  # the provider says so: honoured whatever the record says
     assert storm.limit < before and storm.pause_until > 0
+
+
+@pytest.mark.parametrize("opening, cut", [((22, 12), False), ((40, 30), True)])
+def test_more_than_half_refused_must_be_beyond_chance(opening, cut):
+    """A storm's first slot after a storm-free job: 12 of 22 refused is a 30% storm's chance (the
+    stand-in's seeded storm opens with 11 of its first 20), and the cut it made took the learned cap
+    from hundreds to 2-3 for the rest of the run; 30 of 40 is more than half beyond chance and cuts."""
+    limit = learned_limit([(40, 0)] * 12 + [(0, 0), (0, 0), opening])
+    before = limit.limit
+    limit.on_throttle(refusal())
+    assert (limit.limit < before) is cut, limit.refusals.verdict
