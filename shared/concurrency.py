@@ -11,8 +11,8 @@ limit needs ~150 calls in flight) or too high (429 storms). So the cap follows t
   when the 429 names a wait (Retry-After, or x-ratelimit-remaining-requests 0) or when the fleet's
   record says the refused share rises with the fleet's attempt rate (shared/fleet_refusals.py: a
   random storm's share is flat, a real limit's rises), or when more than half the attempts are
-  refused (this process's last ~32, or the fleet's last 0.3 s: the first second of a job at a
-  limit, before there is a slope to see, and a burst), or when the record is empty (an idle
+  refused (this process's last ~32, or the fleet's last 0.3 s beyond chance: the first second of a
+  job at a limit, before there is a slope to see, and a burst), or when the record is empty (an idle
   target: the safe side until the fleet has a few dozen attempts). Every call waits out the
   provider's Retry-After or x-ratelimit-reset-requests when x-ratelimit-remaining-requests says 0.
 
@@ -178,8 +178,8 @@ class AdaptiveLimit:
         self.refusals.record(True)
         evidence = self.refusals.verdict
         idle = evidence.kind == "unknown" and evidence.attempts < NO_EVIDENCE  # nothing known: the safe side
-        ours = (pause > 0 or idle or evidence.kind == "limit"
-                or max(evidence.recent_share, self.share.value) > NOT_OURS_BELOW_SHARE)
+        ours = (pause > 0 or idle or evidence.kind == "limit" or evidence.mostly_refused
+                or self.share.value > NOT_OURS_BELOW_SHARE)
         if ours and now - self.last_decrease >= (self.latency_s or 0.1):
             # what the provider just let through (successes in the last second x latency) is the
             # best estimate of its limit in calls in flight; x0.7 bounds the cut when it is unknown

@@ -10,7 +10,10 @@ limit, its own rate barely moves the refusals: an earlier per-process test was r
 every process adds its attempts and refusals per ``SLOT_S`` wall-clock slot to a short-lived
 per-target hash in Redis (shared/keys.py ``refusals``), once per slot, and reads the fleet's last
 ``WINDOW_SLOTS`` with one HMGET in the same round trip (about ten round trips a second per busy
-process, ~0.3 ms of CPU each on loopback; nothing per call).
+process, ~0.3 ms of CPU each on loopback; nothing per call). That round trip runs on a thread of
+its own, not on the caller's (the worker's event loop): on a loaded machine it took 3-5 ms, the
+whole loop waiting (90-140 ms a job in a 30% 429 storm), and the verdict is as of the last flush
+anyway.
 
 The comparison is paired in time: in each pair of adjacent slots whose attempt counts differ by at
 least ``PAIR_RATIO``, the busier slot's counts go to one pool and the quieter one's to the other.
@@ -23,7 +26,11 @@ and no rise beyond one standard error. Anything else is unknown.
 from __future__ import annotations
 
 import math
+import os
+import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,6 +50,10 @@ RECENT_SLOTS = 3  # the refused share "now": the last 0.3 s ...
 MIN_RECENT = 20  # ... when it holds this many attempts (else the window's)
 NO_EVIDENCE = 30  # attempts in the window below which the target counts as idle (nothing known)
 NOT_OURS_BELOW_SHARE = 0.5  # above it refusals count as ours whatever the slope (shared/concurrency.py)
+# ... the fleet's recent share only this many standard errors above it: 20-35 attempts of a 30% storm are
+# more than half refused by chance now and then (the stand-in's seeded storm opens with 11 of 20), and
+# each such cut took the cap from hundreds to 2-3 (what the last 2 s let through)
+OVER_HALF_Z = 2.0
 MIN_REFUSED = 30  # "flat" needs refusals to be flat (a dozen at a limit's edge read flat by chance)
 LIMIT_FIRM_S = WINDOW_SLOTS * SLOT_S  # a limit verdict is not replaced by a flat one this soon
 
@@ -55,8 +66,15 @@ class Verdict:
     share: float = 0.0  # the fleet's refused share in the window
     attempts: int = 0  # the fleet's attempts in the window (few: the target was idle, nothing is known)
     recent_share: float = 0.0  # the fleet's refused share in the last RECENT_SLOTS (a burst, at once)
+    recent_attempts: int = 0  # the attempts that share is of
     rise: float = 0.0  # busier pool's share minus the quieter's
     spread: float = 0.0  # busier pool's attempts per slot over the quieter's
+
+    @property
+    def mostly_refused(self) -> bool:
+        """More than half of the fleet's recent attempts refused, beyond chance (``OVER_HALF_Z``)."""
+        n = self.recent_attempts
+        return n > 0 and self.recent_share > NOT_OURS_BELOW_SHARE + OVER_HALF_Z * math.sqrt(0.25 / n)
 
 
 UNKNOWN = Verdict("unknown")
@@ -72,8 +90,9 @@ def verdict_of(slots: list[tuple[int, int]]) -> Verdict:
             whole = replace(recent, share=whole.share, attempts=whole.attempts)
     last = slots[-RECENT_SLOTS:]
     last_a = sum(a for a, _ in last)
-    recent_share = sum(r for _, r in last) / last_a if last_a >= MIN_RECENT else whole.share
-    return replace(whole, recent_share=recent_share)
+    if last_a >= MIN_RECENT:
+        return replace(whole, recent_share=sum(r for _, r in last) / last_a, recent_attempts=last_a)
+    return replace(whole, recent_share=whole.share, recent_attempts=whole.attempts)
 
 
 def _paired(slots: list[tuple[int, int]]) -> Verdict:
@@ -105,10 +124,42 @@ def _paired(slots: list[tuple[int, int]]) -> Verdict:
     return Verdict(kind, share, total_a, rise=round(rise, 3), spread=round(spread, 2))
 
 
+class _OffLoop:
+    """One daemon thread per process running the records' round trips in order (a daemon, so a
+    Redis that does not answer never holds up the process's exit)."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+                self._pid, self._jobs = os.getpid(), queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._jobs,), name="tidyq-refusals", daemon=True).start()
+            self._jobs.put(job)
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            jobs.get()()
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the jobs handed over so far have run (tests; a clean shutdown)."""
+        done = threading.Event()
+        self.run(done.set)
+        return done.wait(timeout)
+
+
+OFF_LOOP = _OffLoop()
+
+
 class FleetRefusals:
     """This process's counts of the current slot, flushed to the fleet's record at the first
     outcome of a later slot; the fleet's verdict as of the last flush. Without Redis the fleet is
-    this process. Lives on one event loop at a time (the worker's), so no lock."""
+    this process. Counts live on one event loop at a time (the worker's), so no lock; the flush's
+    round trip and verdict run on ``OFF_LOOP``'s thread, in order (the verdict is one attribute)."""
 
     def __init__(self, target: str, redis: Any = None, clock=time.time):
         self.target = target
@@ -136,18 +187,24 @@ class FleetRefusals:
         # the slots before the current one, oldest first; the last one may still lack the counts of
         # a process that has not moved on yet (a burst is seen within one slot, a little short)
         window = range(now_slot - WINDOW_SLOTS, now_slot)
+        if self.redis is None:  # this process's own record: no I/O to wait for
+            self._exchange_and_judge(done, counts, window, self.clock())
+        else:
+            now = self.clock()  # the flush's time, however late its thread runs it
+            OFF_LOOP.run(lambda: self._exchange_and_judge(done, counts, window, now))
+
+    def _exchange_and_judge(self, done: int, counts: tuple[int, int], window: range, now: float) -> None:
         try:
             slots = self._exchange(done, counts, window)
         except Exception:  # no evidence never fails a call: the cap then cuts only on headers
             self.verdict = UNKNOWN
             return
-        self._judge(verdict_of(slots))
+        self._judge(verdict_of(slots), now)
 
-    def _judge(self, latest: Verdict) -> None:
+    def _judge(self, latest: Verdict, now: float) -> None:
         """A conclusive verdict holds until the other one replaces it or for its hold time: between
         a limit's bursts the window often has too few refusals for a verdict of its own (a limit
         is believed for longer: the cap grows back to it, and a late cut is what hammers it)."""
-        now = self.clock()
         firm_limit = self._held is not None and self._held.kind == "limit" and now - self._held_at < LIMIT_FIRM_S
         if latest.kind == "limit" or (latest.kind == "flat" and not firm_limit):
             self._held, self._held_at = latest, now

@@ -175,6 +175,23 @@ def test_an_acquire_that_finds_it_closed_spares_the_next_ones_their_round_trip(c
     assert _record_calls(client) == before and not any(p.probe_id for p in permits)
 
 
+def test_rate_limit_answers_of_a_closed_breaker_make_no_round_trip(client):
+    """A 30% 429 storm reported every 429 (neutral) in a script call of its own: 97 per job, 0.2-0.5 s
+    of blocked event loop. A neutral outcome counts nothing, so while this process knows the breaker is
+    closed it stays local; once that knowledge is stale, or for a probe, it is reported as before."""
+    b = make(client, "direct:openai/neutral", closed_memo_seconds=0.3)
+    b.record(b.acquire(), "ok")  # the first report tells this process the breaker is closed
+    before = _record_calls(client)
+    for _ in range(50):
+        assert b.record(b.acquire(), "neutral") == "closed"
+    assert _record_calls(client) == before
+    time.sleep(0.35)  # the closed memo ran out: a neutral outcome asks Redis again
+    assert b.record(Permit(), "neutral") == "closed"
+    assert _record_calls(client) == before + 1
+    st = breaker_status(client, b.target, b.settings)
+    assert st["window"]["calls"] == 1 and st["window"]["failures"] == 0
+
+
 def test_a_failure_reports_the_batched_successes_before_it(client):
     b = make(client, "direct:openai/ordered", consecutive_failures=3, failure_rate=0.9, ok_batch_seconds=30.0)
     b.record(b.acquire(), "ok")

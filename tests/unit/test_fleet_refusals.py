@@ -5,14 +5,18 @@ cutting a bare 429 at a limit but not in a random storm (dspy.lm15's RateLimitEr
 from __future__ import annotations
 
 import random
+import socket
+import time
 
 import pytest
 import redis
 from dspy import lm15
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared import keys
 from shared.concurrency import AdaptiveLimit
-from shared.fleet_refusals import SLOT_S, WINDOW_SLOTS, FleetRefusals, verdict_of
+from shared.fleet_refusals import OFF_LOOP, SLOT_S, UNKNOWN, WINDOW_SLOTS, FleetRefusals, verdict_of
 
 
 def random_storm(rates: list[int], share: float, seed: int = 1) -> list[tuple[int, int]]:
@@ -83,6 +87,7 @@ def test_two_processes_records_add_up_in_redis(redis_url):
         clock.now += SLOT_S
     a.record(False)  # moves both on: the last slot is flushed
     b.record(False)
+    assert OFF_LOOP.settle()  # the round trips run on the record's own thread
     slot = int(clock.now / SLOT_S) - 1
     stored = client.hgetall(keys.refusals("direct:openai/m"))
     assert int(stored[f"{slot}:a".encode()]) == RATES[-1]  # both processes' counts of one slot in one record
@@ -90,9 +95,32 @@ def test_two_processes_records_add_up_in_redis(redis_url):
     for _ in range(15):  # the window moves on (30 slots): the slots that left it are deleted
         clock.now += SLOT_S
         a.record(False)
+    assert OFF_LOOP.settle()
     fields = {int(f.split(b":")[0]) for f in client.hkeys(keys.refusals("direct:openai/m"))}
     assert len(fields) <= WINDOW_SLOTS + 1 and min(fields) >= int(clock.now / SLOT_S) - WINDOW_SLOTS - 1
     assert a.verdict.kind == "limit" and b.verdict.kind == "limit"
+
+
+def test_a_redis_that_does_not_answer_never_holds_up_the_caller():
+    """The flush's round trip runs off the caller's thread (the worker's event loop: 3-5 ms each on a
+    loaded machine, 90-140 ms of a storm job): a Redis that accepts and never answers costs the caller
+    nothing, and the verdict stays unknown until the round trip gives up."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    client = redis.Redis(host="127.0.0.1", port=silent.getsockname()[1], socket_timeout=0.5,
+                         retry=Retry(NoBackoff(), 0))
+    clock = WallClock()
+    record = FleetRefusals("direct:openai/silent", client, clock=clock)
+    try:
+        started = time.monotonic()
+        feed(record, clock, random_storm(RATES[:3], 0.3))  # two flushes, each waiting out the timeout
+        assert time.monotonic() - started < 0.25
+        assert record.verdict is UNKNOWN
+        assert OFF_LOOP.settle(timeout=10)  # the round trips gave up meanwhile: still nothing known
+        assert record.verdict is UNKNOWN
+    finally:
+        silent.close()
 
 
 def test_a_record_without_redis_is_this_processes_own():
@@ -137,3 +165,14 @@ def test_an_idle_target_and_a_named_wait_still_cut():
     before = storm.limit
     storm.on_throttle(refusal(retry_after=0.5))  # the provider says so: honoured whatever the record says
     assert storm.limit < before and storm.pause_until > 0
+
+
+@pytest.mark.parametrize("opening, cut", [((22, 12), False), ((40, 30), True)])
+def test_more_than_half_refused_must_be_beyond_chance(opening, cut):
+    """A storm's first slot after a storm-free job: 12 of 22 refused is a 30% storm's chance (the
+    stand-in's seeded storm opens with 11 of its first 20), and the cut it made took the learned cap
+    from hundreds to 2-3 for the rest of the run; 30 of 40 is more than half beyond chance and cuts."""
+    limit = learned_limit([(40, 0)] * 12 + [(0, 0), (0, 0), opening])
+    before = limit.limit
+    limit.on_throttle(refusal())
+    assert (limit.limit < before) is cut, limit.refusals.verdict
