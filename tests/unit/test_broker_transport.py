@@ -9,7 +9,8 @@ import json
 
 import redis
 
-from shared.broker_transport import TRANSPORT, transport_for
+from shared import keys
+from shared.broker_transport import TRANSPORT, captured_publishes, transport_for
 from shared.celery_config import celery_app
 from shared.queues import CHUNK_TASK
 
@@ -72,3 +73,54 @@ def test_a_consumer_acks_through_the_kept_client(redis_url):
         assert type(conn.default_channel).__module__ == "shared.broker_transport"
         queue.close()
     app.close()
+
+
+def _envelope(raw: bytes | str) -> dict:
+    """A queued message without what differs per send (kombu's delivery tag)."""
+    envelope = json.loads(raw)
+    envelope["properties"].pop("delivery_tag")
+    return envelope
+
+
+def test_a_captured_send_is_celerys_message_left_for_the_callers_transaction(redis_url):
+    app = celery_app(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    payload = {"job": {"id": "j2", "backend": "mock"}, "chunk": 0, "items": [], "requeues": 0}
+    options = {"queue": "predict.mock", "task_id": "t-cap", "shadow": "shown", "argsrepr": "(j2)", "kwargsrepr": "{}"}
+    with app.producer_or_acquire() as producer:
+        app.send_task(CHUNK_TASK, args=[payload], producer=producer, **options)
+        sent = r.rpop("predict.mock")
+        with captured_publishes(producer) as commands:
+            app.send_task(CHUNK_TASK, args=[payload], producer=producer, **options)
+        assert r.llen("predict.mock") == 0  # nothing sent: the LPUSH is the caller's
+    assert [(name, args[0]) for name, args in commands] == [("lpush", "predict.mock")]
+    assert _envelope(commands[0][1][1]) == _envelope(sent)
+    with r.pipeline(transaction=True) as pipe:
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        pipe.execute()
+    assert _envelope(r.rpop("predict.mock")) == _envelope(sent)
+    app.send_task(CHUNK_TASK, args=[payload], **options)  # outside the block: sent as usual
+    assert r.llen("predict.mock") == 1
+    app.close()
+
+
+def test_a_single_predict_is_one_transaction_after_its_subscription(redis_url):
+    """The job, its first chunk's ledger entry and its message in one MULTI (no worker can take the
+    message before the job exists), the SUBSCRIBE for its result before it; nothing else is sent."""
+    from producers import Client
+    from shared.store import JobStore
+
+    client = Client(redis_url, on_warning=lambda _: None)
+    JobStore.from_url(redis_url).mark_worker_ready("w1@test", ["predict.mock"], 1)
+    client.submit_predict("question -> answer", {"question": "warm?"}, backend="mock")  # live-worker view read
+    r = redis.Redis.from_url(redis_url, socket_timeout=5)
+    with r.monitor() as monitor:
+        job = client.submit_predict("question -> answer", {"question": "2+2?"}, backend="mock")
+        seen: list[str] = []
+        while "EXEC" not in seen:
+            seen.append(monitor.next_command()["command"].split(" ", 1)[0].upper())
+    multi = seen.index("MULTI")
+    assert "SUBSCRIBE" in seen[:multi] and seen[-2:] == ["LPUSH", "EXEC"]
+    assert seen.count("LPUSH") == 1 and seen.count("MULTI") == 1
+    assert r.llen("predict.mock") == 2 and r.hexists(keys.job_ledger(job.id), "p:0")
