@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from producers import jsonl, submission
-from producers.client import Client
+from producers.client import Client, _ledger_entry
 from producers.submission import JobFailed
 from shared.async_store import AsyncJobStore
 from shared.config import Settings, get_settings
@@ -240,24 +240,38 @@ class AsyncClient:
         job_id = await self.store.idempotent_job(idempotency_key)
         return AsyncJob(self, job_id, existing=True) if job_id else None
 
+    def _checked_first(self, spec, payloads: Iterator[dict], queue: str) -> tuple[list[str], tuple | None, list | None]:
+        """In a thread: the target check (refuses before anything is written), the first chunk's ledger
+        entry and its message as broker commands (Client._captured_send; None: sent after the job)."""
+        notes = self.sync.check_target(spec)
+        head = next(payloads, None)
+        first = _ledger_entry(spec, head, queue) if head is not None else None
+        return notes, first, self.sync._captured_send(first, queue) if first is not None else None
+
     async def _submit(self, kind: JobKind, target: dict, items: Callable[[], Iterator[Item]], total: int,
                       idempotency_key: str | None, *, chunk_size: int | None = None,
                       retry_of: str | None = None) -> AsyncJob:
         spec = submission.new_spec(kind, target, total, self.settings, idempotency_key, chunk_size=chunk_size,
                                    retry_of=retry_of)
-        notes = await asyncio.to_thread(self.sync.check_target, spec)  # refuses before anything is written
+        queue, stop = queue_for(spec.backend), threading.Event()
+        payloads = submission.chunk_payloads(spec, _stoppable(items(), stop))
+        first, publish = None, None
+        if idempotency_key:
+            notes = await asyncio.to_thread(self.sync.check_target, spec)  # refuses before anything is written
+        else:  # the first chunk's ledger entry and message ride with the job's creation (one round trip)
+            notes, first, publish = await asyncio.to_thread(self._checked_first, spec, payloads, queue)
         store = self.store
-        await store.create_job(spec)
+        await store.create_job(spec, first_chunk=first[:4] if first else None, publish=publish or ())
         if idempotency_key:
             other = await store.claim_idempotency(idempotency_key, spec.id,
                                                   submission.idempotency_ttl(spec, self.settings))
             if other is not None:
                 await store.delete_job(spec.id)
                 return AsyncJob(self, other, existing=True)
-        stop = threading.Event()
+        if publish and kind is JobKind.PREDICT:  # its only chunk is sent
+            return AsyncJob(self, spec.id, warnings=notes)
         try:
-            payloads = submission.chunk_payloads(spec, _stoppable(items(), stop))
-            await asyncio.to_thread(self.sync._enqueue, spec, payloads, queue_for(spec.backend))
+            await asyncio.to_thread(self.sync._enqueue, spec, payloads, queue, None if publish else first)
         except BaseException as exc:
             stop.set()
             await asyncio.shield(store.fail_job(spec.id, f"enqueue interrupted: {type(exc).__name__}: {exc}"))

@@ -25,6 +25,7 @@ from producers.program_check import registered_program_notes
 from producers.submission import JobFailed
 from producers.target_check import LiveWorkers, SubmitWarning, check_target
 from shared import webhooks
+from shared.broker_transport import captured_publishes
 from shared.budget import tenant_budgets
 from shared.celery_config import celery_app
 from shared.config import Settings, get_settings
@@ -285,19 +286,27 @@ class Client:
         queue = queue_for(spec.backend)
         payloads = submission.chunk_payloads(spec, items())
         first = None
-        if not idempotency_key:  # its ledger entry rides with the job's creation (one round trip)
+        if not idempotency_key:  # its ledger entry and its message ride with the job's creation (one round trip)
             head = next(payloads, None)
             first = _ledger_entry(spec, head, queue) if head is not None else None
-        self.store.create_job(spec, first_chunk=first[:4] if first else None)
+        publish = self._captured_send(first, queue) if first is not None else None
+        sub = self.store.subscribe(spec.id) if subscribe and publish else None  # before the send
+        try:
+            self.store.create_job(spec, first_chunk=first[:4] if first else None, publish=publish or ())
+        except BaseException:
+            if sub is not None:
+                self.store.release(sub, spec.id)
+            raise
         if idempotency_key:
             ttl = submission.idempotency_ttl(spec, self.settings)
             other = self.store.claim_idempotency(idempotency_key, spec.id, ttl)
             if other is not None:
                 self.store.delete_job(spec.id)
                 return Job(self, other, existing=True)
-        sub = self.store.subscribe(spec.id) if subscribe else None
+        if subscribe and sub is None:
+            sub = self.store.subscribe(spec.id)
         try:
-            self._enqueue(spec, payloads, queue, first)
+            self._enqueue(spec, payloads, queue, None if publish else first)
         except BaseException as exc:
             if sub is not None:
                 self.store.release(sub, spec.id)
@@ -328,6 +337,14 @@ class Client:
                 self.ledger.sent(spec.id, payload["chunk"], task_id, queue, json.dumps(payload), spec.ttl_seconds)
                 sent += self._send(payload, task_id, queue, producer)
         return sent
+
+    def _captured_send(self, first: tuple, queue: str) -> list | None:
+        """The first chunk's message as broker commands for create_job's transaction: Celery's own
+        send, its final LPUSH kept (shared/broker_transport.py). None: send it after the job, as usual."""
+        with self.app.producer_or_acquire() as producer, captured_publishes(producer) as commands:
+            if commands is not None:
+                self._send(first[4], first[1], queue, producer)
+        return commands or None
 
     def _send(self, payload: dict, task_id: str, queue: str, producer) -> int:
         self.app.send_task(CHUNK_TASK, args=[payload], queue=queue, producer=producer, task_id=task_id,

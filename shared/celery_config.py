@@ -22,6 +22,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from shared.broker_transport import transport_for
 from shared.config import Settings, get_settings
 from shared.queues import ALL_QUEUES, CHUNK_TASK, OPTIMIZE_QUEUE, OPTIMIZE_TASK, PREDICT_QUEUES
 
@@ -78,6 +79,7 @@ def celery_app(redis_url: str | None = None, *, settings: Settings | None = None
                include: list[str] | None = None) -> Celery:
     """A configured Celery app; without ``include`` it has no tasks (a producer's sender)."""
     s = settings or get_settings()
-    app = Celery("tidyq", broker=redis_url or broker_url(s), include=include or [], set_as_current=False)
-    app.conf.update(app_config(s))
+    url = redis_url or broker_url(s)
+    app = Celery("tidyq", broker=url, include=include or [], set_as_current=False)
+    app.conf.update(app_config(s), broker_transport=transport_for(url))  # shared/broker_transport.py
     return app

@@ -377,14 +377,19 @@ class JobStore:
         return cls(get_redis(url))
 
     # --- producer side -------------------------------------------------------------------
-    def create_job(self, spec: JobSpec, first_chunk: tuple[int, str, str, str] | None = None) -> None:
+    def create_job(self, spec: JobSpec, first_chunk: tuple[int, str, str, str] | None = None,
+                   publish: Sequence[tuple[str, tuple]] = ()) -> None:
         """Write a new job (status queued). Raises if the id exists (ids are uuid4).
         ``first_chunk`` (chunk, task id, queue, payload JSON): its ledger entry is written in the same
-        transaction, so a one-chunk job costs one round trip before its message is sent."""
+        transaction, and ``publish`` (that chunk's message as broker commands, from
+        shared/broker_transport.py captured_publishes) goes last in it: a one-chunk job is one
+        round trip, and no worker can take its message before the job and its ledger entry exist."""
         with self.r.pipeline(transaction=True) as p:
             queue_create_job(p, spec)
             if first_chunk is not None:
                 queue_sent(p, spec.id, *first_chunk, ttl=spec.ttl_seconds, now=spec.created_at)
+            for name, args in publish:
+                getattr(p, name)(*args)
             existed = p.execute()[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")
