@@ -89,7 +89,10 @@ class AsyncRetry:
                     response = await call_next(request)
                 except lm15.LM15Error as exc:
                     wait = self.step.wait_before_retry(exc, tally, collector)
-                    await (self.step.room.apause(wait) if tally.wakeable else asyncio.sleep(wait))
+                    if tally.wakeable:
+                        tally.probes += await self.step.room.apause(wait, tally.probes)
+                    else:
+                        await asyncio.sleep(wait)
                     continue
                 self.step.succeeded()
                 return response

@@ -9,8 +9,9 @@ Without a limiter, a 429 that names no wait (no Retry-After, no x-ratelimit rese
 target's own backoff (shared/steps/target_backoff.py: none while the target refuses at most half
 of the attempts, from tens of ms growing only while it refuses more), neither the failure schedule
 (1 s doubling: a 30% 429 storm took 20x longer) nor a per-item chain (0.2 s doubling: 14x).
-The target's pause is sat out in the target's waiting room (shared/steps/waiting_room.py): a success
-of the target, or no call of it left active in this process, ends the earliest pause before its draw.
+The target's pause is sat out in the target's waiting room (shared/steps/waiting_room.py): a process
+never idles with a paused retry of the target while it has no call of it active (a call ending wakes
+the earliest; the last one pausing waits at most a short idle probe).
 DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.
 """
@@ -66,6 +67,7 @@ class RetryTally:
     failures: int = 0
     limited: int = 0
     wakeable: bool = False  # the last wait is the target's pause (the waiting room's), not an exact one
+    probes: int = 0  # pauses of this call shortened to an idle probe (shared/steps/waiting_room.py)
 
 
 class RetryStep:
@@ -77,10 +79,10 @@ class RetryStep:
         policy's tests read what was drawn); by default those are sat out in the waiting room."""
         self.config = config
         self.sleep = sleep or time.sleep
-        self.pause = sleep or self.sleep_in_room
+        self.injected = sleep is not None
         self.rng = rng or random.Random()
         self.backoff = TargetBackoff(config, self.rng)  # this step serves one target (shared/engine.py)
-        self.room = WaitingRoom()  # this target's paused retries in this process (both paths)
+        self.room = WaitingRoom(config.rate_limit_base_delay)  # this target's paused retries here (both paths)
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
         tally = RetryTally()
@@ -93,18 +95,17 @@ class RetryStep:
                     response = call_next(request)
                 except lm15.LM15Error as exc:
                     wait = self.wait_before_retry(exc, tally, collector)
-                    (self.pause if tally.wakeable else self.sleep)(wait)
+                    if tally.wakeable and not self.injected:
+                        tally.probes += self.room.pause(wait, tally.probes)
+                    else:
+                        self.sleep(wait)
                     continue
                 self.succeeded()
                 return response
 
     def succeeded(self) -> None:
-        """An answer of the target: its share falls, and its earliest paused retry goes now."""
+        """An answer of the target: its refused share falls."""
         self.backoff.succeeded()
-        self.room.succeeded()
-
-    def sleep_in_room(self, seconds: float) -> None:
-        self.room.pause(seconds)
 
     def wait_before_retry(self, exc: lm15.LM15Error, tally: RetryTally, collector) -> float:
         """Seconds to wait before retrying a failed attempt, or raise: the error itself when it is not

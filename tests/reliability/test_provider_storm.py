@@ -168,6 +168,12 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
 LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
 
 
+def tail_of(times: list[float]) -> dict[str, float]:
+    """Where the end of the job goes: the first 95% of the provider calls, then the last items' tail."""
+    return {"calls_95pct_at_s": round(times[int(0.95 * len(times)) - 1] - times[0], 3),
+            "last_call_at_s": round(times[-1] - times[0], 3)}
+
+
 FLEETS = {"learned_cap": (False, 2, 2), "learned_cap_one_process": (False, 1, 1),
           "learned_cap_fleet_4x1": (False, 4, 1), "pinned_cap_8": (True, 2, 2)}  # pinned?, workers, processes
 
@@ -197,7 +203,7 @@ def test_a_real_limit_answering_bare_429s_is_not_hammered(redis_url, start_worke
     report = {"items": n, "limit_rps": LIMIT_RPS, "seconds": seconds["limited"],
               "items_per_s": round(n / seconds["limited"], 1), "provider_calls": calls, "refused_429": refused,
               "refused_per_success": round(refused / n, 2), "attempts_max": max(r["attempts"] for r in results),
-              "rps": rps}
+              "rps": rps, **tail_of(openai_fake.request_times)}
     figures(f"real_limit_bare_429_{fleet}", report)
     # near the limit (start-up included). Pinned: 35-41 items/s in most runs, but once 24.8/s: the busy
     # phase ended in 10 s, then the last items waited up to the 5 s pause, since the target's refused

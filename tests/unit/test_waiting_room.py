@@ -1,7 +1,8 @@
 """The waiting room of a target's paused retries (shared/steps/waiting_room.py), through the retry
 step on both paths: real threads and a real event loop, a scripted provider call, no tidyq code
 replaced. The target's share is saturated first, so every bare 429 draws the full pause (a minute,
-jitter off): a retry that comes back within seconds was woken, one that did not stayed paused."""
+jitter off): a retry that comes back within seconds was woken or probed, one that did not stayed
+paused. On the code before the room every test here fails (no room; a minute's pause each)."""
 
 from __future__ import annotations
 
@@ -91,12 +92,12 @@ def in_thread(step: RetryStep, call_next) -> tuple[threading.Thread, list]:
     return thread, out
 
 
-def test_a_success_of_the_target_wakes_the_earliest_paused_retry_and_only_it():
+def test_a_call_ending_with_none_of_the_target_active_wakes_the_earliest_paused_retry():
     step = saturated_step()
     answer_b, answer_d = threading.Event(), threading.Event()
     provider = Provider({"d": [answer_d], "b": [answer_b], "a": [bare_429(), response("a")],
                          "c": [bare_429(), response("c")]})
-    d, _ = in_thread(step, provider.sync_call("d"))  # in flight throughout: no pause here is idle time
+    d, _ = in_thread(step, provider.sync_call("d"))
     assert wait_until(lambda: provider.count("d") == 1)
     b, _ = in_thread(step, provider.sync_call("b"))
     assert wait_until(lambda: provider.count("b") == 1)
@@ -104,24 +105,23 @@ def test_a_success_of_the_target_wakes_the_earliest_paused_retry_and_only_it():
     assert wait_until(lambda: step.room.waiting == 1)
     c, got_c = in_thread(step, provider.sync_call("c"))  # paused after a: a's deadline is the earlier
     assert wait_until(lambda: step.room.waiting == 2)
-    time.sleep(0.05)
-    assert provider.count("a") == provider.count("c") == 1  # both still paused while b is in flight
-    answer_b.set()  # b's answer: the provider has room, a (due first) goes now
+    answer_b.set()  # b's answer while d is still in flight: the pauses hold (no second call per answer)
+    b.join(PROMPT)
+    time.sleep(0.1)
+    assert provider.count("a") == provider.count("c") == 1 and step.room.waiting == 2
+    answer_d.set()  # d ends and nothing of the target is active: a (due first) goes, then c after a
     a.join(PROMPT)
     assert got_a and got_a[0].message.text == "a"
-    # a's own answer then wakes c: every pause here ended by an answer, none sat out
     c.join(PROMPT)
     assert got_c and got_c[0].message.text == "c"
-    b.join(PROMPT)
-    assert [name for name, _ in provider.attempts] == ["d", "b", "a", "c", "a", "c"]
-    assert step.room.woken_early == 2 and step.room.waiting == 0 and step.room.active == 1  # d
-    answer_d.set()
     d.join(PROMPT)
-    assert step.room.active == 0
+    assert [name for name, _ in provider.attempts] == ["d", "b", "a", "c", "a", "c"]
+    assert step.room.woken_early == 2 and step.room.waiting == 0 and step.room.active == 0
 
 
-def test_the_last_active_call_pausing_wakes_the_earliest_so_the_process_never_idles():
+def test_the_last_active_call_pausing_waits_only_its_idle_probe_doubling_per_probe():
     step = saturated_step()
+    base = step.config.rate_limit_base_delay
     refuse_c = threading.Event()
     provider = Provider({"c": [refuse_c, response("c")], "a": [bare_429(), response("a")]})
     in_flight = provider.sync_call("c")
@@ -135,22 +135,22 @@ def test_the_last_active_call_pausing_wakes_the_earliest_so_the_process_never_id
     assert wait_until(lambda: provider.count("c") == 1)
     a, got_a = in_thread(step, provider.sync_call("a"))
     assert wait_until(lambda: step.room.waiting == 1)
-    refuse_c.set()  # c refused too: no call of the target is active any more, so a (due first) goes
-    a.join(PROMPT)
-    assert got_a and got_a[0].message.text == "a"
-    c.join(PROMPT)  # and a's answer wakes c
+    refuse_c.set()  # c refused too, the last active call: it probes after base, not a minute
+    c.join(PROMPT)
     assert got_c and got_c[0].message.text == "c"
-    assert [name for name, _ in provider.attempts] == ["c", "a", "a", "c"]
-    assert step.room.woken_early == 2
-
-
-def test_a_lone_call_is_not_left_paused_and_a_pause_with_a_call_in_flight_is_kept():
-    step = saturated_step()
-    provider = Provider({"alone": [bare_429(), bare_429(), response("alone")]})
-    started = time.monotonic()
+    a.join(PROMPT)  # and c's end, leaving nothing active, wakes a
+    assert got_a and got_a[0].message.text == "a"
+    assert [name for name, _ in provider.attempts] == ["c", "a", "c", "a"]
+    # a lone call refused again and again probes after base, 2 base, 4 base ... (its own doubling)
+    provider = Provider({"alone": [bare_429()] * 4 + [response("alone")]})
     assert step(request(), provider.sync_call("alone")).message.text == "alone"
-    assert time.monotonic() - started < PROMPT  # no minute-long pause with nothing else to wait for
-    # with a call in flight and no answer, the drawn pause holds (a short one here)
+    times = [t for _, t in provider.attempts]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert all(gap >= base * 2 ** i * 0.95 for i, gap in enumerate(gaps)), gaps
+    assert sum(gaps) < PROMPT
+
+
+def test_a_pause_with_a_call_of_the_target_in_flight_is_kept():
     short = saturated_step(pause=0.3)
     hold = threading.Event()
     provider = Provider({"b": [hold], "a": [bare_429(), response("a")]})
@@ -163,15 +163,13 @@ def test_a_lone_call_is_not_left_paused_and_a_pause_with_a_call_in_flight_is_kep
     b.join(PROMPT)
 
 
-def test_async_sleepers_are_woken_by_an_answer_and_by_idleness_and_end_on_cancel():
+def test_async_sleepers_are_woken_probed_and_end_on_cancel():
     step = saturated_step()
     retry = AsyncRetry(step)
 
     async def scenario():
-        answer_b, answer_d = asyncio.Event(), asyncio.Event()
-        provider = Provider({"d": [answer_d], "b": [answer_b], "a": [bare_429(), response("a")],
-                             "c": [bare_429(), response("c")]})
-        d = asyncio.ensure_future(retry(request(), provider.async_call("d")))  # in flight: no idle time
+        answer_b = asyncio.Event()
+        provider = Provider({"b": [answer_b], "a": [bare_429(), response("a")], "c": [bare_429(), response("c")]})
         b = asyncio.ensure_future(retry(request(), provider.async_call("b")))
         a = asyncio.ensure_future(retry(request(), provider.async_call("a")))
         while step.room.waiting < 1:
@@ -179,10 +177,8 @@ def test_async_sleepers_are_woken_by_an_answer_and_by_idleness_and_end_on_cancel
         await asyncio.sleep(0.05)
         assert provider.count("a") == 1  # paused while b is in flight
         answer_b.set()
-        assert (await asyncio.wait_for(a, PROMPT)).message.text == "a"  # b's answer woke it
         await b
-        answer_d.set()
-        await d
+        assert (await asyncio.wait_for(a, PROMPT)).message.text == "a"  # b's end woke it
         # cancelling a paused coroutine ends its pause at once and leaves the room consistent
         hold = asyncio.Event()
         provider.script["b"] = [hold]
@@ -197,28 +193,27 @@ def test_async_sleepers_are_woken_by_an_answer_and_by_idleness_and_end_on_cancel
         hold.set()
         await b
         assert step.room.active == 0
-        # idleness: a lone refused coroutine is not left paused
+        # a lone refused coroutine probes instead of sitting out its minute
         provider.script["a"] = [bare_429(), bare_429(), response("a")]
         assert (await asyncio.wait_for(retry(request(), provider.async_call("a")), PROMPT)).message.text == "a"
 
     asyncio.run(scenario())
 
 
-def test_an_answer_on_a_thread_wakes_a_coroutine_paused_on_another_threads_loop():
+def test_a_call_ending_on_a_thread_wakes_a_coroutine_paused_on_another_threads_loop():
     step = saturated_step()
     retry = AsyncRetry(step)
-    answer_b, answer_d = threading.Event(), threading.Event()
-    provider = Provider({"d": [answer_d], "b": [answer_b], "a": [bare_429(), response("a")]})
-    for name in ("d", "b"):  # d stays in flight: only b's answer can wake a
-        in_thread(step, provider.sync_call(name))
-        assert wait_until(lambda name=name: provider.count(name) == 1)
+    answer_d = threading.Event()
+    provider = Provider({"d": [answer_d], "a": [bare_429(), response("a")]})
+    d, _ = in_thread(step, provider.sync_call("d"))  # in flight until a is paused
+    assert wait_until(lambda: provider.count("d") == 1)
     got: list = []
     loop_thread = threading.Thread(
         target=lambda: got.append(asyncio.run(retry(request(), provider.async_call("a")))), daemon=True)
     loop_thread.start()
     assert wait_until(lambda: step.room.waiting == 1)
-    answer_b.set()
+    answer_d.set()
     loop_thread.join(PROMPT)
     assert got and got[0].message.text == "a"
-    answer_d.set()
-    assert wait_until(lambda: step.room.active == 0)
+    d.join(PROMPT)
+    assert step.room.active == 0
