@@ -90,7 +90,7 @@ class AsyncRetry:
                 except lm15.LM15Error as exc:
                     wait = self.step.wait_before_retry(exc, tally, collector)
                     if tally.wakeable:
-                        tally.probes += await self.step.room.apause(wait, tally.probes)
+                        tally.probes += await self.step.room.apause(wait, tally.probes, self.step.may_end_early(tally))
                     else:
                         await asyncio.sleep(wait)
                     continue

@@ -96,7 +96,7 @@ class RetryStep:
                 except lm15.LM15Error as exc:
                     wait = self.wait_before_retry(exc, tally, collector)
                     if tally.wakeable and not self.injected:
-                        tally.probes += self.room.pause(wait, tally.probes)
+                        tally.probes += self.room.pause(wait, tally.probes, self.may_end_early(tally))
                     else:
                         self.sleep(wait)
                     continue
@@ -106,6 +106,11 @@ class RetryStep:
     def succeeded(self) -> None:
         """An answer of the target: its refused share falls."""
         self.backoff.succeeded()
+
+    def may_end_early(self, tally: RetryTally) -> bool:
+        """Whether the waiting room may wake or probe this call's pause: not once it has spent half of
+        its rate-limit retries (the room's early retries must not use up the budget)."""
+        return tally.limited <= self.config.max_rate_limit_retries // 2
 
     def wait_before_retry(self, exc: lm15.LM15Error, tally: RetryTally, collector) -> float:
         """Seconds to wait before retrying a failed attempt, or raise: the error itself when it is not

@@ -11,11 +11,13 @@ job busy for 10 s took 15-16 s). The room keeps a process from idling while it h
   most an idle probe: ``base`` (rate_limit_base_delay), doubling with each probe of that call,
   never more than its drawn pause: a provider with room again is found within tens of ms, and a
   saturated one sees a call's probes thin out as its drawn pauses would (a probe doubling per room,
-  reset on any success, let one call spend its 20 rate-limit retries in 1.4 s).
+  reset on any success, let one call spend its 20 rate-limit retries in 1.4 s);
+- a call that has spent half its rate-limit retries sits out its draws (not woken, not probed): the
+  early retries never use up an item's budget, whose end sends its chunk back to the queue.
 
 Measured and not kept: a success waking the earliest paused retry (ack-clocking) and an immediate
 wake of the last one pausing. With a cap of 8 per process the former added one attempt per success
-(2.1-2.25 refusals per success against a real limit, from ~1.5), and both burned items' 20
+(1.98-2.25 refusals per success against a real limit, from ~1.5), and both burned items' 20
 rate-limit retries in 1-2 s (chunks sent back to the queue for 15 s).
 
 The room serves thread sleepers (the sync path) and asyncio sleepers (the async path) of the same
@@ -37,11 +39,12 @@ from contextlib import contextmanager
 class _Sleeper:
     """One paused retry: a thread's event or a loop's future, and whether it has left the room."""
 
-    __slots__ = ("event", "future", "loop", "gone")
+    __slots__ = ("event", "future", "loop", "early", "gone")
 
     def __init__(self, event: threading.Event | None = None, future: asyncio.Future | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None):
+                 loop: asyncio.AbstractEventLoop | None = None, early: bool = True):
         self.event, self.future, self.loop = event, future, loop
+        self.early = early  # may be woken or probed before its draw (else it is not in the heap)
         self.gone = False  # woken or expired: set under the room's lock, once
 
     def wake(self) -> None:
@@ -101,13 +104,14 @@ class WaitingRoom:
             _wake(woken)
 
     # ------------------------------------------------------------ pauses
-    def pause(self, seconds: float, probes: int = 0) -> bool:
+    def pause(self, seconds: float, probes: int = 0, early: bool = True) -> bool:
         """A thread's pause: until ``seconds`` have passed or it is woken. ``probes``: the call's idle
-        probes so far; True when this pause is one (shortened)."""
+        probes so far; True when this pause is one (shortened). ``early`` False: the full draw, never
+        woken (a call that has spent half its rate-limit retries: the room never exhausts a budget)."""
         if seconds <= 0:
             return False
         event = threading.Event()
-        sleeper = _Sleeper(event=event)
+        sleeper = _Sleeper(event=event, early=early)
         wait = self._enter(sleeper, seconds, probes)
         try:
             event.wait(wait)
@@ -115,13 +119,13 @@ class WaitingRoom:
             self._leave(sleeper)
         return wait < seconds
 
-    async def apause(self, seconds: float, probes: int = 0) -> bool:
+    async def apause(self, seconds: float, probes: int = 0, early: bool = True) -> bool:
         """A coroutine's pause: until ``seconds`` have passed, it is woken, or its task is cancelled."""
         if seconds <= 0:
             return False
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        sleeper = _Sleeper(future=future, loop=loop)
+        sleeper = _Sleeper(future=future, loop=loop, early=early)
         wait = self._enter(sleeper, seconds, probes)
         timer = loop.call_later(wait, _resolve, future)
         try:
@@ -135,6 +139,8 @@ class WaitingRoom:
         """Seat a sleeper; returns how long it waits (the idle probe when it is the last active call)."""
         with self._lock:
             self.active -= 1
+            if not sleeper.early:
+                return seconds
             if self.active <= 0:
                 probe = self.base * 2 ** min(probes, 30)
                 if probe < seconds:
@@ -150,8 +156,10 @@ class WaitingRoom:
             if sleeper.gone:
                 return
             sleeper.gone = True
-            self._gone_in_heap += 1
             self.active += 1
+            if not sleeper.early:
+                return
+            self._gone_in_heap += 1
             if self._gone_in_heap > 32 and self._gone_in_heap * 2 > len(self._heap):
                 self._heap = [entry for entry in self._heap if not entry[2].gone]
                 heapq.heapify(self._heap)
