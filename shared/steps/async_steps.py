@@ -81,16 +81,21 @@ class AsyncRetry:
     async def __call__(self, request: Request, call_next: AsyncCallNext) -> Response:
         tally = RetryTally()
         collector = stats.current()
-        while True:
-            if collector is not None:
-                collector.attempts += 1
-            try:
-                response = await call_next(request)
-            except lm15.LM15Error as exc:
-                await asyncio.sleep(self.step.wait_before_retry(exc, tally, collector))
-                continue
-            self.step.backoff.succeeded()
-            return response
+        with self.step.room.call():
+            while True:
+                if collector is not None:
+                    collector.attempts += 1
+                try:
+                    response = await call_next(request)
+                except lm15.LM15Error as exc:
+                    wait = self.step.wait_before_retry(exc, tally, collector)
+                    if tally.wakeable:
+                        tally.probes += await self.step.room.apause(wait, tally.probes, self.step.may_end_early(tally))
+                    else:
+                        await asyncio.sleep(wait)
+                    continue
+                self.step.succeeded()
+                return response
 
 
 class AsyncBreaker:

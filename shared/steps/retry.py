@@ -9,6 +9,9 @@ Without a limiter, a 429 that names no wait (no Retry-After, no x-ratelimit rese
 target's own backoff (shared/steps/target_backoff.py: none while the target refuses at most half
 of the attempts, from tens of ms growing only while it refuses more), neither the failure schedule
 (1 s doubling: a 30% 429 storm took 20x longer) nor a per-item chain (0.2 s doubling: 14x).
+The target's pause is sat out in the target's waiting room (shared/steps/waiting_room.py): a process
+never idles with a paused retry of the target while it has no call of it active (a call ending wakes
+the earliest; the last one pausing waits at most a short idle probe).
 DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.
 """
@@ -29,6 +32,7 @@ from shared.errors import RetryLater
 from shared.steps import stats
 from shared.steps.base import CallNext
 from shared.steps.target_backoff import TargetBackoff
+from shared.steps.waiting_room import WaitingRoom
 
 # set on a rate-limit error by the rate limit step when a global limiter paces that backend
 PACED = "tidyq_paced_by_limiter"
@@ -62,31 +66,51 @@ class RetryTally:
 
     failures: int = 0
     limited: int = 0
+    wakeable: bool = False  # the last wait is the target's pause (the waiting room's), not an exact one
+    probes: int = 0  # pauses of this call shortened to an idle probe (shared/steps/waiting_room.py)
 
 
 class RetryStep:
     name = "retry"
 
-    def __init__(self, config: RetryConfig, *, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, config: RetryConfig, *, sleep: Callable[[float], None] | None = None,
                  rng: random.Random | None = None):
+        """``sleep`` given replaces every wait of the sync path, the target's pauses included (the
+        policy's tests read what was drawn); by default those are sat out in the waiting room."""
         self.config = config
-        self.sleep = sleep
+        self.sleep = sleep or time.sleep
+        self.injected = sleep is not None
         self.rng = rng or random.Random()
         self.backoff = TargetBackoff(config, self.rng)  # this step serves one target (shared/engine.py)
+        self.room = WaitingRoom(config.rate_limit_base_delay)  # this target's paused retries here (both paths)
 
     def __call__(self, request: Request, call_next: CallNext) -> Response:
         tally = RetryTally()
         collector = stats.current()
-        while True:
-            if collector is not None:
-                collector.attempts += 1
-            try:
-                response = call_next(request)
-            except lm15.LM15Error as exc:
-                self.sleep(self.wait_before_retry(exc, tally, collector))
-                continue
-            self.backoff.succeeded()
-            return response
+        with self.room.call():
+            while True:
+                if collector is not None:
+                    collector.attempts += 1
+                try:
+                    response = call_next(request)
+                except lm15.LM15Error as exc:
+                    wait = self.wait_before_retry(exc, tally, collector)
+                    if tally.wakeable and not self.injected:
+                        tally.probes += self.room.pause(wait, tally.probes, self.may_end_early(tally))
+                    else:
+                        self.sleep(wait)
+                    continue
+                self.succeeded()
+                return response
+
+    def succeeded(self) -> None:
+        """An answer of the target: its refused share falls."""
+        self.backoff.succeeded()
+
+    def may_end_early(self, tally: RetryTally) -> bool:
+        """Whether the waiting room may wake or probe this call's pause: not once it has spent half of
+        its rate-limit retries (the room's early retries must not use up the budget)."""
+        return tally.limited <= self.config.max_rate_limit_retries // 2
 
     def wait_before_retry(self, exc: lm15.LM15Error, tally: RetryTally, collector) -> float:
         """Seconds to wait before retrying a failed attempt, or raise: the error itself when it is not
@@ -98,7 +122,7 @@ class RetryStep:
             else (tally.failures, self.config.max_retries)
         if not is_transient(exc) or count >= budget:
             raise exc
-        wait = self._wait(exc, count, rate_limited)
+        wait, wakeable = self._wait(exc, count, rate_limited)
         if wait > self.config.max_inline_wait:
             raise RetryLater(f"{type(exc).__name__}: provider asks to wait {wait:.1f}s", delay=wait) from exc
         if collector is not None:
@@ -107,19 +131,21 @@ class RetryStep:
             tally.limited += 1
         else:
             tally.failures += 1
+        tally.wakeable = wakeable
         return wait
 
-    def _wait(self, exc: lm15.LM15Error, count: int, rate_limited: bool) -> float:
+    def _wait(self, exc: lm15.LM15Error, count: int, rate_limited: bool) -> tuple[float, bool]:
         """Retry-After when the provider gave one, or its x-ratelimit reset when it says none remain; no
         pause of our own for a rate-limit answer that the global limiter paces (the limiter's next slot
-        is the wait); the target's backoff for other rate-limit answers; else the failure backoff."""
+        is the wait); the target's backoff for other rate-limit answers (the only wait that may end
+        early: True); else the failure backoff."""
         if exc.retry_after is not None and exc.retry_after >= 0:
-            return float(exc.retry_after)
+            return float(exc.retry_after), False
         if not rate_limited:
-            return backoff_delay(self.config, count, self.rng)
+            return backoff_delay(self.config, count, self.rng), False
         reset = throttle_pause(exc)
         if reset > 0:
-            return reset
+            return reset, False
         if getattr(exc, PACED, False):
-            return 0.0
-        return self.backoff.refused()
+            return 0.0, False
+        return self.backoff.refused(), True
