@@ -175,19 +175,22 @@ def test_an_acquire_that_finds_it_closed_spares_the_next_ones_their_round_trip(c
     assert _record_calls(client) == before and not any(p.probe_id for p in permits)
 
 
-def test_rate_limit_answers_of_a_closed_breaker_make_no_round_trip(client):
+def test_rate_limit_answers_of_a_closed_breaker_ride_with_the_batch(client):
     """A 30% 429 storm reported every 429 (neutral) in a script call of its own: 97 per job, 0.2-0.5 s
     of blocked event loop. A neutral outcome counts nothing, so while this process knows the breaker is
-    closed it stays local; once that knowledge is stale, or for a probe, it is reported as before."""
-    b = make(client, "direct:openai/neutral", closed_memo_seconds=0.3)
+    closed it is reported with the next batch (one call, from the batch's timer thread), which still
+    renews this process's memo; once that knowledge is stale it is reported at once, as before."""
+    b = make(client, "direct:openai/neutral", closed_memo_seconds=0.3, ok_batch_seconds=0.1)
     b.record(b.acquire(), "ok")  # the first report tells this process the breaker is closed
     before = _record_calls(client)
     for _ in range(50):
         assert b.record(b.acquire(), "neutral") == "closed"
-    assert _record_calls(client) == before
+    assert _record_calls(client) == before  # none on the caller's thread
+    time.sleep(0.2)
+    assert _record_calls(client) == before + 1  # the batch: one neutral report
     time.sleep(0.35)  # the closed memo ran out: a neutral outcome asks Redis again
     assert b.record(Permit(), "neutral") == "closed"
-    assert _record_calls(client) == before + 1
+    assert _record_calls(client) == before + 2
     st = breaker_status(client, b.target, b.settings)
     assert st["window"]["calls"] == 1 and st["window"]["failures"] == 0
 
