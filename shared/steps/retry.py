@@ -148,4 +148,4 @@ class RetryStep:
             return reset, False
         if getattr(exc, PACED, False):
             return 0.0, False
-        return self.backoff.refused(), True
+        return self.backoff.refused(count), True
