@@ -11,7 +11,8 @@ of the attempts, from tens of ms growing only while it refuses more), neither th
 (1 s doubling: a 30% 429 storm took 20x longer) nor a per-item chain (0.2 s doubling: 14x).
 The target's pause is sat out in the target's waiting room (shared/steps/waiting_room.py): a process
 never idles with a paused retry of the target while it has no call of it active (a call ending wakes
-the earliest; the last one pausing waits at most a short idle probe).
+the earliest; the last one pausing waits at most a short idle probe). Past half its rate-limit budget a
+call waits at least its own doubling chain (a real limit's onset, where the share is still low).
 DSPy's num_retries, LiteLLM's and botocore's retries are all off, so this loop is the only one. A wait longer than
 ``RetryConfig.max_inline_wait`` is not slept here: :class:`RetryLater` hands it to the queue.
 """
@@ -148,4 +149,4 @@ class RetryStep:
             return reset, False
         if getattr(exc, PACED, False):
             return 0.0, False
-        return self.backoff.refused(), True
+        return self.backoff.refused(count), True

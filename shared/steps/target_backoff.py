@@ -68,10 +68,21 @@ class TargetBackoff:
             return min(base, top)
         return base * (top / base) ** min(1.0, excess)
 
-    def refused(self) -> float:
-        """A 429 without a wait of its own: count it and return the pause before this call's retry."""
+    def refused(self, spent: int = 0) -> float:
+        """A 429 without a wait of its own: count it and return the pause before this call's retry.
+        ``spent``: the call's rate-limit retries so far. Past half of its budget the call waits at least
+        its own doubling chain from rate_limit_base_delay: at the onset of a real limit the share is
+        still under half (retried at once) while one call, refused in a few ms each time, could spend
+        all 20 retries in ~70 ms and send its chunk back to the queue for 15 s (a 16 s job, 24.8/s)."""
         self._share.refused()
-        ceiling = self.ceiling
+        ceiling = self._draw(self.ceiling)
+        past = spent - self.config.max_rate_limit_retries // 2
+        if past < 0:
+            return ceiling
+        base, top = self.config.rate_limit_base_delay, self.config.rate_limit_max_delay
+        return max(ceiling, self._draw(min(top, base * 2 ** min(past, 30))))
+
+    def _draw(self, ceiling: float) -> float:
         return self.rng.uniform(0.0, ceiling) if self.config.jitter else ceiling
 
     def succeeded(self) -> None:

@@ -82,10 +82,11 @@ class WaitingRoom:
         self._order = itertools.count()
         self._gone_in_heap = 0
         self.active = 0  # calls of this target in this process that are not paused here
-        self.woken_early = 0  # pauses ended before their deadline (ops and tests read it)
+        self.woken_early = 0  # pauses woken or probed before their draw (the tests read it)
 
     @property
     def waiting(self) -> int:
+        """Paused retries that may still be woken early."""
         with self._lock:
             return len(self._heap) - self._gone_in_heap
 

@@ -72,6 +72,18 @@ def test_an_unlucky_item_of_a_random_storm_retries_soon():
     assert all(0 <= d <= 0.05 * 5 for d in slept), slept  # and barely above it after ten refusals in a row
 
 
+def test_a_call_refused_at_once_again_and_again_slows_down_past_half_its_budget():
+    """The onset of a real limit: the target's share is still under half (retried at once), one call is
+    refused in a few ms each time; past half of its 20 rate-limit retries it waits its own doubling
+    chain, so it cannot spend the whole budget (its chunk back to the queue) before the share rises."""
+    slept: list[float] = []
+    step = RetryStep(RetryConfig(jitter=0.0), sleep=slept.append)
+    call_next, calls = scripted(*([lm15.RateLimitError("slow", status=429)] * 15), response())
+    assert step(request(), call_next).message.text == "ok"
+    assert step.backoff.share < 0.5 and len(calls) == 16
+    assert slept[:10] == [0.0] * 10 and slept[10:] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8])
+
+
 class Provider:
     """A discrete-event stand-in for the target backoff's two worlds: ``slots`` items retrying in
     a closed loop against a provider that answers after ``latency``; refusals come from a token

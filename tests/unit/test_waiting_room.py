@@ -2,7 +2,7 @@
 step on both paths: real threads and a real event loop, a scripted provider call, no tidyq code
 replaced. The target's share is saturated first, so every bare 429 draws the full pause (a minute,
 jitter off): a retry that comes back within seconds was woken or probed, one that did not stayed
-paused. On the code before the room every test here fails (no room; a minute's pause each)."""
+paused. Each rule's test fails with that rule taken out (and all fail on the code before the room)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ PROMPT = 10.0  # how long a test waits for a woken retry (a woken one takes mill
 HOLD = 3 * PROMPT  # how long a call in flight may wait for its answer: longer than any wait of the test's
 
 
-def saturated_step(pause: float = PAUSE) -> RetryStep:
-    step = RetryStep(RetryConfig(jitter=0.0, rate_limit_max_delay=pause, max_inline_wait=2 * pause))
+def saturated_step(pause: float = PAUSE, **config) -> RetryStep:
+    step = RetryStep(RetryConfig(jitter=0.0, rate_limit_max_delay=pause, max_inline_wait=2 * pause, **config))
     for _ in range(80):  # a limit we exceed: most of the last ~32 attempts refused
         step.backoff.refused()
     assert step.backoff.ceiling == pytest.approx(pause)
@@ -160,6 +160,24 @@ def test_a_pause_with_a_call_of_the_target_in_flight_is_kept():
     assert short(request(), provider.sync_call("a")).message.text == "a"
     assert time.monotonic() - a_started >= 0.29 and short.room.woken_early == 0
     hold.set()
+    b.join(PROMPT)
+
+
+def test_a_call_past_half_its_rate_limit_retries_sits_out_its_draw():
+    """The room's early retries never use up an item's budget: past half of it, no wake and no probe."""
+    step = saturated_step(pause=2.0, max_rate_limit_retries=2)
+    hold = threading.Event()
+    provider = Provider({"b": [hold], "a": [bare_429(), bare_429(), response("a")]})
+    b, _ = in_thread(step, provider.sync_call("b"))
+    assert wait_until(lambda: provider.count("b") == 1)
+    a, got_a = in_thread(step, provider.sync_call("a"))
+    assert wait_until(lambda: step.room.waiting == 1)
+    hold.set()  # b ends, nothing else active: a's first pause (1 of 2 retries spent) ends now
+    a.join(PROMPT)
+    assert got_a and got_a[0].message.text == "a"
+    times = [t for name, t in provider.attempts if name == "a"]
+    # the second pause (2 of 2 spent) left no call active, yet was neither probed nor woken
+    assert times[2] - times[1] >= 1.9 and step.room.woken_early == 1
     b.join(PROMPT)
 
 
