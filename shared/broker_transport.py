@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "shared.broker_transport:Transport"
+# kombu >= 5.7 hands _put a publish batch; an older one would LPUSH at once and ignore the capture
+_KOMBU_BATCHES = hasattr(kombu_redis.Channel, "create_publish_batch")
 
 Commands = list[tuple[str, tuple[Any, ...]]]  # (redis-py pipeline method, its arguments)
 _captured: ContextVar[Commands | None] = ContextVar("tidyq_captured_publishes", default=None)
@@ -67,7 +69,7 @@ def captured_publishes(producer) -> Iterator[Commands | None]:
     """Inside, ``producer``'s sends append their Redis commands to the yielded list instead of
     running them. None when its channel is not ours (another broker scheme): the caller then sends
     as usual, outside this block."""
-    if not isinstance(producer.channel, Channel):
+    if not isinstance(producer.channel, Channel) or not _KOMBU_BATCHES:
         yield None
         return
     commands: Commands = []
