@@ -163,6 +163,7 @@ def test_a_chunk_ends_with_its_last_results_in_three_script_calls(worker_env, mo
     payload = chunk(store, 50)
     job_id, task_id = payload["job"]["id"], chunk_task_id(payload["job"]["id"], 0)
     ChunkLedger(store.r).sent(job_id, 0, task_id, "predict.mock", json.dumps(payload), 600)
+    time.sleep(0.3)  # a breaker's batched successes (the warm run's, an earlier test's) report 0.2 s later
     store.r.config_resetstat()
     assert tasks.run_chunk.apply(args=[payload], task_id=task_id).get()["recorded"] == 50
     assert int(store.r.info("commandstats")["cmdstat_evalsha"]["calls"]) == 3
