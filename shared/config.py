@@ -54,7 +54,11 @@ class RetryConfig:
     where the ceiling is the target's, not the item's: none while the target refuses at most half of its
     recent attempts (random refusals, retried at once), rate_limit_base_delay just above that, rising
     with the share up to rate_limit_max_delay (shared/steps/target_backoff.py; the ceiling itself when
-    jitter is 0). A Retry-After or an
+    jitter is 0). Such a pause is sat out in the target's waiting room (shared/steps/waiting_room.py),
+    which wakes it early when no call of the target is left running in the process; from its
+    ``max_rate_limit_retries // 2 + 1``-th such retry a call is not woken early and waits at least its
+    own doubling chain, uniform(0, rate_limit_base_delay * 2**k) capped at rate_limit_max_delay. A
+    Retry-After or an
     x-ratelimit reset is honoured exactly.
     A wait longer than ``max_inline_wait`` (a large Retry-After) is not slept in the worker:
     the item is handed back to the queue with a countdown.
