@@ -21,7 +21,6 @@ import redis.asyncio as aioredis
 
 from shared import keys
 from shared.jobs import TERMINAL_STATES, Item, JobSpec, JobState, JobStatus
-from shared.ledger import queue_sent
 from shared.store import (
     _CANCEL,
     _FAIL,
@@ -121,11 +120,7 @@ class AsyncJobStore:
                          publish: Sequence[tuple[str, tuple]] = ()) -> None:
         """As JobStore.create_job: the first chunk's ledger entry and its message in the same transaction."""
         async with self.r.pipeline(transaction=True) as p:
-            queue_create_job(p, spec)
-            if first_chunk is not None:
-                queue_sent(p, spec.id, *first_chunk, ttl=spec.ttl_seconds, now=spec.created_at)
-            for name, args in publish:
-                getattr(p, name)(*args)
+            queue_create_job(p, spec, first_chunk, publish)
             existed = (await p.execute())[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")

@@ -303,9 +303,11 @@ def collect_listed(ids: list[str], replies: list, wanted: set[str] | None, kind:
     return gone
 
 
-def queue_create_job(pipe, spec: JobSpec) -> None:
+def queue_create_job(pipe, spec: JobSpec, first_chunk: tuple[int, str, str, str] | None = None,
+                     publish: Sequence[tuple[str, tuple]] = ()) -> None:
     """The commands that write a new job, queued on a (sync or asyncio) transaction pipeline; the first
-    reply says whether the id existed. Shared by JobStore and shared.async_store.AsyncJobStore."""
+    reply says whether the id existed. Then the first chunk's ledger entry and, last, its message as
+    broker commands (see JobStore.create_job). Shared by JobStore and shared.async_store.AsyncJobStore."""
     mapping: dict[str, Any] = {
         "spec": spec.model_dump_json(exclude_none=True), "kind": spec.kind.value, "status": JobState.QUEUED.value,
         "total": spec.total, "succeeded": 0, "failed": 0, "ttl": spec.ttl_seconds,
@@ -320,6 +322,10 @@ def queue_create_job(pipe, spec: JobSpec) -> None:
     pipe.expire(key, spec.ttl_seconds)
     pipe.zadd(keys.jobs_index(), {spec.id: spec.created_at})
     pipe.zremrangebyscore(keys.jobs_index(), "-inf", spec.created_at - JOBS_INDEX_HORIZON_SECONDS)
+    if first_chunk is not None:
+        queue_sent(pipe, spec.id, *first_chunk, ttl=spec.ttl_seconds, now=spec.created_at)
+    for name, args in publish:
+        getattr(pipe, name)(*args)
 
 
 def error_types(h: dict[str, str]) -> dict[str, int]:
@@ -385,11 +391,7 @@ class JobStore:
         shared/broker_transport.py captured_publishes) goes last in it: a one-chunk job is one
         round trip, and no worker can take its message before the job and its ledger entry exist."""
         with self.r.pipeline(transaction=True) as p:
-            queue_create_job(p, spec)
-            if first_chunk is not None:
-                queue_sent(p, spec.id, *first_chunk, ttl=spec.ttl_seconds, now=spec.created_at)
-            for name, args in publish:
-                getattr(p, name)(*args)
+            queue_create_job(p, spec, first_chunk, publish)
             existed = p.execute()[0]
         if existed:
             raise RuntimeError(f"job id collision: {spec.id}")
