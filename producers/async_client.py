@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from producers import jsonl, submission
-from producers.client import Client, _ledger_entry
+from producers.client import Client
 from producers.submission import JobFailed
 from shared.async_store import AsyncJobStore
 from shared.config import Settings, get_settings
@@ -243,10 +243,7 @@ class AsyncClient:
     def _checked_first(self, spec, payloads: Iterator[dict], queue: str) -> tuple[list[str], tuple | None, list | None]:
         """In a thread: the target check (refuses before anything is written), the first chunk's ledger
         entry and its message as broker commands (Client._captured_send; None: sent after the job)."""
-        notes = self.sync.check_target(spec)
-        head = next(payloads, None)
-        first = _ledger_entry(spec, head, queue) if head is not None else None
-        return notes, first, self.sync._captured_send(first, queue) if first is not None else None
+        return (self.sync.check_target(spec), *self.sync._first_chunk(spec, payloads, queue))
 
     async def _submit(self, kind: JobKind, target: dict, items: Callable[[], Iterator[Item]], total: int,
                       idempotency_key: str | None, *, chunk_size: int | None = None,

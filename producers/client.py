@@ -285,11 +285,9 @@ class Client:
             items, _ = fold_duplicates(items)
         queue = queue_for(spec.backend)
         payloads = submission.chunk_payloads(spec, items())
-        first = None
+        first, publish = None, None
         if not idempotency_key:  # its ledger entry and its message ride with the job's creation (one round trip)
-            head = next(payloads, None)
-            first = _ledger_entry(spec, head, queue) if head is not None else None
-        publish = self._captured_send(first, queue) if first is not None else None
+            first, publish = self._first_chunk(spec, payloads, queue)
         sub = self.store.subscribe(spec.id) if subscribe and publish else None  # before the send
         try:
             self.store.create_job(spec, first_chunk=first[:4] if first else None, publish=publish or ())
@@ -337,6 +335,12 @@ class Client:
                 self.ledger.sent(spec.id, payload["chunk"], task_id, queue, json.dumps(payload), spec.ttl_seconds)
                 sent += self._send(payload, task_id, queue, producer)
         return sent
+
+    def _first_chunk(self, spec: JobSpec, payloads: Iterator[dict], queue: str) -> tuple[tuple | None, list | None]:
+        """The first chunk's ledger entry and its message as broker commands (None, None: no chunk)."""
+        head = next(payloads, None)
+        first = _ledger_entry(spec, head, queue) if head is not None else None
+        return first, self._captured_send(first, queue) if first is not None else None
 
     def _captured_send(self, first: tuple, queue: str) -> list | None:
         """The first chunk's message as broker commands for create_job's transaction: Celery's own
