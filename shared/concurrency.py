@@ -80,8 +80,10 @@ class AdaptiveLimit:
     """The in-flight cap of one target in this process."""
 
     def __init__(self, target: str, *, rate_per_s: float = 0.0, initial: int = 16, floor: int = 1,
-                 ceiling: int = 2048, redis: Any = None, max_inline_wait: float = 10.0, clock=time.monotonic):
+                 ceiling: int = 2048, redis: Any = None, max_inline_wait: float = 10.0, clock=time.monotonic,
+                 wall_clock=time.time):
         self.clock = clock  # injectable for tests: the limiter's decisions depend on time only through it
+        # ... and the fleet record's slots on wall time (they line up across hosts)
         self.target = target
         self.rate_per_s = rate_per_s
         self.max_inline_wait = max_inline_wait  # a longer pause is the queue's to wait (RetryLater), not a slot's
@@ -99,7 +101,7 @@ class AdaptiveLimit:
         self._waiters: deque[asyncio.Future] = deque()
         self._recent: deque[float] = deque()  # monotonic times of the successes within RATE_WINDOW_S
         self._shared_at = 0.0
-        self.refusals = FleetRefusals(target, redis)  # learned mode: is a bare 429 ours?
+        self.refusals = FleetRefusals(target, redis, clock=wall_clock)  # learned mode: is a bare 429 ours?
         self.share = RefusedShare()  # this process's last ~32 attempts (before the fleet's is known)
 
     @property
