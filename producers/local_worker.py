@@ -110,13 +110,20 @@ class LocalWorker:
 
     def stop(self, timeout: float = 20.0, *, warm: bool = True) -> None:
         """Warm shutdown (SIGTERM: running chunks finish) or cold (SIGQUIT: unacked chunks go
-        back to the broker), then SIGKILL whatever is left of the group."""
+        back to the broker), then SIGKILL whatever is left of the group.
+
+        The signal goes to the main process only, as Celery expects: it closes its pool and waits
+        for the pool processes to leave their loop and exit (billiard's os._exit, where coverage
+        also saves a measured child's data). Sent to the whole group, the same SIGTERM raised
+        SystemExit inside each pool process at whatever it was running, the main process's own
+        shutdown then signalled them again or outlived them (their parent-death SIGKILL), so
+        running chunks were cut and a child's exit was a race."""
         proc = self.process
         if proc is None:
             return
         if proc.poll() is None:
-            self._signal_group(signal.SIGTERM if warm else signal.SIGQUIT)
             try:
+                proc.send_signal(signal.SIGTERM if warm else signal.SIGQUIT)
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
