@@ -26,7 +26,7 @@ class Clock:
         return self.now
 
 
-def still_wall(**_) -> float:
+def still_wall() -> float:
     """A wall clock whose 0.1 s slot never turns: the fleet record stays at "nothing known" (a real
     clock turning a slot mid-test gave the record 80 successes and no refusals: no cut, one CI run)."""
     return 0.0
