@@ -51,6 +51,22 @@ def test_a_storm_after_a_storm_free_spell_is_not_read_as_a_limit():
     assert verdict_of(quiet_then_storm).kind != "limit"
 
 
+# A 30% storm as the fleet recorded it in the storm test (tests/reliability/test_provider_storm.py),
+# storm-free and storm jobs in turn: the share alone read it as a limit (rise 0.133 over spread 2.25)
+RECORDED_STORM = [(0, 0)] * 7 + [(1, 0), (22, 0), (87, 0), (90, 0), (22, 0), (59, 0), (79, 0), (40, 0), (87, 34),
+                                 (53, 23), (89, 24), (68, 17), (2, 1), (80, 0), (80, 0), (40, 0), (105, 36), (53, 10),
+                                 (87, 29), (35, 5), (21, 0), (93, 0), (0, 0)]
+
+
+def test_a_storm_whose_successes_grow_with_its_attempts_is_not_a_limit():
+    assert verdict_of(RECORDED_STORM).kind != "limit"
+    last_second = verdict_of(RECORDED_STORM[-10:])  # where the share alone saw the limit
+    assert last_second.rise > 0.1 and last_second.kind != "limit"  # refused more when busier ...
+    assert last_second.success_growth > last_second.spread ** 0.75  # ... but let more through as well
+    bucket = verdict_of(token_bucket(RATES, 10))
+    assert bucket.kind == "limit" and bucket.success_growth < 1.1  # a limit lets the same number through
+
+
 def test_a_burst_at_the_end_of_a_quiet_window_is_a_limit():
     quiet = [(4, 0), (5, 0), (4, 0), (6, 0)] * 5
     bursts = [(4, 0), (22, 14), (5, 0), (30, 24), (6, 0), (25, 19), (4, 0), (28, 20), (5, 0), (24, 17)]
