@@ -102,7 +102,7 @@ def test_storm_every_item_succeeds_within_budget_and_rate(redis_url, start_worke
         assert phase["max_window"] <= 1.1, phase["rps"]
 
 
-PAIRS = 3  # storm-free and storm jobs alternate: a load swing of the shared machine hits both sides
+PAIRS = 5  # storm-free and storm jobs alternate: a load swing of the shared machine hits both sides
 
 
 @pytest.mark.slow
@@ -155,23 +155,17 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     if not pinned:  # the fleet's learned caps at the end (what `tidyq queues` shows)
         report["fleet_caps"] = fleet_summary(redis.Redis.from_url(redis_url))
     figures(f"provider_storm_shipped_defaults_{'pinned_8' if pinned else 'learned'}", report)
-    # The 2x. A 429 that names no wait is retried at once while the target refuses at most half
-    # of its attempts (shared/steps/target_backoff.py), so what is left is the storm's 1.49 calls per item
-    # and each chunk waiting for its unluckiest item's attempts one after another (a simulation of this
-    # fleet's chunks puts that at ~1.6x). Measured: see docs/reliability.md section 3; the uniform(0, 50 ms)
-    # pause before: 1.54-2.23x (2 of 8 over 2x); the per-item chain before that: 13-17x.
-    # Learned cap (the shipped default): before the fleet's record (shared/fleet_refusals.py) the cap
-    # collapsed to one call per process: 4.6-6.7x. With it the median was 1.39-2.66x, and 1.98-2.43 in
-    # this round's first 4 runs (load 4-7.6); a per-attempt timeline then found 0.3-0.6 s of blocking
-    # Redis round trips on the event loops per storm job (the breaker's report of every 429, the record's
-    # round trip, both gone now) and a chance "more than half refused" at a storm's opening collapsing
-    # the cap in 2 of 16 runs (to 7-8 for the fleet: medians 1.86, 2.88; now 2 standard errors beyond
-    # half). After: medians 1.50-1.86 in 10 of 12 runs, 2.03 and 2.09 (36 pairs 1.37-2.94), mostly at
-    # load 5-8; where the storm-free job is fast (0.24-0.35 s) 1.8-2.1x before and after.
-    # What is left is structure, not cost: a chunk's process waits for its unluckiest item (7-9 attempts
-    # in a row for the job's last chunk) before it takes the next chunk; at low load that alone is ~2.1x
-    # (a model of this fleet), so the learned side still asserts 3x and reports its ratio; the goal is 2x.
-    assert ratio <= (2.0 if pinned else 3.0), (report, seconds)
+    # The 2x, on both sides. A 429 that names no wait is retried at once while the target refuses
+    # at most half of its attempts (shared/steps/target_backoff.py); what is left is the storm's 1.49 calls
+    # per item and each chunk waiting for its unluckiest item's attempts one after another. Learned cap
+    # (the shipped default): the fleet's record (shared/fleet_refusals.py) must not read the storm as a
+    # limit. Until its verdict also asked whether the successes grow with the attempts, it did in about
+    # one run in three, and the cap fell to 1-2 per process for 30 s (storm jobs 1.2-2.6 s, pair ratios
+    # up to 5.6x); the learned side then asserted 3x. Since: no cut in 40 storm jobs; medians of five
+    # pairs 1.63-1.77 (idle machine), 1.55-1.59 (one core busy). With one seed (7) for every storm, as
+    # before, 1.82-2.14: that storm's last item meets 7 refusals in a row, 0.23 s alone, so three
+    # pairs of it measure one storm three times. Figures: docs/reliability.md section 3.
+    assert ratio <= 2.0, (report, seconds)
 
 
 LIMIT_RPS = 40  # what the stand-in with a real limit accepts (a token bucket holding one second)
