@@ -25,7 +25,7 @@ number through however much is sent, a storm a fixed share). Flat: a rate spread
 no rise beyond one standard error. Anything else is unknown.
 
 Why the successes too: the share alone read a 30% storm as a limit (rise 0.11-0.14 over spreads of
-2.3-3.7) in about one run in three of the storm test, whose storm-free and storm jobs alternate.
+2.3-3.7) in 5 of 6 runs of the storm test (five storms each), whose storm-free and storm jobs alternate.
 The rise came from job boundaries (a storm-free job's last slot, quiet and unrefused, beside a
 storm job's busy first one), a storm job's quiet slots that happened to be refused less, and
 retries at once, which add a slot's refusals to its own attempts. The cap then fell from hundreds
