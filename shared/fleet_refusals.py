@@ -29,8 +29,8 @@ Why the successes too: the share alone read a 30% storm as a limit (rise 0.11-0.
 The rise came from job boundaries (a storm-free job's last slot, quiet and unrefused, beside a
 storm job's busy first one), a storm job's quiet slots that happened to be refused less, and
 retries at once, which add a slot's refusals to its own attempts. The cap then fell from hundreds
-to 1-2 per process for the limit's 30 s hold: storm jobs took 1.2-2.6 s instead of 0.5, and the
-storm-free ones after them 0.7-1.2 s instead of 0.3. In those windows the busier pool's successes
+to 1-2 per process for the limit's 30 s hold: storm jobs took 1.2-2.8 s instead of 0.5, and the
+storm-free ones after them 0.7-1.3 s instead of 0.3. In those windows the busier pool's successes
 per slot grew with its attempts almost as a storm's do (elasticity 0.8); a token bucket's stay put
 (about 0), a limit's bursts grow a little (0.2).
 """
