@@ -125,8 +125,8 @@ def test_429_storm_at_the_shipped_defaults_without_any_rate_limit(redis_url, sta
     budget = shipped.max_retries + shipped.max_rate_limit_retries + 1
     report: dict[str, object] = {}
     seconds: dict[str, float] = {}
-    # each pair's storm is its own draw (seeds 8, 9, 10): a job's last item takes the refusals that end
-    # its storm's sequence one after another, and one seed repeated is one storm measured three times
+    # each pair's storm is its own draw (seeds 8 to 7 + PAIRS): a job's last item takes the refusals that
+    # end its storm's sequence one after another, and one seed repeated is one storm measured again
     phases = [("warm_up", 0.0, 7)] + [(f"{kind}_{i}", rate, 7 + i) for i in range(1, PAIRS + 1)
                                       for kind, rate in (("storm_free", 0.0), ("429_only", 0.3))]
     tag = "pinned" if pinned else "learned"
